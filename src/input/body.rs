@@ -1,0 +1,155 @@
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Buf;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::InputRefusal;
+use crate::refusal::{RefusalSlot, Refused};
+
+/// Errors boxed by this crate for transport failures of an inner body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The error of a [`LimitedBody`]: the limit was crossed, or the inner body
+/// failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The body crossed its limit.
+    #[error(transparent)]
+    Refused(InputRefusal),
+    /// The inner body failed (a transport error, for example).
+    #[error("failed to read the request body")]
+    Read(#[source] BoxError),
+}
+
+/// Which bytes a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counted {
+    /// Bytes as they arrive on the wire (after de-chunking).
+    Wire,
+    /// Bytes after decompression.
+    Decoded,
+}
+
+/// The state one request's body limit shares between the layer's future, the
+/// body, and a route-level override.
+pub(crate) struct BodyGuard {
+    limit: AtomicU64,
+    /// The largest limit a route may raise this one to.
+    pub(crate) ceiling: u64,
+    pub(crate) counted: Counted,
+    pub(crate) slot: RefusalSlot,
+}
+
+impl BodyGuard {
+    pub(crate) fn new(limit: u64, ceiling: u64, counted: Counted) -> Arc<Self> {
+        Arc::new(Self {
+            limit: AtomicU64::new(limit),
+            ceiling: ceiling.max(limit),
+            counted,
+            slot: RefusalSlot::default(),
+        })
+    }
+
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Sets the limit for this request, clamped to the ceiling; returns the
+    /// limit now in force.
+    pub(crate) fn set_limit(&self, limit: u64) -> u64 {
+        let limit = limit.min(self.ceiling);
+        self.limit.store(limit, Ordering::Relaxed);
+        limit
+    }
+
+    fn too_large(&self, limit: u64, observed: u64) -> InputRefusal {
+        match self.counted {
+            Counted::Wire => InputRefusal::BodyTooLarge { limit, observed },
+            Counted::Decoded => InputRefusal::DecodedBodyTooLarge { limit, observed },
+        }
+    }
+}
+
+pin_project! {
+    /// A request body counted as it streams: once more bytes than the limit
+    /// have arrived, the next read fails with [`BodyError::Refused`] and the
+    /// layer answers 413. At most the limit plus one frame is ever held.
+    pub struct LimitedBody<B> {
+        #[pin]
+        inner: B,
+        guard: Arc<BodyGuard>,
+        seen: u64,
+        failed: bool,
+    }
+}
+
+impl<B> LimitedBody<B> {
+    pub(crate) fn new(inner: B, guard: Arc<BodyGuard>) -> Self {
+        Self {
+            inner,
+            guard,
+            seen: 0,
+            failed: false,
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for LimitedBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitedBody")
+            .field("limit", &self.guard.limit())
+            .field("seen", &self.seen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Body for LimitedBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let limit = this.guard.limit();
+        if *this.failed {
+            return Poll::Ready(Some(Err(BodyError::Refused(
+                this.guard.too_large(limit, *this.seen),
+            ))));
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.seen = this.seen.saturating_add(data.remaining() as u64);
+                    if *this.seen > limit {
+                        *this.failed = true;
+                        let refusal = this.guard.too_large(limit, *this.seen);
+                        this.guard.slot.set(Refused::new(refusal.clone()));
+                        return Poll::Ready(Some(Err(BodyError::Refused(refusal))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(BodyError::Read(error.into())))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,247 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::{header::CONTENT_LENGTH, HeaderMap, Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::body::{BodyGuard, Counted, LimitedBody};
+use super::InputRefusal;
+use crate::problem::{Problem, ProblemOr, RequestContext};
+
+/// The default body limit: 1 MiB.
+///
+/// Large enough for any JSON API payload and form post we know of, small
+/// enough that a few thousand concurrent maximal bodies fit in memory. It is
+/// the default of nginx's `client_max_body_size` (1 MiB); uploads raise it per
+/// route (see [`RouteBodyLimitLayer`](super::RouteBodyLimitLayer)).
+pub const DEFAULT_BODY_LIMIT: u64 = 1024 * 1024;
+
+/// Limits the size of request bodies, declared and streamed.
+///
+/// - A declared `Content-Length` over the limit is answered 413 before the
+///   inner service is called and before any byte of the body is read; with
+///   `Expect: 100-continue` no `100 Continue` is sent.
+/// - A chunked or unknown-length body is counted as it streams; once it
+///   crosses the limit the read fails with a typed error, and whatever the
+///   inner service made of that failure (axum's `Bytes`, `String` and `Json`
+///   extractors make a 400 or a plain 413 of it) is replaced by a 413 problem.
+/// - With the `axum` feature, axum's own `DefaultBodyLimit` (2 MB) is switched
+///   off below this layer, so this limit is the one in force.
+///
+/// Default: [`DEFAULT_BODY_LIMIT`] (1 MiB).
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use tower_harden::input::BodyLimitLayer;
+///
+/// let app: Router = Router::new()
+///     .route("/echo", post(|body: String| async move { body }))
+///     .layer(BodyLimitLayer::new(64 * 1024));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimitLayer {
+    limit: u64,
+    ceiling: u64,
+    counted: Counted,
+}
+
+impl Default for BodyLimitLayer {
+    fn default() -> Self {
+        Self::new(DEFAULT_BODY_LIMIT)
+    }
+}
+
+impl BodyLimitLayer {
+    /// A limit of `limit` bytes on every request body.
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            ceiling: limit,
+            counted: Counted::Wire,
+        }
+    }
+
+    /// Lets a route raise the limit up to `ceiling` bytes with
+    /// [`RouteBodyLimitLayer`](super::RouteBodyLimitLayer). A declared
+    /// `Content-Length` over the ceiling is still refused here, before
+    /// routing; one between the limit and the ceiling is refused by the route
+    /// unless it raised its limit. Default: the limit itself (no route may
+    /// raise it).
+    pub fn max_route_limit(mut self, ceiling: u64) -> Self {
+        self.ceiling = ceiling.max(self.limit);
+        self
+    }
+
+    /// Counts decoded bytes: place this layer inside a decompression layer
+    /// (as [`DecompressLayer`](super::DecompressLayer) does) to bound what a
+    /// compressed body inflates to.
+    pub(crate) fn decoded(mut self) -> Self {
+        self.counted = Counted::Decoded;
+        self
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+impl<S> Layer<S> for BodyLimitLayer {
+    type Service = BodyLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BodyLimit {
+            inner,
+            layer: *self,
+        }
+    }
+}
+
+/// The service of [`BodyLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct BodyLimit<S> {
+    inner: S,
+    layer: BodyLimitLayer,
+}
+
+impl<S> BodyLimit<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The request's wire body limit, for a route that raises or lowers it.
+#[derive(Clone)]
+pub(crate) struct WireLimit(pub(crate) Arc<BodyGuard>);
+
+/// The request's decoded body limit, for a route that raises or lowers it.
+#[derive(Clone)]
+pub(crate) struct DecodedLimit(pub(crate) Arc<BodyGuard>);
+
+/// The declared `Content-Length`, if present and well-formed. hyper refuses a
+/// malformed or conflicting one with 400 before we see the request; for other
+/// servers a malformed value counts as absent and the body is still counted.
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BodyLimit<S>
+where
+    S: Service<Request<LimitedBody<ReqBody>>, Response = Response<ResBody>>,
+{
+    type Response = Response<ProblemOr<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let layer = self.layer;
+        if let Some(declared) = declared_length(request.headers()) {
+            if declared > layer.ceiling && layer.counted == Counted::Wire {
+                let refusal = InputRefusal::DeclaredBodyTooLarge {
+                    limit: layer.limit,
+                    declared,
+                };
+                return ResponseFuture::refused(Problem::refuse(refusal, request.extensions()));
+            }
+        }
+        let guard = BodyGuard::new(layer.limit, layer.ceiling, layer.counted);
+        let (mut parts, body) = request.into_parts();
+        match layer.counted {
+            Counted::Wire => {
+                parts.extensions.insert(WireLimit(guard.clone()));
+            }
+            Counted::Decoded => {
+                parts.extensions.insert(DecodedLimit(guard.clone()));
+            }
+        }
+        #[cfg(feature = "axum")]
+        super::axum_default_limit::disable(&mut parts.extensions);
+        let context = RequestContext::from_extensions(&parts.extensions);
+        let request = Request::from_parts(parts, LimitedBody::new(body, guard.clone()));
+        ResponseFuture::inner(self.inner.call(request), guard, context)
+    }
+}
+
+pin_project! {
+    /// The response future of [`BodyLimit`].
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Refused { response: Option<Response<ProblemOr<B>>> },
+        Inner { #[pin] future: F, guard: Arc<BodyGuard>, context: RequestContext },
+    }
+}
+
+impl<F, B> ResponseFuture<F, B> {
+    pub(crate) fn refused(response: Response<ProblemOr<B>>) -> Self {
+        Self {
+            state: State::Refused {
+                response: Some(response),
+            },
+        }
+    }
+
+    pub(crate) fn inner(future: F, guard: Arc<BodyGuard>, context: RequestContext) -> Self {
+        Self {
+            state: State::Inner {
+                future,
+                guard,
+                context,
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ProblemOr<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+            StateProj::Inner {
+                future,
+                guard,
+                context,
+            } => {
+                let response = ready!(future.poll(cx))?;
+                Poll::Ready(Ok(match guard.slot.take() {
+                    Some(refused) => Problem::refuse_with(refused, context.clone()),
+                    None => response.map(ProblemOr::inner),
+                }))
+            }
+        }
+    }
+}

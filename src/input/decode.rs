@@ -1,0 +1,146 @@
+use std::task::{Context, Poll};
+
+use http::header::{HeaderValue, CONTENT_ENCODING};
+use http::{Request, Response};
+use tower_http::decompression::{RequestDecompression, RequestDecompressionLayer};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::body_limit::{BodyLimit, BodyLimitLayer};
+use super::InputRefusal;
+use crate::problem::{Problem, ProblemOr, RefuseOr};
+
+/// Decompresses request bodies and bounds the decoded bytes.
+///
+/// A body in `gzip` (or `x-gzip`), `deflate`, `br` or `zstd` is decoded by
+/// tower-http's `RequestDecompression`, and its decoded bytes are counted
+/// against `decoded_limit` as they stream: a 10 KB gzip body that would
+/// inflate to 100 MB is refused with 413 after `decoded_limit` bytes, and
+/// never held whole. Any other coding, or a list of codings (`gzip, gzip`:
+/// nested encodings are a classic bomb), is refused with 415.
+///
+/// Place it inside a [`BodyLimitLayer`](super::BodyLimitLayer), which bounds
+/// the compressed bytes on the wire.
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use tower::ServiceBuilder;
+/// use tower_harden::input::{BodyLimitLayer, DecompressLayer};
+///
+/// let app: Router = Router::new()
+///     .route("/ingest", post(|body: String| async move { body.len().to_string() }))
+///     .layer(
+///         ServiceBuilder::new()
+///             .layer(BodyLimitLayer::new(1024 * 1024))
+///             .layer(DecompressLayer::new(8 * 1024 * 1024)),
+///     );
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct DecompressLayer {
+    decoded_limit: u64,
+}
+
+impl DecompressLayer {
+    /// Decodes request bodies, refusing those that inflate past
+    /// `decoded_limit` bytes.
+    pub fn new(decoded_limit: u64) -> Self {
+        Self { decoded_limit }
+    }
+}
+
+impl<S> Layer<S> for DecompressLayer {
+    type Service = Decompress<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let limited = BodyLimitLayer::new(self.decoded_limit)
+            .decoded()
+            .layer(inner);
+        Decompress {
+            inner: RequestDecompressionLayer::new().layer(limited),
+        }
+    }
+}
+
+/// The service of [`DecompressLayer`].
+#[derive(Debug, Clone)]
+pub struct Decompress<S> {
+    inner: RequestDecompression<BodyLimit<S>>,
+}
+
+/// Normalizes a request's `Content-Encoding` to the one token tower-http
+/// decodes, or refuses it.
+fn accept_encoding(value: &HeaderValue) -> Result<Option<&'static str>, InputRefusal> {
+    let coding = value
+        .to_str()
+        .map_err(|_| InputRefusal::UnsupportedEncoding)?
+        .trim();
+    let canonical = if coding.eq_ignore_ascii_case("identity") {
+        None
+    } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+        Some("gzip")
+    } else if coding.eq_ignore_ascii_case("deflate") {
+        Some("deflate")
+    } else if coding.eq_ignore_ascii_case("br") {
+        Some("br")
+    } else if coding.eq_ignore_ascii_case("zstd") {
+        Some("zstd")
+    } else {
+        return Err(InputRefusal::UnsupportedEncoding);
+    };
+    Ok(canonical)
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Decompress<S>
+where
+    RequestDecompression<BodyLimit<S>>: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ProblemOr<ResBody>>;
+    type Error = <RequestDecompression<BodyLimit<S>> as Service<Request<ReqBody>>>::Error;
+    type Future = RefuseOr<
+        <RequestDecompression<BodyLimit<S>> as Service<Request<ReqBody>>>::Future,
+        ResBody,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let mut codings = request.headers().get_all(CONTENT_ENCODING).iter();
+        let decision = match (codings.next(), codings.next()) {
+            (None, _) => Ok(None),
+            (Some(_), Some(_)) => Err(InputRefusal::UnsupportedEncoding),
+            (Some(value), None) => accept_encoding(value),
+        };
+        match decision {
+            Ok(Some(coding)) => {
+                request
+                    .headers_mut()
+                    .insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
+            }
+            Ok(None) => {
+                request.headers_mut().remove(CONTENT_ENCODING);
+            }
+            Err(refusal) => {
+                return RefuseOr::refused(Problem::refuse(refusal, request.extensions()));
+            }
+        }
+        RefuseOr::inner(self.inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codings_are_normalized_or_refused() {
+        let accept = |v: &'static str| accept_encoding(&HeaderValue::from_static(v));
+        assert_eq!(accept("GZip "), Ok(Some("gzip")));
+        assert_eq!(accept("x-gzip"), Ok(Some("gzip")));
+        assert_eq!(accept("identity"), Ok(None));
+        assert_eq!(accept("zstd"), Ok(Some("zstd")));
+        assert_eq!(accept("gzip, gzip"), Err(InputRefusal::UnsupportedEncoding));
+        assert_eq!(accept("compress"), Err(InputRefusal::UnsupportedEncoding));
+    }
+}

@@ -1,0 +1,136 @@
+use http::StatusCode;
+
+use crate::problem::Problem;
+use crate::refusal::{Refusal, RefusalContext};
+
+/// Why the input layer refused a request.
+///
+/// `Display` is safe to show a client; the context (limit, observed size) is
+/// also available as fields for the log through [`Refusal::context`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputRefusal {
+    /// The declared `Content-Length` exceeds the limit: refused before any
+    /// byte of the body was read.
+    #[error("the declared request body of {declared} bytes exceeds the limit of {limit} bytes")]
+    DeclaredBodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+        /// The declared `Content-Length`.
+        declared: u64,
+    },
+    /// The body, as it streamed, grew past the limit.
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+        /// Bytes seen when the limit was crossed (at most limit + one frame).
+        observed: u64,
+    },
+    /// The decompressed body grew past the limit on decoded bytes.
+    #[error("the decompressed request body exceeds the limit of {limit} bytes")]
+    DecodedBodyTooLarge {
+        /// The limit in decoded bytes.
+        limit: u64,
+        /// Decoded bytes seen when the limit was crossed.
+        observed: u64,
+    },
+    /// The body is compressed in an encoding this server does not decode, or
+    /// in more than one encoding.
+    #[error("the content encoding of the request body is not supported")]
+    UnsupportedEncoding,
+    /// More header fields than allowed.
+    #[error("the request has {observed} header fields, more than the limit of {limit}")]
+    TooManyHeaders {
+        /// The limit on the number of header fields.
+        limit: u64,
+        /// The number of header fields.
+        observed: u64,
+    },
+    /// More header bytes than allowed.
+    #[error("the request headers take {observed} bytes, more than the limit of {limit}")]
+    HeadersTooLarge {
+        /// The limit on header bytes (names plus values).
+        limit: u64,
+        /// The header bytes.
+        observed: u64,
+    },
+    /// The request target is longer than allowed.
+    #[error("the request URI is {observed} bytes long, more than the limit of {limit}")]
+    UriTooLong {
+        /// The limit on the request target's length.
+        limit: u64,
+        /// Its length.
+        observed: u64,
+    },
+}
+
+impl Refusal for InputRefusal {
+    fn problem(&self) -> Problem {
+        let (status, slug, title) = match self {
+            Self::DeclaredBodyTooLarge { .. }
+            | Self::BodyTooLarge { .. }
+            | Self::DecodedBodyTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            ),
+            Self::UnsupportedEncoding => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-encoding",
+                "Unsupported content encoding",
+            ),
+            Self::TooManyHeaders { .. } | Self::HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                "Request header fields too large",
+            ),
+            Self::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, "uri-too-long", "URI too long"),
+        };
+        let problem = Problem::new(status, slug, title).with_detail(self.to_string());
+        match self.limit() {
+            Some(limit) => problem.with_member("limit", limit),
+            None => problem,
+        }
+    }
+
+    fn context(&self) -> RefusalContext {
+        let context = RefusalContext::new("input");
+        let context = match self.limit() {
+            Some(limit) => context.limit(limit),
+            None => context,
+        };
+        match self.observed() {
+            Some(observed) => context.observed(observed),
+            None => context,
+        }
+    }
+}
+
+impl InputRefusal {
+    /// The limit that was hit, if the refusal is about a limit.
+    pub fn limit(&self) -> Option<u64> {
+        match *self {
+            Self::DeclaredBodyTooLarge { limit, .. }
+            | Self::BodyTooLarge { limit, .. }
+            | Self::DecodedBodyTooLarge { limit, .. }
+            | Self::TooManyHeaders { limit, .. }
+            | Self::HeadersTooLarge { limit, .. }
+            | Self::UriTooLong { limit, .. } => Some(limit),
+            Self::UnsupportedEncoding => None,
+        }
+    }
+
+    /// What was observed against the limit.
+    pub fn observed(&self) -> Option<u64> {
+        match *self {
+            Self::DeclaredBodyTooLarge { declared, .. } => Some(declared),
+            Self::BodyTooLarge { observed, .. }
+            | Self::DecodedBodyTooLarge { observed, .. }
+            | Self::TooManyHeaders { observed, .. }
+            | Self::HeadersTooLarge { observed, .. }
+            | Self::UriTooLong { observed, .. } => Some(observed),
+            Self::UnsupportedEncoding => None,
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! # tower-harden
+//!
+//! Composable [tower] layers that make any HTTP service production-ready.
+//!
+//! [tower]: https://docs.rs/tower
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod input;
+pub mod observe;
+pub mod problem;
+pub mod refusal;

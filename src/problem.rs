@@ -1,0 +1,413 @@
+//! RFC 9457 problem details: the one place a refusal becomes a response.
+//!
+//! Every layer of this crate that refuses a request answers with an
+//! `application/problem+json` body built here:
+//!
+//! ```json
+//! {"type":"https://docs.rs/tower-harden/latest/tower_harden/problem/index.html#payload-too-large",
+//!  "title":"Payload too large","status":413,
+//!  "detail":"the request body exceeds the limit of 1048576 bytes",
+//!  "request_id":"0192f5c1-..."}
+//! ```
+//!
+//! The `type` URI points at this page, so a client that follows it finds the
+//! meaning of each problem type below. `detail` is written for the client and
+//! never holds internal error text: a 5xx always says only what failed in
+//! general terms, while the typed [`Refusal`] that caused it rides in the
+//! response's extensions (as [`Refused`]) for the logging layer.
+//!
+//! # Problem types
+//!
+//! | `type` fragment | status | raised by |
+//! |---|---|---|
+//! | <span id="payload-too-large">`payload-too-large`</span> | 413 | body limit, declared or streamed, wire or decoded |
+//! | <span id="unsupported-encoding">`unsupported-encoding`</span> | 415 | a `Content-Encoding` the server does not decode |
+//! | <span id="headers-too-large">`headers-too-large`</span> | 431 | too many header fields or too many header bytes |
+//! | <span id="uri-too-long">`uri-too-long`</span> | 414 | request target longer than the limit |
+//! | <span id="request-timeout">`request-timeout`</span> | 408 | the client sent its body too slowly |
+//! | <span id="deadline-exceeded">`deadline-exceeded`</span> | 503 | the server could not answer within the request deadline |
+//! | <span id="quota-exceeded">`quota-exceeded`</span> | 429 | a rate-limit policy refused the request |
+//! | <span id="invalid-input">`invalid-input`</span> | 400/422 | a handler refused the content of a request |
+//! | <span id="internal-error">`internal-error`</span> | 500 | a handler failed or panicked |
+//! | <span id="service-unavailable">`service-unavailable`</span> | 503 | a dependency (for example the rate-limit store) is unavailable |
+//!
+//! [`Refusal`]: crate::refusal::Refusal
+//! [`Refused`]: crate::refusal::Refused
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Extensions, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use serde_json::{Map, Value};
+
+use crate::observe::{RequestId, TraceId};
+use crate::refusal::{Refusal, Refused};
+
+/// The media type of every problem body (RFC 9457, section 3).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Where the `type` URIs of this crate's problems point: the documentation of
+/// this module, one anchor per problem type.
+pub const TYPE_BASE: &str = "https://docs.rs/tower-harden/latest/tower_harden/problem/index.html#";
+
+/// An RFC 9457 problem: what a client is told when a request is refused.
+///
+/// ```
+/// use http::StatusCode;
+/// use tower_harden::problem::Problem;
+///
+/// let problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-input", "Invalid input")
+///     .with_detail("item 3 is longer than 64 characters")
+///     .with_member("item", 3);
+/// let json: serde_json::Value = serde_json::from_slice(&problem.to_json()).unwrap();
+/// assert_eq!(json["status"], 422);
+/// assert_eq!(json["item"], 3);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Problem {
+    status: StatusCode,
+    slug: &'static str,
+    title: &'static str,
+    detail: Option<Cow<'static, str>>,
+    request_id: Option<RequestId>,
+    trace_id: Option<TraceId>,
+    members: Map<String, Value>,
+}
+
+impl Problem {
+    /// A problem of the given status and type. `slug` becomes the fragment of
+    /// the `type` URI (see [`TYPE_BASE`]); `title` is the same for every
+    /// occurrence of the type.
+    pub fn new(status: StatusCode, slug: &'static str, title: &'static str) -> Self {
+        Self {
+            status,
+            slug,
+            title,
+            detail: None,
+            request_id: None,
+            trace_id: None,
+            members: Map::new(),
+        }
+    }
+
+    /// The generic 500 problem: says nothing about the cause.
+    pub fn internal_error() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal-error",
+            "Internal error",
+        )
+        .with_detail("internal error")
+    }
+
+    /// Sets the human-readable explanation of this occurrence. It is shown to
+    /// the client: never put internal error text here.
+    pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds an extension member (RFC 9457, section 3.2). The reserved names
+    /// `type`, `title`, `status`, `detail`, `instance`, `request_id` and
+    /// `trace_id` are ignored here.
+    pub fn with_member(mut self, name: &str, value: impl Into<Value>) -> Self {
+        if !matches!(
+            name,
+            "type" | "title" | "status" | "detail" | "instance" | "request_id" | "trace_id"
+        ) {
+            self.members.insert(name.to_owned(), value.into());
+        }
+        self
+    }
+
+    /// Fills `request_id` and `trace_id` from a request's context.
+    pub fn with_request_context(mut self, context: RequestContext) -> Self {
+        self.request_id = context.request_id.or(self.request_id);
+        self.trace_id = context.trace_id.or(self.trace_id);
+        self
+    }
+
+    /// Sets the request id shown to the client.
+    pub fn with_request_id(mut self, id: RequestId) -> Self {
+        self.request_id = Some(id);
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The problem type's short name, the fragment of its `type` URI.
+    pub fn slug(&self) -> &'static str {
+        self.slug
+    }
+
+    /// The problem's `title`.
+    pub fn title(&self) -> &'static str {
+        self.title
+    }
+
+    /// The problem's `detail`, if set.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+
+    /// The full `type` URI.
+    pub fn type_uri(&self) -> String {
+        format!("{TYPE_BASE}{}", self.slug)
+    }
+
+    /// The JSON body.
+    pub fn to_json(&self) -> Bytes {
+        let mut object = Map::with_capacity(6 + self.members.len());
+        object.insert("type".into(), Value::String(self.type_uri()));
+        object.insert("title".into(), Value::String(self.title.into()));
+        object.insert("status".into(), Value::from(self.status.as_u16()));
+        if let Some(detail) = &self.detail {
+            object.insert("detail".into(), Value::String(detail.to_string()));
+        }
+        if let Some(id) = &self.request_id {
+            object.insert("request_id".into(), Value::String(id.as_str().into()));
+        }
+        if let Some(trace) = &self.trace_id {
+            object.insert("trace_id".into(), Value::String(trace.to_string()));
+        }
+        for (name, value) in &self.members {
+            object.insert(name.clone(), value.clone());
+        }
+        Bytes::from(serde_json::to_vec(&Value::Object(object)).unwrap_or_default())
+    }
+
+    /// The response: status, `Content-Type: application/problem+json`,
+    /// `Cache-Control: no-store`, and the JSON body.
+    pub fn into_response<B>(self) -> Response<ProblemOr<B>> {
+        let mut response = Response::new(ProblemOr::problem(self.to_json()));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+
+    /// The response for a typed refusal of a request: its problem, with the
+    /// request's id and trace, and the refusal itself in the response's
+    /// extensions as [`Refused`] for the logging layer.
+    pub fn refuse<B, R: Refusal>(refusal: R, request: &Extensions) -> Response<ProblemOr<B>> {
+        Self::refuse_with(
+            Refused::new(refusal),
+            RequestContext::from_extensions(request),
+        )
+    }
+
+    /// As [`Problem::refuse`], for a refusal already wrapped and a request
+    /// context captured earlier (a refusal found after the request was handed
+    /// on, such as a body limit crossed while the handler read the body).
+    pub fn refuse_with<B>(refused: Refused, request: RequestContext) -> Response<ProblemOr<B>> {
+        let mut response = refused
+            .refusal()
+            .problem()
+            .with_request_context(request)
+            .into_response();
+        response.extensions_mut().insert(refused);
+        response
+    }
+}
+
+/// What a problem needs to know of the request it answers: its id and trace,
+/// captured from the request's extensions (where the observe layer puts them).
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// The request id.
+    pub request_id: Option<RequestId>,
+    /// The trace id.
+    pub trace_id: Option<TraceId>,
+}
+
+impl RequestContext {
+    /// The context found in a request's extensions.
+    pub fn from_extensions(extensions: &Extensions) -> Self {
+        Self {
+            request_id: extensions.get::<RequestId>().cloned(),
+            trace_id: extensions.get::<TraceId>().copied(),
+        }
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for Problem {
+    fn into_response(self) -> axum::response::Response {
+        Problem::into_response::<axum::body::Body>(self).map(axum::body::Body::new)
+    }
+}
+
+pin_project! {
+    /// A response body that is either the inner service's body or a problem
+    /// written by one of this crate's layers.
+    ///
+    /// Each layer keeps the inner body type inside, so no body is boxed and
+    /// the inner service's error type is kept.
+    #[project = ProblemOrProj]
+    #[allow(missing_docs)] // the fields are described by their variants
+    pub enum ProblemOr<B> {
+        /// The inner service's body, untouched.
+        Inner { #[pin] body: B },
+        /// A problem+json body.
+        Problem { body: Full<Bytes> },
+    }
+}
+
+impl<B> ProblemOr<B> {
+    /// Wraps the inner service's body.
+    pub fn inner(body: B) -> Self {
+        Self::Inner { body }
+    }
+
+    /// A problem body.
+    pub fn problem(json: Bytes) -> Self {
+        Self::Problem {
+            body: Full::new(json),
+        }
+    }
+}
+
+impl<B> Default for ProblemOr<B>
+where
+    B: Default,
+{
+    fn default() -> Self {
+        Self::inner(B::default())
+    }
+}
+
+impl<B> Body for ProblemOr<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.project() {
+            ProblemOrProj::Inner { body } => body.poll_frame(cx),
+            ProblemOrProj::Problem { body } => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(Some(Err(never))) => match never {},
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Inner { body } => body.is_end_stream(),
+            Self::Problem { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Inner { body } => body.size_hint(),
+            Self::Problem { body } => body.size_hint(),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of a layer that either refuses a request at once
+    /// or hands it to the inner service.
+    pub struct RefuseOr<F, B> {
+        #[pin]
+        state: RefuseOrState<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = RefuseOrProj]
+    enum RefuseOrState<F, B> {
+        Refused { response: Option<Response<ProblemOr<B>>> },
+        Inner { #[pin] future: F },
+    }
+}
+
+impl<F, B> RefuseOr<F, B> {
+    /// A future that answers with this refusal.
+    pub fn refused(response: Response<ProblemOr<B>>) -> Self {
+        Self {
+            state: RefuseOrState::Refused {
+                response: Some(response),
+            },
+        }
+    }
+
+    /// A future that answers with the inner service's response.
+    pub fn inner(future: F) -> Self {
+        Self {
+            state: RefuseOrState::Inner { future },
+        }
+    }
+}
+
+impl<F, B, E> Future for RefuseOr<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ProblemOr<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            RefuseOrProj::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("RefuseOr polled after completion"))),
+            RefuseOrProj::Inner { future } => future
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(ProblemOr::inner))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_the_rfc_9457_members() {
+        let mut extensions = Extensions::new();
+        extensions.insert(RequestId::parse("req-1").unwrap());
+        let problem = Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+        )
+        .with_detail("too big")
+        .with_member("limit", 10)
+        .with_member("status", 999)
+        .with_request_context(RequestContext::from_extensions(&extensions));
+        let json: Value = serde_json::from_slice(&problem.to_json()).unwrap();
+        assert_eq!(json["type"], format!("{TYPE_BASE}payload-too-large"));
+        assert_eq!(json["title"], "Payload too large");
+        assert_eq!(json["status"], 413);
+        assert_eq!(json["detail"], "too big");
+        assert_eq!(json["request_id"], "req-1");
+        assert_eq!(json["limit"], 10);
+    }
+
+    #[test]
+    fn response_has_problem_headers() {
+        let response = Problem::internal_error().into_response::<Full<Bytes>>();
+        assert_eq!(response.status(), 500);
+        assert_eq!(response.headers()[CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
+    }
+}

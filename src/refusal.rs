@@ -1,0 +1,162 @@
+//! The error model: every refusal is a typed value that carries its context.
+//!
+//! A layer that refuses a request builds a value of its own error type (for
+//! example [`InputRefusal`](crate::input::InputRefusal)), which implements
+//! [`Refusal`]: it knows its client-safe [`Problem`] and its [`RefusalContext`]
+//! (which layer, which limit, what was observed, which key, which budget).
+//! [`Problem::refuse`] turns it into the response and stores it in the
+//! response's extensions as [`Refused`], where the observe layer finds it and
+//! logs it once, with its whole `source()` chain.
+//!
+//! Handlers can take part with their own errors: implement [`Refusal`] for
+//! them, or use the crate's handler error type (see the `observe` module).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::problem::Problem;
+
+/// A typed refusal of a request: an error that knows what the client may be
+/// told and what the operator needs to know.
+pub trait Refusal: StdError + Send + Sync + 'static {
+    /// What the client is told. Must not contain internal error text.
+    fn problem(&self) -> Problem;
+
+    /// Structured context for the log event.
+    fn context(&self) -> RefusalContext;
+}
+
+/// Structured context of a refusal, logged as fields of the request's outcome
+/// event. Every text field here is either a fixed name chosen by the code or
+/// already escaped and bounded (a key is a short hash, never the raw key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RefusalContext {
+    /// The layer that refused: `input`, `deadline`, `rate_limit`, `handler`, ...
+    pub layer: &'static str,
+    /// The configured limit that was hit (bytes, count, requests), if any.
+    pub limit: Option<u64>,
+    /// What was observed against that limit, if known.
+    pub observed: Option<u64>,
+    /// The policy (or policies, comma-separated) that refused.
+    pub policy: Option<String>,
+    /// The rate-limit key, as a short hash.
+    pub key: Option<String>,
+    /// The time budget that ran out.
+    pub budget: Option<Duration>,
+    /// How long the request had run when it was refused.
+    pub elapsed: Option<Duration>,
+    /// When the client may try again.
+    pub retry_after: Option<Duration>,
+}
+
+impl RefusalContext {
+    /// A context naming the layer that refused.
+    pub fn new(layer: &'static str) -> Self {
+        Self {
+            layer,
+            ..Self::default()
+        }
+    }
+
+    /// Sets the limit.
+    pub fn limit(mut self, limit: u64) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Sets the observed value.
+    pub fn observed(mut self, observed: u64) -> Self {
+        self.observed = Some(observed);
+        self
+    }
+
+    /// Sets the policy name(s).
+    pub fn policy(mut self, policy: impl Into<String>) -> Self {
+        self.policy = Some(policy.into());
+        self
+    }
+
+    /// Sets the (hashed) key.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the budget.
+    pub fn budget(mut self, budget: Duration) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Sets the elapsed time.
+    pub fn elapsed(mut self, elapsed: Duration) -> Self {
+        self.elapsed = Some(elapsed);
+        self
+    }
+
+    /// Sets the retry-after time.
+    pub fn retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = Some(retry_after);
+        self
+    }
+}
+
+/// A refusal stored in a response's extensions, for the logging layer.
+#[derive(Clone)]
+pub struct Refused(Arc<dyn Refusal>);
+
+impl Refused {
+    /// Wraps a refusal.
+    pub fn new(refusal: impl Refusal) -> Self {
+        Self(Arc::new(refusal))
+    }
+
+    /// The refusal.
+    pub fn refusal(&self) -> &(dyn Refusal + 'static) {
+        &*self.0
+    }
+
+    /// The refusal's `Display`, then the `Display` of each of its sources,
+    /// outermost first.
+    pub fn chain(&self) -> impl Iterator<Item = &(dyn StdError + 'static)> {
+        let first: &(dyn StdError + 'static) = &*self.0;
+        std::iter::successors(Some(first), |error: &&(dyn StdError + 'static)| {
+            (*error).source()
+        })
+    }
+
+    /// The concrete refusal, if it is an `R`.
+    pub fn downcast_ref<R: Refusal>(&self) -> Option<&R> {
+        let error: &(dyn StdError + 'static) = &*self.0;
+        error.downcast_ref::<R>()
+    }
+}
+
+impl fmt::Debug for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Refused").field(&self.0.to_string()).finish()
+    }
+}
+
+/// A refusal that happens while the request body streams (a body limit, a
+/// body-read timeout): the body records it here, and the layer that owns the
+/// slot replaces whatever response the inner service made of the failed read
+/// (axum's extractors make a 400 or a plain-text 413 of it) with the refusal's
+/// problem.
+#[derive(Clone, Default)]
+pub(crate) struct RefusalSlot(Arc<OnceLock<Refused>>);
+
+impl RefusalSlot {
+    /// Records a refusal; the first one wins.
+    pub(crate) fn set(&self, refused: Refused) {
+        let _ = self.0.set(refused);
+    }
+
+    /// The recorded refusal, if any.
+    pub(crate) fn take(&self) -> Option<Refused> {
+        self.0.get().cloned()
+    }
+}
