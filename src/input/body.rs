@@ -38,6 +38,9 @@ pub(crate) enum Counted {
 /// body, and a route-level override.
 pub(crate) struct BodyGuard {
     limit: AtomicU64,
+    /// The declared `Content-Length`, checked against the limit in force
+    /// when the body is first read (a route may have changed the limit).
+    declared: Option<u64>,
     /// The largest limit a route may raise this one to.
     pub(crate) ceiling: u64,
     pub(crate) counted: Counted,
@@ -45,9 +48,15 @@ pub(crate) struct BodyGuard {
 }
 
 impl BodyGuard {
-    pub(crate) fn new(limit: u64, ceiling: u64, counted: Counted) -> Arc<Self> {
+    pub(crate) fn new(
+        limit: u64,
+        ceiling: u64,
+        counted: Counted,
+        declared: Option<u64>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             limit: AtomicU64::new(limit),
+            declared,
             ceiling: ceiling.max(limit),
             counted,
             slot: RefusalSlot::default(),
@@ -64,6 +73,14 @@ impl BodyGuard {
         let limit = limit.min(self.ceiling);
         self.limit.store(limit, Ordering::Relaxed);
         limit
+    }
+
+    /// The refusal of a declared length over the limit now in force.
+    pub(crate) fn declared_too_large(&self) -> Option<InputRefusal> {
+        let limit = self.limit();
+        self.declared
+            .filter(|&declared| declared > limit)
+            .map(|declared| InputRefusal::DeclaredBodyTooLarge { limit, declared })
     }
 
     fn too_large(&self, limit: u64, observed: u64) -> InputRefusal {
@@ -84,6 +101,7 @@ pin_project! {
         guard: Arc<BodyGuard>,
         seen: u64,
         failed: bool,
+        started: bool,
     }
 }
 
@@ -94,6 +112,7 @@ impl<B> LimitedBody<B> {
             guard,
             seen: 0,
             failed: false,
+            started: false,
         }
     }
 }
@@ -122,9 +141,22 @@ where
         let this = self.project();
         let limit = this.guard.limit();
         if *this.failed {
-            return Poll::Ready(Some(Err(BodyError::Refused(
-                this.guard.too_large(limit, *this.seen),
-            ))));
+            let refusal = match this.guard.slot.take() {
+                Some(refused) => refused.downcast_ref::<InputRefusal>().cloned(),
+                None => None,
+            };
+            let refusal = refusal.unwrap_or_else(|| this.guard.too_large(limit, *this.seen));
+            return Poll::Ready(Some(Err(BodyError::Refused(refusal))));
+        }
+        if !*this.started {
+            *this.started = true;
+            // Before the first byte is read (and so before hyper sends
+            // `100 Continue`): a declared length over the limit in force.
+            if let Some(refusal) = this.guard.declared_too_large() {
+                *this.failed = true;
+                this.guard.slot.set(Refused::new(refusal.clone()));
+                return Poll::Ready(Some(Err(BodyError::Refused(refusal))));
+            }
         }
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {

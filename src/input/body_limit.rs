@@ -67,10 +67,12 @@ impl BodyLimitLayer {
 
     /// Lets a route raise the limit up to `ceiling` bytes with
     /// [`RouteBodyLimitLayer`](super::RouteBodyLimitLayer). A declared
-    /// `Content-Length` over the ceiling is still refused here, before
-    /// routing; one between the limit and the ceiling is refused by the route
-    /// unless it raised its limit. Default: the limit itself (no route may
-    /// raise it).
+    /// `Content-Length` over the ceiling is still refused here, before the
+    /// inner service is called; one between the limit and the ceiling is
+    /// refused when the handler first reads the body, before any byte of it
+    /// is read (and before `100 Continue`), unless the route raised its
+    /// limit. Default: the limit itself (no route may raise it, and every
+    /// over-limit declared length is refused before the inner service).
     pub fn max_route_limit(mut self, ceiling: u64) -> Self {
         self.ceiling = ceiling.max(self.limit);
         self
@@ -81,6 +83,9 @@ impl BodyLimitLayer {
     /// compressed body inflates to.
     pub(crate) fn decoded(mut self) -> Self {
         self.counted = Counted::Decoded;
+        // Routes may set any decoded limit: no header tells the decoded size
+        // before routing, so there is nothing to refuse early against.
+        self.ceiling = u64::MAX;
         self
     }
 
@@ -157,8 +162,13 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let layer = self.layer;
-        if let Some(declared) = declared_length(request.headers()) {
-            if declared > layer.ceiling && layer.counted == Counted::Wire {
+        let declared = match layer.counted {
+            Counted::Wire => declared_length(request.headers()),
+            // After decompression the header describes the compressed bytes.
+            Counted::Decoded => None,
+        };
+        if let Some(declared) = declared {
+            if declared > layer.ceiling {
                 let refusal = InputRefusal::DeclaredBodyTooLarge {
                     limit: layer.limit,
                     declared,
@@ -166,7 +176,7 @@ where
                 return ResponseFuture::refused(Problem::refuse(refusal, request.extensions()));
             }
         }
-        let guard = BodyGuard::new(layer.limit, layer.ceiling, layer.counted);
+        let guard = BodyGuard::new(layer.limit, layer.ceiling, layer.counted, declared);
         let (mut parts, body) = request.into_parts();
         match layer.counted {
             Counted::Wire => {

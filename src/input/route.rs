@@ -89,7 +89,12 @@ where
                 (guard, request)
             }
             None => {
-                let guard = BodyGuard::new(self.limit, self.limit, Counted::Wire);
+                let guard = BodyGuard::new(
+                    self.limit,
+                    self.limit,
+                    Counted::Wire,
+                    declared_length(request.headers()),
+                );
                 let request = request.map(|body| Body::new(LimitedBody::new(body, guard.clone())));
                 (guard, request)
             }

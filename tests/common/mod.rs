@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Serves `app` with axum on a free loopback port; returns its address.
@@ -41,94 +41,121 @@ impl RawResponse {
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 }
 
-/// Reads one response (Content-Length or chunked framing) from `stream`.
-/// `Ok(None)` if the peer closed before a full response head arrived.
-pub async fn read_response(stream: &mut TcpStream) -> std::io::Result<Option<RawResponse>> {
-    let mut buffer = Vec::new();
-    let head_end = loop {
-        if let Some(pos) = find(&buffer, b"\r\n\r\n") {
-            break pos;
+/// Reads responses from a connection, keeping bytes that arrived past one
+/// response for the next (pipelined responses often share a read).
+pub struct ResponseReader<R> {
+    stream: R,
+    buffer: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> ResponseReader<R> {
+    pub fn new(stream: R) -> Self {
+        Self {
+            stream,
+            buffer: Vec::new(),
         }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut rest = buffer[head_end + 4..].to_vec();
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let body = if let Some(len) = get("content-length") {
-        let len: usize = len.parse().unwrap();
-        while rest.len() < len {
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                break;
+    }
+
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk).await?;
+        self.buffer.extend_from_slice(&chunk[..n]);
+        Ok(n > 0)
+    }
+
+    /// Reads one response (Content-Length or chunked framing). `Ok(None)` if
+    /// the peer closed before a full response arrived.
+    pub async fn next(&mut self) -> std::io::Result<Option<RawResponse>> {
+        let head_end = loop {
+            if let Some(pos) = find(&self.buffer, b"\r\n\r\n") {
+                break pos;
             }
-            rest.extend_from_slice(&chunk[..n]);
-        }
-        rest.truncate(len);
-        rest
-    } else if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        let mut body = Vec::new();
-        loop {
-            while find(&rest, b"\r\n").is_none() {
-                let mut chunk = [0u8; 4096];
-                let n = stream.read(&mut chunk).await?;
-                if n == 0 {
+            if !self.fill().await? {
+                return Ok(None);
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buffer[..head_end]).to_string();
+        self.buffer.drain(..head_end + 4);
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .unwrap_or_default()
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let body = if (100..200).contains(&status) || status == 204 || status == 304 {
+            Vec::new()
+        } else if let Some(len) = get("content-length") {
+            let len: usize = len.parse().unwrap();
+            while self.buffer.len() < len {
+                if !self.fill().await? {
                     return Ok(None);
                 }
-                rest.extend_from_slice(&chunk[..n]);
             }
-            let line_end = find(&rest, b"\r\n").unwrap();
-            let size_text = String::from_utf8_lossy(&rest[..line_end]).to_string();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
-            while rest.len() < line_end + 2 + size + 2 {
-                let mut chunk = [0u8; 4096];
-                let n = stream.read(&mut chunk).await?;
-                if n == 0 {
-                    return Ok(None);
+            self.buffer.drain(..len).collect()
+        } else if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            let mut body = Vec::new();
+            loop {
+                let line_end = loop {
+                    if let Some(pos) = find(&self.buffer, b"\r\n") {
+                        break pos;
+                    }
+                    if !self.fill().await? {
+                        return Ok(None);
+                    }
+                };
+                let size_text = String::from_utf8_lossy(&self.buffer[..line_end]).to_string();
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+                while self.buffer.len() < line_end + 2 + size + 2 {
+                    if !self.fill().await? {
+                        return Ok(None);
+                    }
                 }
-                rest.extend_from_slice(&chunk[..n]);
+                body.extend_from_slice(&self.buffer[line_end + 2..line_end + 2 + size]);
+                self.buffer.drain(..line_end + 2 + size + 2);
+                if size == 0 {
+                    break;
+                }
             }
-            body.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
-            rest.drain(..line_end + 2 + size + 2);
-            if size == 0 {
-                break;
-            }
-        }
-        body
-    } else {
-        Vec::new()
-    };
-    Ok(Some(RawResponse {
-        status,
-        headers,
-        body,
-    }))
+            body
+        } else {
+            // Close-delimited.
+            while self.fill().await? {}
+            std::mem::take(&mut self.buffer)
+        };
+        Ok(Some(RawResponse {
+            status,
+            headers,
+            body,
+        }))
+    }
+}
+
+/// Reads one response from `stream` (see [`ResponseReader`] for several).
+pub async fn read_response<R: AsyncRead + Unpin>(
+    stream: &mut R,
+) -> std::io::Result<Option<RawResponse>> {
+    ResponseReader::new(stream).next().await
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
