@@ -694,3 +694,37 @@ async fn graceful_shutdown_lets_an_in_flight_request_finish() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connection_is_closed() {
+    let (listener, addr) = bind().await;
+    tokio::spawn(
+        tower_harden::serve(listener, hello_app())
+            // Off, so that only the keep-alive idle timeout can close it.
+            .header_read_timeout(None)
+            .keep_alive_idle_timeout(Duration::from_secs(1))
+            .into_future(),
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let response = common::read_response(&mut stream).await.unwrap().unwrap();
+    assert_eq!(response.status, 200);
+    assert_ne!(response.header("connection"), Some("close"));
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buffer = [0u8; 64];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the idle connection was not closed within 10 s"
+    );
+}
