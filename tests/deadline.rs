@@ -728,3 +728,90 @@ async fn idle_keep_alive_connection_is_closed() {
         "the idle connection was not closed within 10 s"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_passes_its_budget_id_and_trace_to_outbound_calls() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let client = OutboundLayer::new(Duration::from_secs(30))
+        .margin(Duration::from_millis(100))
+        .layer(hanging_client(seen.clone()));
+    let app = Router::new()
+        .route(
+            "/profile",
+            get(move || {
+                let client = client.clone();
+                async move {
+                    let context = deadline::current_request().expect("a request in scope");
+                    assert_eq!(context.request_id.unwrap().as_str(), "req-7");
+                    // Half the budget is gone before the call.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let error = client.oneshot(get_user()).await.unwrap_err();
+                    assert_eq!(error.origin(), BudgetOrigin::Inherited);
+                    assert_eq!(error.budget(), Duration::from_millis(900));
+                    (StatusCode::BAD_GATEWAY, "upstream timed out")
+                }
+            }),
+        )
+        .layer(RequestDeadlineLayer::new(Duration::from_secs(2)));
+    let mut request = Request::get("/profile").body(Body::empty()).unwrap();
+    request
+        .extensions_mut()
+        .insert(RequestId::parse("req-7").unwrap());
+    request
+        .extensions_mut()
+        .insert(TraceId::from_bytes([9; 16]).unwrap());
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let headers = seen.lock().unwrap().pop().expect("the call was made");
+    assert_eq!(headers["x-request-deadline-ms"], "900");
+    assert_eq!(headers["x-request-id"], "req-7");
+    assert!(headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .starts_with(&format!("00-{}-", TraceId::from_bytes([9; 16]).unwrap())));
+}
+
+#[tokio::test]
+async fn drain_timeout_ends_requests_that_never_finish() {
+    let (listener, addr) = bind().await;
+    let (started_tx, mut started_rx) = mpsc::channel::<()>(1);
+    let app = Router::new().route(
+        "/forever",
+        get(move || {
+            let started_tx = started_tx.clone();
+            async move {
+                started_tx.send(()).await.unwrap();
+                std::future::pending::<()>().await;
+                "never"
+            }
+        }),
+    );
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tower_harden::serve(listener, app)
+            .drain_timeout(Duration::from_secs(1))
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .into_future(),
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /forever HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), started_rx.recv())
+        .await
+        .expect("the handler did not start");
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server did not stop after the drain timeout")
+        .unwrap()
+        .unwrap();
+    let response =
+        tokio::time::timeout(Duration::from_secs(10), common::read_response(&mut stream))
+            .await
+            .expect("the connection was not closed");
+    assert!(matches!(response, Ok(None) | Err(_)), "{response:?}");
+}
