@@ -9,7 +9,7 @@
 //!
 //! | setting | default | where the default comes from |
 //! |---|---|---|
-//! | [header-read timeout](Serve::header_read_timeout) (HTTP/1) | 30 s | hyper's own default, which needs a timer to take effect |
+//! | [header-read timeout](Serve::header_read_timeout) | 30 s | hyper's own default, which needs a timer to take effect |
 //! | [keep-alive idle timeout](Serve::keep_alive_idle_timeout) | 75 s | nginx `keepalive_timeout` |
 //! | [max header fields](Serve::max_headers) (HTTP/1) | 100 | hyper's default |
 //! | [max header bytes](Serve::max_header_bytes) (HTTP/1 read buffer, HTTP/2 header list) | 64 KiB | above [`HeadLimitLayer`](crate::input::HeadLimitLayer)'s 8 KiB URI + 16 KiB headers, so that layer answers first, with a problem |
@@ -44,6 +44,7 @@ use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -189,9 +190,11 @@ impl<S, F> Serve<S, F> {
 
     /// Closes an HTTP/1 connection whose client has not sent a complete
     /// request head within this time, counted from when the server starts
-    /// waiting for it (so it also bounds an idle keep-alive connection).
-    /// `None` turns it off. Default: [`DEFAULT_HEADER_READ_TIMEOUT`] (30 s,
-    /// hyper's default).
+    /// waiting for it (so it also bounds an idle keep-alive connection), and
+    /// any connection (HTTP/1 or HTTP/2) on which no request began within
+    /// this time of being accepted (a client that connects and sends nothing,
+    /// or a slow HTTP/2 preface). `None` turns it off. Default:
+    /// [`DEFAULT_HEADER_READ_TIMEOUT`] (30 s, hyper's default).
     pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.header_read_timeout = timeout.into();
         self
@@ -332,7 +335,10 @@ where
             peer,
             service.clone(),
             phase.subscribe(),
-            config.keep_alive_idle_timeout,
+            Timeouts {
+                first_request: config.header_read_timeout,
+                idle: config.keep_alive_idle_timeout,
+            },
             permit,
         ));
     }
@@ -393,7 +399,7 @@ async fn serve_connection<S, B>(
     peer: SocketAddr,
     service: S,
     mut phase: watch::Receiver<Phase>,
-    idle_timeout: Option<Duration>,
+    timeouts: Timeouts,
     _permit: OwnedSemaphorePermit,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -411,7 +417,11 @@ async fn serve_connection<S, B>(
     };
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
+    let idle_timeout = timeouts.idle;
     let idle = tokio::time::sleep(idle_timeout.unwrap_or(Duration::from_secs(86400)));
+    let first_request =
+        tokio::time::sleep(timeouts.first_request.unwrap_or(Duration::from_secs(86400)));
+    let mut first_request = std::pin::pin!(first_request);
     let mut idle = std::pin::pin!(idle);
     let mut closing = false;
     let mut watching = true;
@@ -441,6 +451,13 @@ async fn serve_connection<S, B>(
                 Ok(()) => pending_phase = Some(*phase.borrow_and_update()),
                 Err(_) => watching = false,
             },
+            () = &mut first_request, if timeouts.first_request.is_some() && !activity.has_begun() => {
+                // Nothing was ever asked on this connection: drop it.
+                if !activity.has_begun() {
+                    tracing::debug!(%peer, "no request head within the header-read timeout");
+                    return;
+                }
+            }
             () = &mut idle, if idle_timeout.is_some() && !closing => {
                 let timeout = idle_timeout.unwrap_or_default();
                 let now = Instant::now();
@@ -457,19 +474,40 @@ async fn serve_connection<S, B>(
     }
 }
 
-/// Requests in flight on one connection, and since when it has had none.
+/// The timers of one connection.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// hyper's header-read timeout only starts once hyper-util has told
+    /// HTTP/1 from HTTP/2, which needs the client's first bytes; and HTTP/2
+    /// has no such timeout. So a connection that sends nothing (or a slow
+    /// HTTP/2 preface) is dropped here if no request began within the
+    /// header-read timeout.
+    first_request: Option<Duration>,
+    /// The keep-alive idle timeout.
+    idle: Option<Duration>,
+}
+
+/// Requests in flight on one connection, since when it has had none, and
+/// whether any request began.
 struct Activity {
     state: Mutex<(usize, Instant)>,
+    begun: AtomicBool,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
             state: Mutex::new((0, Instant::now())),
+            begun: AtomicBool::new(false),
         }
     }
 
+    fn has_begun(&self) -> bool {
+        self.begun.load(Ordering::Relaxed)
+    }
+
     fn begin(self: &Arc<Self>) -> InFlight {
+        self.begun.store(true, Ordering::Relaxed);
         if let Ok(mut state) = self.state.lock() {
             state.0 += 1;
         }

@@ -815,3 +815,59 @@ async fn drain_timeout_ends_requests_that_never_finish() {
             .expect("the connection was not closed");
     assert!(matches!(response, Ok(None) | Err(_)), "{response:?}");
 }
+
+#[tokio::test]
+async fn silent_and_slow_preface_connections_are_dropped_after_the_header_read_timeout() {
+    let (listener, addr) = bind().await;
+    tokio::spawn(
+        tower_harden::serve(listener, hello_app())
+            .header_read_timeout(Duration::from_secs(1))
+            .keep_alive_idle_timeout(None)
+            .into_future(),
+    );
+    // One client sends nothing; the other drips the HTTP/2 preface, which
+    // keeps hyper-util from choosing a protocol (and so from hyper's timer).
+    let silent = TcpStream::connect(addr).await.unwrap();
+    let dripping = TcpStream::connect(addr).await.unwrap();
+    let (mut drip_reader, mut drip_writer) = dripping.into_split();
+    let drip = tokio::spawn(async move {
+        for byte in b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" {
+            if drip_writer.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let mut silent = silent;
+    for (name, closed) in [
+        ("silent", read_to_close(&mut silent).await),
+        ("dripping", {
+            let mut buffer = [0u8; 256];
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while let Ok(n) = drip_reader.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await
+            .is_ok()
+        }),
+    ] {
+        assert!(closed, "the {name} connection was not dropped within 10 s");
+    }
+    drip.abort();
+}
+
+async fn read_to_close(stream: &mut TcpStream) -> bool {
+    let mut buffer = [0u8; 256];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(n) = stream.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
