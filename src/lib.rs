@@ -6,7 +6,11 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod deadline;
 pub mod input;
 pub mod observe;
 pub mod problem;
 pub mod refusal;
+pub mod serve;
+
+pub use serve::{serve, PeerAddr};

@@ -1,0 +1,172 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
+use tokio::time::Sleep;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::budget::{current_request, in_scope, sync_in_scope, Scope};
+use super::{Budget, DeadlineError, DeadlineExceeded};
+
+/// A deadline for any [`Service`], HTTP or not: the inner future gets the
+/// smaller of this layer's timeout and the enclosing scope's remaining budget
+/// (see [`current()`](super::current)), and is dropped when it runs out; the
+/// error then says which budget it was and how long the call ran.
+///
+/// The budget is visible to the inner service through
+/// [`current()`](super::current), so nested calls (and the
+/// [`OutboundLayer`](super::OutboundLayer)) inherit it.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use tower_harden::deadline::{BudgetOrigin, DeadlineError, DeadlineLayer};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let slow_query = service_fn(|_: &str| async {
+///     tokio::time::sleep(Duration::from_secs(5)).await;
+///     Ok::<_, std::io::Error>(42)
+/// });
+/// let bounded = DeadlineLayer::new(Duration::from_millis(300)).layer(slow_query);
+/// match bounded.oneshot("SELECT 42").await {
+///     Err(DeadlineError::Exceeded(exceeded)) => {
+///         assert_eq!(exceeded.budget, Duration::from_millis(300));
+///         assert_eq!(exceeded.origin, BudgetOrigin::Configured);
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlineLayer {
+    timeout: Duration,
+}
+
+impl DeadlineLayer {
+    /// A deadline of `timeout` on each call.
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout }
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Deadline {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// The service of [`DeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct Deadline<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> Deadline<S> {
+    /// Wraps `inner` with a deadline of `timeout` per call.
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        Self { inner, timeout }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req> Service<Req> for Deadline<S>
+where
+    S: Service<Req>,
+{
+    type Response = S::Response;
+    type Error = DeadlineError<S::Error>;
+    type Future = DeadlineFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(DeadlineError::Inner)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let budget = Budget::effective(self.timeout, None);
+        let scope = Scope {
+            budget,
+            request: current_request().unwrap_or_default(),
+        };
+        let future = sync_in_scope(scope.clone(), || self.inner.call(request));
+        DeadlineFuture {
+            state: State::Running {
+                future: in_scope(scope, future),
+            },
+            sleep: tokio::time::sleep_until(budget.deadline()),
+            budget,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Deadline`].
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        state: State<F>,
+        #[pin]
+        sleep: Sleep,
+        budget: Budget,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    #[project_replace = StateReplace]
+    enum State<F> {
+        Running { #[pin] future: TaskLocalFuture<Scope, F> },
+        Done,
+    }
+}
+
+impl<F, T, E> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, DeadlineError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let StateProj::Running { future } = this.state.as_mut().project() else {
+            panic!("DeadlineFuture polled after completion");
+        };
+        let output = match future.poll(cx) {
+            Poll::Ready(result) => result.map_err(DeadlineError::Inner),
+            Poll::Pending => {
+                if this.sleep.poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                Err(DeadlineError::Exceeded(DeadlineExceeded::new(
+                    this.budget,
+                    false,
+                )))
+            }
+        };
+        // Drops the inner future at once, whatever it holds.
+        this.state.project_replace(State::Done);
+        Poll::Ready(output)
+    }
+}
