@@ -269,7 +269,10 @@ async fn a_plain_request_id_is_kept_echoed_and_given_to_every_event() {
     assert_eq!(outcome["span"]["request_id"], "req-42.a:b_c");
     assert_eq!(outcome["fields"]["http.response.status_code"], 200);
     assert_eq!(outcome["fields"]["http.response.body.size"], body.len());
-    assert_eq!(outcome["fields"]["http.response.body.complete"], true);
+    // Only an incomplete body is worth a field.
+    assert!(outcome["fields"]
+        .get("http.response.body.complete")
+        .is_none());
     assert!(outcome["fields"]["latency_ms"].as_f64().unwrap() >= 0.0);
     assert_eq!(
         outcome["fields"]["trace_id"],
@@ -524,7 +527,9 @@ async fn span_fields_follow_opentelemetry_names_with_bounded_values() {
     .await;
     let outcomes = log.outcomes();
     assert_eq!(outcomes.len(), 3);
-    let user = &outcomes[0]["fields"];
+    // The event holds what the span does not; the span holds the request.
+    let user = &outcomes[0]["span"];
+    assert!(outcomes[0]["fields"].get("http.route").is_none());
     assert_eq!(user["http.request.method"], "GET");
     assert_eq!(user["http.route"], "/users/{id}");
     assert_eq!(user["url.path"], "/users/1234");
@@ -538,13 +543,35 @@ async fn span_fields_follow_opentelemetry_names_with_bounded_values() {
     assert_eq!(outcomes[0]["level"], "INFO");
 
     let unmatched = &outcomes[1];
-    assert_eq!(unmatched["fields"]["http.route"], "_unmatched");
+    assert_eq!(unmatched["span"]["http.route"], "_unmatched");
     assert_eq!(unmatched["fields"]["http.response.status_code"], 404);
     assert_eq!(unmatched["level"], "WARN");
 
     let brew = &outcomes[2];
-    assert_eq!(brew["fields"]["http.request.method"], "_OTHER");
+    assert_eq!(brew["span"]["http.request.method"], "_OTHER");
     assert_eq!(brew["fields"]["http.response.status_code"], 405);
+}
+
+#[tokio::test]
+async fn the_event_is_self_contained_when_a_filter_drops_the_span() {
+    let (log, _guard) = capture_json();
+    let app = app(ObserveLayer::new().span_level(tracing::Level::TRACE));
+    send(
+        &app,
+        get_request("/users/5")
+            .header("x-request-id", "req-5")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let outcome = log.only_outcome();
+    assert!(outcome.get("span").is_none(), "{outcome:#}");
+    let fields = &outcome["fields"];
+    assert_eq!(fields["http.request.method"], "GET");
+    assert_eq!(fields["http.route"], "/users/{id}");
+    assert_eq!(fields["url.path"], "/users/5");
+    assert_eq!(fields["request_id"], "req-5");
+    assert_eq!(fields["http.response.status_code"], 200);
 }
 
 #[tokio::test]
@@ -555,7 +582,6 @@ async fn client_address_comes_from_the_connection() {
     assert_eq!(response.status, 200);
     assert_generated(response.header("x-request-id").unwrap());
     let outcome = log.only_outcome();
-    assert_eq!(outcome["fields"]["client.address"], "127.0.0.1");
     assert_eq!(outcome["span"]["client.address"], "127.0.0.1");
 }
 
@@ -570,7 +596,7 @@ async fn control_characters_in_the_path_do_not_forge_log_lines() {
     send(&app, get_request(path).body(Body::empty()).unwrap()).await;
     let outcome = log.only_outcome();
     assert_eq!(
-        outcome["fields"]["url.path"],
+        outcome["span"]["url.path"],
         "/x\\u{85}\\u{202e}%0d%0a%1b[31m{\"level\":\"ERROR\"}"
     );
     assert_eq!(log.events().len(), 1);
@@ -746,7 +772,7 @@ async fn an_oversized_body_produces_one_event_with_the_input_context() {
     assert_eq!(fields["refusal.layer"], "input");
     assert_eq!(fields["refusal.limit"], 16);
     assert_eq!(fields["refusal.observed"], 100);
-    assert_eq!(fields["http.route"], "/echo");
+    assert_eq!(outcome["span"]["http.route"], "/echo");
     assert!(fields["error.type"]
         .as_str()
         .unwrap()
@@ -843,6 +869,34 @@ async fn a_timed_out_request_produces_one_event_with_its_budget() {
     assert_eq!(outcome["fields"]["refusal.budget_ms"], 100.0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_request_dropped_before_its_response_still_logs_one_event() {
+    let (log, _guard) = capture_json();
+    let app: Router = Router::new()
+        .route(
+            "/forever",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                "late"
+            }),
+        )
+        .layer(ObserveLayer::new());
+    let call = app.oneshot(
+        get_request("/forever")
+            .header("x-request-id", "req-gone")
+            .body(Body::empty())
+            .unwrap(),
+    );
+    assert!(tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .is_err());
+    let outcome = log.only_outcome();
+    assert_eq!(outcome["level"], "WARN");
+    assert_eq!(outcome["fields"]["request_id"], "req-gone");
+    assert_eq!(outcome["fields"]["error.type"], "cancelled");
+    assert!(outcome["fields"].get("http.response.status_code").is_none());
+}
+
 // ---------------------------------------------------------------------------
 // Panics
 
@@ -914,7 +968,7 @@ async fn a_panic_in_call_is_caught_too() {
     let outcome = log.only_outcome();
     assert_eq!(outcome["fields"]["error.message"], "panicked in call");
     assert_eq!(outcome["fields"]["request_id"], id.as_str());
-    assert_eq!(outcome["fields"]["http.route"], "_unmatched");
+    assert_eq!(outcome["span"]["http.route"], "_unmatched");
 }
 
 fn header_value<B>(response: &http::Response<B>) -> String {

@@ -19,11 +19,24 @@ use crate::refusal::Refused;
 
 pin_project! {
     /// The response future of [`Observe`](super::Observe).
+    ///
+    /// Dropped before it finishes (the client went away, an outer timeout
+    /// gave up), it still logs the request's outcome event, as cancelled.
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
         span: Span,
         outcome: Option<Box<Outcome>>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(mut outcome) = this.outcome.take() {
+                outcome.failure = Some(Failure::Cancelled);
+                outcome.emit(0, false);
+            }
+        }
     }
 }
 

@@ -27,6 +27,9 @@ pub(crate) enum Failure {
     Service(String),
     /// The response body failed while streaming.
     Body(String),
+    /// The response future was dropped before it finished: the client went
+    /// away, or a layer outside this one gave up on it.
+    Cancelled,
 }
 
 /// Everything the outcome event of one request needs, gathered as the
@@ -133,6 +136,15 @@ impl ErrorFields {
                     ..Self::default()
                 }
             }
+            Some(Failure::Cancelled) => Self {
+                error_type: Some("cancelled"),
+                message: Some(
+                    "the request was dropped before its response was ready \
+                     (the client went away or an outer layer gave up)"
+                        .to_owned(),
+                ),
+                ..Self::default()
+            },
             Some(Failure::Service(message)) | Some(Failure::Body(message)) => {
                 let message = escape(message, max);
                 Self {
@@ -157,6 +169,7 @@ impl Outcome {
             Some(status) if status.is_server_error() => config.server_error_level,
             Some(status) if status.is_client_error() => config.client_error_level,
             Some(_) => config.success_level,
+            None if matches!(self.failure, Some(Failure::Cancelled)) => config.client_error_level,
             None => config.server_error_level,
         };
         let latency = self.start.elapsed();
@@ -177,20 +190,30 @@ impl Outcome {
             latency.as_secs_f64(),
         );
 
+        // The span carries these already; repeat them only when a filter
+        // dropped the span, so the one line stays self-contained.
+        let span_off = self.span.is_disabled();
+        let repeat = |value: &str| -> Option<String> { span_off.then(|| value.to_owned()) };
+        let (method, route, path, client_address) = (
+            repeat(self.method),
+            repeat(&self.route),
+            repeat(&self.path),
+            self.client_address.as_deref().and_then(repeat),
+        );
         macro_rules! outcome_at {
             ($level:expr) => {
                 tracing::event!(
                     target: TARGET,
                     $level,
-                    http.request.method = self.method,
-                    http.route = self.route.as_str(),
-                    url.path = self.path.as_str(),
+                    http.request.method = method.as_deref(),
+                    http.route = route.as_deref(),
+                    url.path = path.as_deref(),
                     url.query = self.query.as_deref(),
                     http.response.status_code = status,
                     http.response.body.size = body_bytes,
-                    http.response.body.complete = body_complete,
+                    http.response.body.complete = (!body_complete).then_some(false),
                     latency_ms = millis(latency),
-                    client.address = self.client_address.as_deref(),
+                    client.address = client_address.as_deref(),
                     user_agent.original = self.user_agent.as_deref(),
                     http.request.headers = self.headers.as_deref(),
                     request_id = self.request_id.as_str(),

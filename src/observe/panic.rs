@@ -65,6 +65,8 @@ pub(crate) struct Catching {
 impl Catching {
     pub(crate) fn enter(forward_to_previous_hook: bool) -> Self {
         CATCHING.with(|depth| depth.set(depth.get() + 1));
+        // A site left by a panic that the application caught itself is stale.
+        CAUGHT.with(|caught| caught.borrow_mut().take());
         let forward = FORWARD.with(|f| f.replace(forward_to_previous_hook));
         Self { forward }
     }

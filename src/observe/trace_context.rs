@@ -20,11 +20,19 @@ impl TraceId {
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        write_hex(f, &self.0, &mut [0; 32])
     }
+}
+
+/// Writes `bytes` as lowercase hex in one `write_str` (this runs for every
+/// log event, so no per-digit formatting).
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8], buffer: &mut [u8]) -> fmt::Result {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in buffer.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
+    f.write_str(std::str::from_utf8(buffer).map_err(|_| fmt::Error)?)
 }
 
 impl fmt::Debug for TraceId {
@@ -69,10 +77,7 @@ impl SpanId {
 
 impl fmt::Display for SpanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        write_hex(f, &self.0, &mut [0; 16])
     }
 }
 
