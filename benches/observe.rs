@@ -81,6 +81,54 @@ fn bench(c: &mut Criterion) {
         .layer(PropagateRequestIdLayer::x_request_id())
         .service_fn(hello);
 
+    // The same peer made to log what the observe layer logs: the same span
+    // fields (trace and span ids made up, as it parses no traceparent), the
+    // status recorded on the span, user agent, bytes and request id in the
+    // event. The log lines of both then have the same shape and size.
+    let peer_same_fields = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<Full<Bytes>>| {
+                    let request_id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    let trace = uuid::Uuid::new_v4().simple().to_string();
+                    tracing::info_span!(
+                        "request",
+                        http.request.method = %request.method(),
+                        http.route = "_unmatched",
+                        url.path = request.uri().path(),
+                        http.response.status_code = tracing::field::Empty,
+                        request_id,
+                        trace_id = trace.as_str(),
+                        span_id = &trace[..16],
+                    )
+                })
+                .on_response(
+                    |response: &Response<Full<Bytes>>, latency: Duration, span: &tracing::Span| {
+                        span.record("http.response.status_code", response.status().as_u16());
+                        let request_id = response
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok());
+                        tracing::info!(
+                            http.response.status_code = response.status().as_u16(),
+                            http.response.body.size = 12u64,
+                            latency_ms = latency.as_secs_f64() * 1000.0,
+                            user_agent.original = "bench/1.0",
+                            request_id,
+                            trace_id = "7ef857c359ac4ae192f8e769c51a1383",
+                            "request completed"
+                        );
+                    },
+                ),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .service_fn(hello);
+
     let mut group = c.benchmark_group("observe");
     group
         .measurement_time(Duration::from_secs(3))
@@ -97,6 +145,10 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("tower-http SetRequestId+Trace+PropagateRequestId", |b| {
         b.to_async(&runtime).iter(|| round_trip(peer.clone()))
+    });
+    group.bench_function("tower-http, same fields as ObserveLayer", |b| {
+        b.to_async(&runtime)
+            .iter(|| round_trip(peer_same_fields.clone()))
     });
     group.finish();
 }

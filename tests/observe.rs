@@ -436,7 +436,8 @@ async fn malformed_traceparents_start_a_new_trace() {
 #[test]
 fn traceparent_refusals_are_typed() {
     use TraceParentRefusal::*;
-    let cases: [(&str, fn(TraceParentRefusal) -> bool); 7] = [
+    type Expected = fn(TraceParentRefusal) -> bool;
+    let cases: [(&str, Expected); 7] = [
         ("00-1-2-01", |r| matches!(r, WrongLength { .. })),
         (
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",

@@ -16,6 +16,7 @@ pub mod names {
 }
 
 /// The labels of one finished request.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) struct RequestLabels<'a> {
     pub(crate) method: &'static str,
     pub(crate) route: &'a str,

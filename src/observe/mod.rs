@@ -7,17 +7,23 @@
 //!
 //! # What a failed request looks like in the log
 //!
-//! One event per request, at `ERROR` for a 5xx (JSON formatter, trimmed):
+//! One event per request, at `ERROR` for a 5xx (JSON formatter with
+//! `flatten_event(true)` and `with_current_span(true)`):
 //!
 //! ```json
-//! {"level":"ERROR","target":"tower_harden::observe","fields":{"message":"request completed",
-//!  "http.request.method":"GET","http.route":"/fail","url.path":"/fail",
-//!  "http.response.status_code":500,"latency_ms":0.41,"http.response.body.size":187,
-//!  "request_id":"0192f5c1-7f4e-7c1a-9d1e-2b6a1c3f9e10","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736",
-//!  "error.type":"std::io::error::Error","error.message":"the handler failed",
+//! {"timestamp":"2026-11-27T17:41:50.182448Z","level":"ERROR","message":"request completed",
+//!  "http.response.status_code":500,"http.response.body.size":255,"latency_ms":0.344,
+//!  "request_id":"01a21e19-63e6-752d-bbf6-08fc595dc584","trace_id":"218ded79dd7f42d79123e11d756d155a",
+//!  "error.type":"app::ConnectError","error.message":"the handler failed",
 //!  "error.chain":"the handler failed: connecting to postgres://app:hunter2@db.internal/app: connection refused",
-//!  "refusal.layer":"handler"}}
+//!  "refusal.layer":"handler","target":"tower_harden::observe",
+//!  "span":{"http.request.method":"GET","http.response.status_code":500,"http.route":"/fail",
+//!   "request_id":"01a21e19-63e6-752d-bbf6-08fc595dc584","span_id":"9fd3dee3fb2bd955",
+//!   "trace_id":"218ded79dd7f42d79123e11d756d155a","url.path":"/fail","name":"request"}}
 //! ```
+//!
+//! The fields the span holds (method, route, path, client address) are
+//! repeated in the event only when a filter dropped the span.
 //!
 //! Every piece of untrusted text in it (path, query, header values, ids,
 //! error messages) is escaped (control characters, line separators, bidi
