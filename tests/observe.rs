@@ -206,6 +206,12 @@ fn app(layer: ObserveLayer) -> Router {
         )
         .route("/panic", get(panicking_handler))
         .route(
+            "/gone",
+            get(|| async {
+                Problem::new(StatusCode::GONE, "gone", "Gone").with_detail("this item was deleted")
+            }),
+        )
+        .route(
             "/panic-any",
             get(|| async {
                 std::panic::panic_any(42_i32);
@@ -709,6 +715,64 @@ async fn a_client_error_carries_its_deliberate_detail() {
         outcome["fields"]["error.message"],
         "the handler refused the request: name is empty"
     );
+}
+
+#[tokio::test]
+async fn a_problem_returned_by_a_handler_gets_the_request_id() {
+    let (log, _guard) = capture_json();
+    let app = app(ObserveLayer::new());
+    let (response, body) = send(
+        &app,
+        get_request("/gone")
+            .header("x-request-id", "req-gone-1")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), 410);
+    let problem: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["request_id"], "req-gone-1");
+    assert_eq!(problem["detail"], "this item was deleted");
+    assert_eq!(
+        problem["trace_id"],
+        log.only_outcome()["fields"]["trace_id"]
+    );
+}
+
+#[tokio::test]
+async fn long_paths_are_capped_and_levels_and_query_logging_are_configurable() {
+    let (log, _guard) = capture_json();
+    let layer = ObserveLayer::new()
+        .max_field_len(64)
+        .log_query(true)
+        .levels(
+            tracing::Level::DEBUG,
+            tracing::Level::INFO,
+            tracing::Level::WARN,
+        );
+    let app = app(layer);
+    let long = format!("/{}?q=%1b{}", "p".repeat(10 * 1024), "q".repeat(1024));
+    send(&app, get_request(&long).body(Body::empty()).unwrap()).await;
+    send(
+        &app,
+        get_request("/users/1?page=2").body(Body::empty()).unwrap(),
+    )
+    .await;
+    send(&app, get_request("/fail").body(Body::empty()).unwrap()).await;
+    let outcomes = log.outcomes();
+    assert_eq!(outcomes.len(), 3);
+    let path = outcomes[0]["span"]["url.path"].as_str().unwrap();
+    assert!(path.len() < 100, "{path}");
+    assert!(path.ends_with("…(+10177 bytes)"), "{path}");
+    let query = outcomes[0]["fields"]["url.query"].as_str().unwrap();
+    assert!(
+        query.starts_with("q=%1bqqq") && query.len() < 100,
+        "{query}"
+    );
+    assert_eq!(outcomes[0]["level"], "INFO");
+    assert_eq!(outcomes[1]["fields"]["url.query"], "page=2");
+    assert_eq!(outcomes[1]["level"], "DEBUG");
+    assert_eq!(outcomes[2]["level"], "WARN");
 }
 
 #[tokio::test]

@@ -44,6 +44,8 @@ mod trace_context;
 pub use body::ObservedBody;
 pub use future::ResponseFuture;
 pub use handler_error::HandlerError;
+#[cfg(feature = "axum")]
+pub(crate) use handler_error::ProblemAwaitingContext;
 pub use layer::{Observe, ObserveLayer, REQUEST_ID_HEADER, TARGET};
 pub use request_id::{RequestId, RequestIdRefusal};
 pub use trace_context::{
