@@ -21,7 +21,7 @@ use http::StatusCode;
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use serde_json::Value;
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 use tower_harden::input::BodyLimitLayer;
 use tower_harden::observe::{
     HandlerError, ObserveLayer, RequestId, RequestIdRefusal, TraceContext, TraceId, TraceParent,
@@ -396,6 +396,57 @@ async fn a_valid_traceparent_is_continued() {
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
     assert!(outcome["fields"].get("traceparent.refused").is_none());
+
+    // A malformed tracestate is dropped; the trace still continues.
+    let captured = Arc::new(Mutex::new(None));
+    let seen = captured.clone();
+    let service = tower::service_fn(move |request: http::Request<Body>| {
+        *seen.lock().unwrap() = request.extensions().get::<TraceContext>().cloned();
+        async { Ok::<_, std::convert::Infallible>(Response::new(Body::empty())) }
+    });
+    ObserveLayer::new()
+        .layer(service)
+        .oneshot(
+            get_request("/")
+                .header("traceparent", VALID_TRACEPARENT)
+                .header("tracestate", "Upper=1")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let context = captured.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        context.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(context.parent_id().unwrap().to_string(), "00f067aa0ba902b7");
+    assert!(context.trace_state().is_none());
+    let outbound = TraceParent::parse(&context.traceparent()).unwrap();
+    assert_eq!(outbound.trace_id(), context.trace_id());
+    assert_eq!(outbound.parent_id(), context.span_id());
+    assert!(outbound.sampled());
+}
+
+#[tokio::test]
+async fn the_inner_error_type_is_kept_and_its_failure_logged_once() {
+    let (log, _guard) = capture_json();
+    let service = tower::service_fn(|_request: http::Request<Body>| async {
+        Err::<Response, tower::BoxError>("upstream pool exhausted\r\nforged".into())
+    });
+    let error: tower::BoxError = ObserveLayer::new()
+        .layer(service)
+        .oneshot(get_request("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "upstream pool exhausted\r\nforged");
+    let outcome = log.only_outcome();
+    assert_eq!(outcome["level"], "ERROR");
+    assert_eq!(outcome["fields"]["error.type"], "service");
+    assert_eq!(
+        outcome["fields"]["error.message"],
+        "upstream pool exhausted\\r\\nforged"
+    );
 }
 
 #[tokio::test]

@@ -99,3 +99,12 @@ where
         self.inner.size_hint()
     }
 }
+
+impl<B> std::fmt::Debug for ObservedBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObservedBody")
+            .field("bytes", &self.bytes)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
