@@ -241,10 +241,16 @@ impl RequestContext {
     }
 }
 
+/// A handler's problem does not know its request: the observe layer fills in
+/// `request_id` and `trace_id` on its way out.
 #[cfg(feature = "axum")]
 impl axum::response::IntoResponse for Problem {
     fn into_response(self) -> axum::response::Response {
-        Problem::into_response::<axum::body::Body>(self).map(axum::body::Body::new)
+        let awaiting = crate::observe::ProblemAwaitingContext(self.clone());
+        let mut response =
+            Problem::into_response::<axum::body::Body>(self).map(axum::body::Body::new);
+        response.extensions_mut().insert(awaiting);
+        response
     }
 }
 

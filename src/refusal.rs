@@ -26,6 +26,13 @@ pub trait Refusal: StdError + Send + Sync + 'static {
 
     /// Structured context for the log event.
     fn context(&self) -> RefusalContext;
+
+    /// The class of the error, logged as `error.type` (OpenTelemetry's
+    /// name). Default: the refusal's type name. Keep it of low cardinality:
+    /// it is also a metric label.
+    fn error_type(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
 }
 
 /// Structured context of a refusal, logged as fields of the request's outcome

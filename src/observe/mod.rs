@@ -1,8 +1,53 @@
 //! Correlation and observation: request ids, trace context, one span and one
-//! outcome event per request.
+//! outcome event per request, caught panics, a handler error type, metrics.
+//!
+//! [`ObserveLayer`] is the one layer to add; see its documentation for what
+//! it does for each request. [`HandlerError`] is the error type for handlers
+//! whose failures should reach the log whole and the client safe.
+//!
+//! # What a failed request looks like in the log
+//!
+//! One event per request, at `ERROR` for a 5xx (JSON formatter with
+//! `flatten_event(true)` and `with_current_span(true)`):
+//!
+//! ```json
+//! {"timestamp":"2026-11-27T17:41:50.182448Z","level":"ERROR","message":"request completed",
+//!  "http.response.status_code":500,"http.response.body.size":255,"latency_ms":0.344,
+//!  "request_id":"01a21e19-63e6-752d-bbf6-08fc595dc584","trace_id":"218ded79dd7f42d79123e11d756d155a",
+//!  "error.type":"app::ConnectError","error.message":"the handler failed",
+//!  "error.chain":"the handler failed: connecting to postgres://app:hunter2@db.internal/app: connection refused",
+//!  "refusal.layer":"handler","target":"tower_harden::observe",
+//!  "span":{"http.request.method":"GET","http.response.status_code":500,"http.route":"/fail",
+//!   "request_id":"01a21e19-63e6-752d-bbf6-08fc595dc584","span_id":"9fd3dee3fb2bd955",
+//!   "trace_id":"218ded79dd7f42d79123e11d756d155a","url.path":"/fail","name":"request"}}
+//! ```
+//!
+//! The fields the span holds (method, route, path, client address) are
+//! repeated in the event only when a filter dropped the span.
+//!
+//! Every piece of untrusted text in it (path, query, header values, ids,
+//! error messages) is escaped (control characters, line separators, bidi
+//! overrides) and capped before any formatter sees it, so neither the JSON nor
+//! the text formatter can be made to print a forged line.
 
+mod body;
+mod escape;
+mod future;
+mod handler_error;
+mod layer;
+pub mod metrics;
+mod outcome;
+mod panic;
 mod request_id;
 mod trace_context;
 
-pub use request_id::RequestId;
-pub use trace_context::TraceId;
+pub use body::ObservedBody;
+pub use future::ResponseFuture;
+pub use handler_error::HandlerError;
+#[cfg(feature = "axum")]
+pub(crate) use handler_error::ProblemAwaitingContext;
+pub use layer::{Observe, ObserveLayer, REQUEST_ID_HEADER, TARGET};
+pub use request_id::{RequestId, RequestIdRefusal};
+pub use trace_context::{
+    SpanId, TraceContext, TraceId, TraceParent, TraceParentRefusal, TraceState, TraceStateRefusal,
+};

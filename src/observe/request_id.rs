@@ -30,9 +30,44 @@ impl RequestId {
 
     /// Accepts `value` if it is 1 to `max_len` characters of `[A-Za-z0-9._:-]`.
     pub fn parse_bounded(value: &str, max_len: usize) -> Option<Self> {
+        Self::try_parse(value.as_bytes(), max_len).ok()
+    }
+
+    /// Accepts the raw bytes of a header value if they are 1 to `max_len`
+    /// characters of `[A-Za-z0-9._:-]`, and says why not otherwise.
+    ///
+    /// ```
+    /// use tower_harden::observe::{RequestId, RequestIdRefusal};
+    ///
+    /// assert_eq!(RequestId::try_parse(b"", 128), Err(RequestIdRefusal::Empty));
+    /// assert_eq!(
+    ///     RequestId::try_parse(b"a\x1b[31m", 128),
+    ///     Err(RequestIdRefusal::InvalidByte { position: 1 })
+    /// );
+    /// assert_eq!(
+    ///     RequestId::try_parse(&[b'a'; 200], 128),
+    ///     Err(RequestIdRefusal::TooLong { len: 200, max_len: 128 })
+    /// );
+    /// ```
+    pub fn try_parse(value: &[u8], max_len: usize) -> Result<Self, RequestIdRefusal> {
+        if value.is_empty() {
+            return Err(RequestIdRefusal::Empty);
+        }
+        if value.len() > max_len {
+            return Err(RequestIdRefusal::TooLong {
+                len: value.len(),
+                max_len,
+            });
+        }
         let plain = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-');
-        (!value.is_empty() && value.len() <= max_len && value.bytes().all(|b| plain(&b)))
-            .then(|| Self(Arc::from(value)))
+        if let Some(position) = value.iter().position(|b| !plain(b)) {
+            return Err(RequestIdRefusal::InvalidByte { position });
+        }
+        // Every byte is ASCII, so this never fails.
+        let text = std::str::from_utf8(value).map_err(|e| RequestIdRefusal::InvalidByte {
+            position: e.valid_up_to(),
+        })?;
+        Ok(Self(Arc::from(text)))
     }
 
     /// A new time-ordered id (UUIDv7).
@@ -58,4 +93,27 @@ impl fmt::Debug for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RequestId({})", self.0)
     }
+}
+
+/// Why an inbound request id was not accepted (and a new one generated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestIdRefusal {
+    /// The header was empty.
+    #[error("the request id is empty")]
+    Empty,
+    /// The header was longer than allowed.
+    #[error("the request id is {len} bytes long, more than {max_len}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The longest accepted.
+        max_len: usize,
+    },
+    /// The header holds a byte outside `[A-Za-z0-9._:-]`.
+    #[error("the request id has a byte outside [A-Za-z0-9._:-] at position {position}")]
+    InvalidByte {
+        /// Where the first such byte is.
+        position: usize,
+    },
 }

@@ -1,0 +1,198 @@
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::fmt;
+
+use http::StatusCode;
+
+use crate::problem::Problem;
+use crate::refusal::{Refusal, RefusalContext};
+
+type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// The error type for handlers: `?` on any error gives the client a 500
+/// problem saying only "internal error" (plus the request id), and gives the
+/// log the whole `source()` chain.
+///
+/// A deliberate client error carries a detail written for the client:
+/// [`HandlerError::bad_request`], [`HandlerError::unprocessable`], or any
+/// [`Problem`] through [`HandlerError::problem`].
+///
+/// The response carries the failure in its extensions as a
+/// [`Refused`](crate::refusal::Refused), so the
+/// [`ObserveLayer`](super::ObserveLayer) logs it once, in the request's
+/// outcome event, and fills in the request id and trace id of the problem
+/// body.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_harden::observe::{HandlerError, ObserveLayer};
+///
+/// async fn report() -> Result<String, HandlerError> {
+///     let text = std::fs::read_to_string("/no/such/file")?; // a 500 for the client
+///     if text.is_empty() {
+///         return Err(HandlerError::unprocessable("the report is empty"));
+///     }
+///     Ok(text)
+/// }
+///
+/// let app: Router = Router::new().route("/report", get(report)).layer(ObserveLayer::new());
+/// ```
+pub struct HandlerError {
+    failure: HandlerFailure,
+}
+
+impl HandlerError {
+    /// An internal error: the client is told only "internal error".
+    pub fn internal<E: Into<BoxError> + 'static>(error: E) -> Self {
+        Self {
+            failure: HandlerFailure {
+                problem: Problem::internal_error(),
+                source: Some(error.into()),
+                error_type: std::any::type_name::<E>(),
+            },
+        }
+    }
+
+    /// A 400 problem with a detail written for the client.
+    pub fn bad_request(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::problem(
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-input", "Invalid input")
+                .with_detail(detail),
+        )
+    }
+
+    /// A 422 problem with a detail written for the client.
+    pub fn unprocessable(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::problem(
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-input",
+                "Invalid input",
+            )
+            .with_detail(detail),
+        )
+    }
+
+    /// Answers with this problem. It is shown to the client as it is: put
+    /// no internal error text in it.
+    pub fn problem(problem: Problem) -> Self {
+        Self {
+            failure: HandlerFailure {
+                problem,
+                source: None,
+                error_type: "handler",
+            },
+        }
+    }
+
+    /// Attaches the cause, for the log only.
+    pub fn with_source<E: Into<BoxError> + 'static>(mut self, source: E) -> Self {
+        self.failure.error_type = std::any::type_name::<E>();
+        self.failure.source = Some(source.into());
+        self
+    }
+
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        self.failure.problem.status()
+    }
+
+    /// The problem the client gets (without its request id, filled in by the
+    /// observe layer).
+    pub fn client_problem(&self) -> &Problem {
+        &self.failure.problem
+    }
+}
+
+impl<E> From<E> for HandlerError
+where
+    E: StdError + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        Self {
+            failure: HandlerFailure {
+                problem: Problem::internal_error(),
+                error_type: std::any::type_name::<E>(),
+                source: Some(Box::new(error)),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.failure, f)
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.failure, f)
+    }
+}
+
+/// The refusal a [`HandlerError`] becomes in the response's extensions.
+#[derive(Debug)]
+pub(crate) struct HandlerFailure {
+    problem: Problem,
+    source: Option<BoxError>,
+    error_type: &'static str,
+}
+
+impl fmt::Display for HandlerFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.problem.status().is_server_error() {
+            f.write_str("the handler failed")
+        } else {
+            write!(
+                f,
+                "the handler refused the request: {}",
+                self.problem.detail().unwrap_or(self.problem.title())
+            )
+        }
+    }
+}
+
+impl StdError for HandlerFailure {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|error| error as &(dyn StdError + 'static))
+    }
+}
+
+impl Refusal for HandlerFailure {
+    fn problem(&self) -> Problem {
+        self.problem.clone()
+    }
+
+    fn context(&self) -> RefusalContext {
+        RefusalContext::new("handler")
+    }
+
+    fn error_type(&self) -> &'static str {
+        self.error_type
+    }
+}
+
+/// A problem response made without the request at hand (by a handler's
+/// `IntoResponse`): the observe layer rewrites its body with the request id
+/// and trace id.
+#[derive(Debug, Clone)]
+pub(crate) struct ProblemAwaitingContext(pub(crate) Problem);
+
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for HandlerError {
+    fn into_response(self) -> axum::response::Response {
+        let problem = self.failure.problem.clone();
+        let mut response = Problem::refuse_with::<axum::body::Body>(
+            crate::refusal::Refused::new(self.failure),
+            crate::problem::RequestContext::default(),
+        )
+        .map(axum::body::Body::new);
+        response
+            .extensions_mut()
+            .insert(ProblemAwaitingContext(problem));
+        response
+    }
+}

@@ -1,0 +1,504 @@
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::header::{
+    HeaderName, AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE, USER_AGENT,
+};
+use http::{HeaderMap, Method, Request, Response};
+use http_body::Body;
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::{Level, Span};
+
+use super::body::ObservedBody;
+use super::escape::{escape, escape_bytes};
+use super::future::ResponseFuture;
+use super::outcome::Outcome;
+use super::panic::{install_hook, payload_message, Catching};
+use super::{RequestId, TraceContext, TraceParent, TraceState};
+use crate::problem::RequestContext;
+
+/// The name of the request id header: `x-request-id`.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The `tracing` target of the span and the outcome event.
+pub const TARGET: &str = "tower_harden::observe";
+
+/// Observes every request: correlation ids, one span, one outcome event,
+/// panics caught, metrics.
+///
+/// For each request it
+/// - takes the inbound `x-request-id` if it is short and plain, or generates a
+///   UUIDv7, puts it in the request's extensions (as [`RequestId`]) and on the
+///   response;
+/// - continues the caller's trace from a valid `traceparent` (and a valid
+///   `tracestate`), or starts a new one, and puts [`TraceContext`] and
+///   [`TraceId`](super::TraceId) in the request's extensions;
+/// - opens a span with OpenTelemetry's HTTP field names, in which the inner
+///   service runs, so every event it logs carries `request_id` and `trace_id`;
+/// - catches a panic in `call` or in the response future, and answers 500
+///   with a problem that holds the request id;
+/// - logs one outcome event when the response body is done (latency and
+///   bytes), at a level by status, with the error chain and refusal context
+///   of a [`Refused`](crate::refusal::Refused) found in the response.
+///
+/// With axum, add it with `Router::layer`: axum runs it for each route after
+/// routing (and for the fallback), so `http.route` is the matched route
+/// template, or `_unmatched`. Around the whole router (`ServiceBuilder` over
+/// a `Router`) routing has not happened yet and every request logs
+/// `_unmatched`.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_harden::observe::ObserveLayer;
+///
+/// let app: Router = Router::new()
+///     .route("/users/{id}", get(|| async { "hello" }))
+///     .layer(ObserveLayer::new());
+/// ```
+#[derive(Debug, Clone)]
+pub struct ObserveLayer {
+    config: Arc<Config>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) request_id_header: HeaderName,
+    pub(crate) max_request_id_len: usize,
+    pub(crate) trust_request_id: bool,
+    pub(crate) trust_trace_context: bool,
+    pub(crate) max_trace_state_len: usize,
+    pub(crate) max_field_len: usize,
+    pub(crate) max_error_len: usize,
+    pub(crate) logged_headers: Vec<HeaderName>,
+    pub(crate) log_query: bool,
+    pub(crate) span_level: Level,
+    pub(crate) success_level: Level,
+    pub(crate) client_error_level: Level,
+    pub(crate) server_error_level: Level,
+    pub(crate) forward_panics: bool,
+}
+
+impl Default for ObserveLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Headers that never reach a log, whatever the allowlist says.
+fn is_secret_header(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name == AUTHORIZATION
+        || name == PROXY_AUTHORIZATION
+        || name == COOKIE
+        || name == SET_COOKIE
+        || name.contains("api-key")
+        || name.contains("apikey")
+        || name.contains("token")
+        || name.contains("secret")
+        || name.contains("password")
+        || name.contains("session")
+}
+
+impl ObserveLayer {
+    /// The layer with its defaults (each builder method names its own).
+    ///
+    /// Installs, once per process, a panic hook chained to the previous one
+    /// (see [`ObserveLayer::forward_caught_panics`]).
+    pub fn new() -> Self {
+        install_hook();
+        Self {
+            config: Arc::new(Config {
+                request_id_header: REQUEST_ID_HEADER,
+                max_request_id_len: RequestId::DEFAULT_MAX_LEN,
+                trust_request_id: true,
+                trust_trace_context: true,
+                max_trace_state_len: TraceState::DEFAULT_MAX_LEN,
+                max_field_len: 256,
+                max_error_len: 2048,
+                logged_headers: Vec::new(),
+                log_query: false,
+                span_level: Level::ERROR,
+                success_level: Level::INFO,
+                client_error_level: Level::WARN,
+                server_error_level: Level::ERROR,
+                forward_panics: false,
+            }),
+        }
+    }
+
+    fn config(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// The header that carries the request id, in and out. Default
+    /// `x-request-id`, the de facto name (nginx, Heroku, tower-http).
+    pub fn request_id_header(mut self, name: HeaderName) -> Self {
+        self.config().request_id_header = name;
+        self
+    }
+
+    /// The longest inbound request id accepted. Default 128
+    /// ([`RequestId::DEFAULT_MAX_LEN`]): room for any UUID, ULID or
+    /// prefixed id, no room for a payload.
+    pub fn max_request_id_len(mut self, max_len: usize) -> Self {
+        self.config().max_request_id_len = max_len;
+        self
+    }
+
+    /// Whether to accept a plain inbound request id at all. Default `true`;
+    /// switch it off on an edge server whose clients are not trusted to
+    /// choose ids, so every request gets a generated one.
+    pub fn trust_inbound_request_id(mut self, trust: bool) -> Self {
+        self.config().trust_request_id = trust;
+        self
+    }
+
+    /// Whether to continue the caller's trace from `traceparent`. Default
+    /// `true`; when off, every request starts a new trace.
+    pub fn trust_inbound_trace_context(mut self, trust: bool) -> Self {
+        self.config().trust_trace_context = trust;
+        self
+    }
+
+    /// The longest `tracestate` kept; a longer one is dropped (the trace
+    /// still continues). Default 512, the length W3C Trace Context asks
+    /// every vendor to propagate.
+    pub fn max_trace_state_len(mut self, max_len: usize) -> Self {
+        self.config().max_trace_state_len = max_len;
+        self
+    }
+
+    /// The cap, in bytes, on each piece of untrusted request text in the log
+    /// (path, query, header values). Default 256.
+    pub fn max_field_len(mut self, max_len: usize) -> Self {
+        self.config().max_field_len = max_len;
+        self
+    }
+
+    /// The cap, in bytes, on each error message and on the whole error
+    /// chain in the log. Default 2048.
+    pub fn max_error_len(mut self, max_len: usize) -> Self {
+        self.config().max_error_len = max_len;
+        self
+    }
+
+    /// Logs this request header (escaped and capped) in the outcome event's
+    /// `http.request.headers` field. Default: none (besides `User-Agent`,
+    /// always logged as `user_agent.original`). `Authorization`,
+    /// `Proxy-Authorization`, `Cookie`, `Set-Cookie` and any name holding
+    /// `api-key`, `apikey`, `token`, `secret`, `password` or `session` are
+    /// never logged: asking for them is ignored.
+    pub fn log_header(mut self, name: HeaderName) -> Self {
+        if !is_secret_header(&name) && !self.config.logged_headers.contains(&name) {
+            self.config().logged_headers.push(name);
+        }
+        self
+    }
+
+    /// Whether to log the query string (escaped and capped) as `url.query`.
+    /// Default `false`: query strings often carry tokens and personal data.
+    pub fn log_query(mut self, log: bool) -> Self {
+        self.config().log_query = log;
+        self
+    }
+
+    /// The level of the request's span. Default `ERROR`, so the span (and
+    /// the `request_id` it gives every event inside it) is kept by any filter
+    /// that keeps any event; lower it to filter the span out on its own.
+    pub fn span_level(mut self, level: Level) -> Self {
+        self.config().span_level = level;
+        self
+    }
+
+    /// The levels of the outcome event for 1xx/2xx/3xx, 4xx, and 5xx (or an
+    /// inner service error). Default `INFO`, `WARN`, `ERROR`.
+    pub fn levels(mut self, success: Level, client_error: Level, server_error: Level) -> Self {
+        let config = self.config();
+        config.success_level = success;
+        config.client_error_level = client_error;
+        config.server_error_level = server_error;
+        self
+    }
+
+    /// Whether a panic caught inside a request also goes to the panic hook
+    /// that was installed before this layer's (by default, the one printing
+    /// to stderr). Default `false`: the panic is reported once, as the
+    /// request's outcome event, with its message and location.
+    pub fn forward_caught_panics(mut self, forward: bool) -> Self {
+        self.config().forward_panics = forward;
+        self
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service of [`ObserveLayer`].
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> Observe<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The method as OpenTelemetry names it: one of the known methods, or
+/// `_OTHER`, so a client cannot mint new label values.
+pub(crate) fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
+fn client_address(extensions: &http::Extensions) -> Option<String> {
+    #[cfg(feature = "axum")]
+    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+        return Some(info.0.ip().to_string());
+    }
+    extensions
+        .get::<SocketAddr>()
+        .map(|addr| addr.ip().to_string())
+}
+
+fn matched_route(extensions: &http::Extensions, max_len: usize) -> String {
+    #[cfg(feature = "axum")]
+    if let Some(path) = extensions.get::<axum::extract::MatchedPath>() {
+        return escape(path.as_str(), max_len);
+    }
+    let _ = (extensions, max_len);
+    "_unmatched".to_owned()
+}
+
+fn only_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    // Two values of a single-valued header: trust neither.
+    values.next().is_none().then(|| first.as_bytes())
+}
+
+impl Config {
+    fn request_id(&self, request: &Request<impl Sized>) -> (RequestId, Option<String>) {
+        if let Some(id) = request.extensions().get::<RequestId>() {
+            return (id.clone(), None);
+        }
+        if !self.trust_request_id {
+            return (RequestId::generate(), None);
+        }
+        match only_header(request.headers(), self.request_id_header.as_str()) {
+            None if request.headers().contains_key(&self.request_id_header) => {
+                (RequestId::generate(), Some("repeated header".to_owned()))
+            }
+            None => (RequestId::generate(), None),
+            Some(value) => match RequestId::try_parse(value, self.max_request_id_len) {
+                Ok(id) => (id, None),
+                Err(refusal) => (RequestId::generate(), Some(refusal.to_string())),
+            },
+        }
+    }
+
+    fn trace_context(&self, request: &Request<impl Sized>) -> (TraceContext, Option<String>) {
+        if let Some(context) = request.extensions().get::<TraceContext>() {
+            return (context.clone(), None);
+        }
+        if !self.trust_trace_context {
+            return (TraceContext::new_root(), None);
+        }
+        let headers = request.headers();
+        let Some(value) = only_header(headers, "traceparent") else {
+            let refused = headers
+                .contains_key("traceparent")
+                .then(|| "repeated header".to_owned());
+            return (TraceContext::new_root(), refused);
+        };
+        match TraceParent::parse_bytes(value) {
+            Ok(parent) => {
+                let joined = headers
+                    .get_all("tracestate")
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or("\u{0}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let state = (!joined.is_empty())
+                    .then(|| TraceState::parse(&joined, self.max_trace_state_len).ok())
+                    .flatten();
+                (TraceContext::continue_from(parent, state), None)
+            }
+            Err(refusal) => (TraceContext::new_root(), Some(refusal.to_string())),
+        }
+    }
+
+    fn logged_headers(&self, headers: &HeaderMap) -> Option<String> {
+        let mut logged = String::new();
+        for name in &self.logged_headers {
+            for value in headers.get_all(name) {
+                if !logged.is_empty() {
+                    logged.push_str("; ");
+                }
+                logged.push_str(name.as_str());
+                logged.push_str(": ");
+                logged.push_str(&escape_bytes(value.as_bytes(), self.max_field_len));
+            }
+        }
+        (!logged.is_empty()).then_some(logged)
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Observe<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: std::fmt::Display,
+    ResBody: Body<Data = bytes::Bytes>,
+{
+    type Response = Response<ObservedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let start = Instant::now();
+        let config = &self.config;
+        let (request_id, request_id_refused) = config.request_id(&request);
+        let (trace, trace_refused) = config.trace_context(&request);
+        let extensions = request.extensions_mut();
+        extensions.insert(request_id.clone());
+        extensions.insert(trace.trace_id());
+        extensions.insert(trace.clone());
+
+        let method = method_name(request.method());
+        let route = matched_route(request.extensions(), config.max_field_len);
+        let path = escape(request.uri().path(), config.max_field_len);
+        let query = config
+            .log_query
+            .then(|| {
+                request
+                    .uri()
+                    .query()
+                    .map(|q| escape(q, config.max_field_len))
+            })
+            .flatten();
+        let client_address = client_address(request.extensions());
+        let user_agent = request
+            .headers()
+            .get(USER_AGENT)
+            .map(|v| escape_bytes(v.as_bytes(), config.max_field_len));
+        let headers = config.logged_headers(request.headers());
+
+        let span = make_span(
+            config.span_level,
+            method,
+            &route,
+            &path,
+            client_address.as_deref(),
+            &request_id,
+            &trace,
+        );
+        let outcome = Outcome {
+            config: config.clone(),
+            span: span.clone(),
+            start,
+            method,
+            route,
+            path,
+            query,
+            client_address,
+            user_agent,
+            headers,
+            context: RequestContext {
+                request_id: Some(request_id.clone()),
+                trace_id: Some(trace.trace_id()),
+            },
+            request_id,
+            request_id_refused,
+            trace_id: trace.trace_id(),
+            trace_refused,
+            status: None,
+            failure: None,
+        };
+
+        let called = {
+            let _entered = span.enter();
+            let catching = Catching::enter(config.forward_panics);
+            catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
+                .map_err(|payload| (payload_message(&*payload), catching.take_site()))
+        };
+        ResponseFuture::new(called, span, Box::new(outcome))
+    }
+}
+
+fn make_span(
+    level: Level,
+    method: &'static str,
+    route: &str,
+    path: &str,
+    client_address: Option<&str>,
+    request_id: &RequestId,
+    trace: &TraceContext,
+) -> Span {
+    macro_rules! span_at {
+        ($level:expr) => {
+            tracing::span!(
+                target: TARGET,
+                $level,
+                "request",
+                http.request.method = method,
+                http.route = route,
+                url.path = path,
+                http.response.status_code = tracing::field::Empty,
+                client.address = client_address,
+                request_id = request_id.as_str(),
+                trace_id = %trace.trace_id(),
+                span_id = %trace.span_id(),
+            )
+        };
+    }
+    if level == Level::ERROR {
+        span_at!(Level::ERROR)
+    } else if level == Level::WARN {
+        span_at!(Level::WARN)
+    } else if level == Level::INFO {
+        span_at!(Level::INFO)
+    } else if level == Level::DEBUG {
+        span_at!(Level::DEBUG)
+    } else {
+        span_at!(Level::TRACE)
+    }
+}

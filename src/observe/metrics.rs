@@ -1,0 +1,66 @@
+//! Request metrics through the [`metrics`](https://docs.rs/metrics) facade
+//! (feature `metrics`); without the feature every function here is a no-op.
+//!
+//! Every label value comes from a closed set (method names, route templates,
+//! status codes, error types), never from request text, so the number of
+//! series stays bounded whatever clients send.
+
+/// Names of the metrics this crate records.
+pub mod names {
+    /// Histogram, seconds: `http.server.request.duration` (OpenTelemetry).
+    pub const REQUEST_DURATION: &str = "http.server.request.duration";
+    /// Counter: requests answered.
+    pub const REQUESTS: &str = "http.server.requests";
+    /// Counter: requests that ended in an error (a refusal, a 5xx, a panic).
+    pub const ERRORS: &str = "http.server.errors";
+}
+
+/// The labels of one finished request.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) struct RequestLabels<'a> {
+    pub(crate) method: &'static str,
+    pub(crate) route: &'a str,
+    pub(crate) status: Option<u16>,
+    pub(crate) error_type: Option<&'static str>,
+}
+
+/// Records one finished request.
+#[cfg(feature = "metrics")]
+pub(crate) fn record_request(labels: &RequestLabels<'_>, seconds: f64) {
+    let mut all = vec![
+        ("http.request.method", labels.method.to_owned()),
+        ("http.route", labels.route.to_owned()),
+        (
+            "http.response.status_code",
+            labels
+                .status
+                .map_or_else(|| "_none".to_owned(), |s| s.to_string()),
+        ),
+    ];
+    if let Some(error_type) = labels.error_type {
+        all.push(("error.type", error_type.to_owned()));
+    }
+    metrics::histogram!(names::REQUEST_DURATION, &all).record(seconds);
+    metrics::counter!(names::REQUESTS, &all).increment(1);
+    if labels.error_type.is_some() {
+        metrics::counter!(names::ERRORS, &all).increment(1);
+    }
+}
+
+/// Records one finished request (the `metrics` feature is off).
+#[cfg(not(feature = "metrics"))]
+pub(crate) fn record_request(_labels: &RequestLabels<'_>, _seconds: f64) {}
+
+/// Adds one to a counter whose labels are all fixed names chosen by the code
+/// (a policy name from configuration, an outcome), for the other layers'
+/// metrics: rate-limit decisions, evictions, store failures.
+#[cfg(feature = "metrics")]
+#[allow(dead_code)] // used by the rate-limit layer
+pub(crate) fn increment(name: &'static str, labels: &[(&'static str, &'static str)]) {
+    metrics::counter!(name, labels).increment(1);
+}
+
+/// Adds one to a counter (the `metrics` feature is off).
+#[cfg(not(feature = "metrics"))]
+#[allow(dead_code)] // used by the rate-limit layer
+pub(crate) fn increment(_name: &'static str, _labels: &[(&'static str, &'static str)]) {}

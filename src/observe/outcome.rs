@@ -1,0 +1,255 @@
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use tracing::{Level, Span};
+
+use super::escape::escape;
+use super::layer::{Config, TARGET};
+use super::metrics::{record_request, RequestLabels};
+use super::panic::PanicSite;
+use super::{RequestId, TraceId};
+use crate::problem::RequestContext;
+use crate::refusal::Refused;
+
+/// What went wrong with a request, for its outcome event.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// A refusal (ours or a handler's) carried by the response.
+    Refused(Refused),
+    /// A panic in `call` or in the response future.
+    Panic {
+        message: String,
+        site: Option<PanicSite>,
+    },
+    /// The inner service returned an error instead of a response.
+    Service(String),
+    /// The response body failed while streaming.
+    Body(String),
+    /// The response future was dropped before it finished: the client went
+    /// away, or a layer outside this one gave up on it.
+    Cancelled,
+}
+
+/// Everything the outcome event of one request needs, gathered as the
+/// request goes and emitted once.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) config: Arc<Config>,
+    pub(crate) span: Span,
+    pub(crate) start: Instant,
+    pub(crate) method: &'static str,
+    pub(crate) route: String,
+    pub(crate) path: String,
+    pub(crate) query: Option<String>,
+    pub(crate) client_address: Option<String>,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) headers: Option<String>,
+    pub(crate) context: RequestContext,
+    pub(crate) request_id: RequestId,
+    pub(crate) request_id_refused: Option<String>,
+    pub(crate) trace_id: TraceId,
+    pub(crate) trace_refused: Option<String>,
+    pub(crate) status: Option<StatusCode>,
+    pub(crate) failure: Option<Failure>,
+}
+
+/// Milliseconds, to the microsecond (no float noise in the log).
+fn millis(duration: Duration) -> f64 {
+    duration.as_micros() as f64 / 1000.0
+}
+
+/// The error fields of the outcome event.
+#[derive(Default)]
+struct ErrorFields {
+    error_type: Option<&'static str>,
+    message: Option<String>,
+    chain: Option<String>,
+    layer: Option<&'static str>,
+    limit: Option<u64>,
+    observed: Option<u64>,
+    policy: Option<String>,
+    key: Option<String>,
+    budget_ms: Option<f64>,
+    elapsed_ms: Option<f64>,
+    retry_after_ms: Option<f64>,
+    panic_location: Option<String>,
+    panic_backtrace: Option<String>,
+}
+
+impl ErrorFields {
+    fn of(failure: Option<&Failure>, config: &Config) -> Self {
+        let max = config.max_error_len;
+        match failure {
+            None => Self::default(),
+            Some(Failure::Refused(refused)) => {
+                let refusal = refused.refusal();
+                let context = refusal.context();
+                let mut chain = String::new();
+                for (index, error) in refused.chain().enumerate() {
+                    if chain.len() >= max {
+                        chain.push_str(": …");
+                        break;
+                    }
+                    if index > 0 {
+                        chain.push_str(": ");
+                    }
+                    let _ = write!(chain, "{error}");
+                }
+                Self {
+                    error_type: Some(refusal.error_type()),
+                    message: Some(escape(&refusal.to_string(), max)),
+                    chain: Some(escape(&chain, max)),
+                    layer: Some(context.layer),
+                    limit: context.limit,
+                    observed: context.observed,
+                    policy: context
+                        .policy
+                        .as_deref()
+                        .map(|p| escape(p, config.max_field_len)),
+                    key: context
+                        .key
+                        .as_deref()
+                        .map(|k| escape(k, config.max_field_len)),
+                    budget_ms: context.budget.map(millis),
+                    elapsed_ms: context.elapsed.map(millis),
+                    retry_after_ms: context.retry_after.map(millis),
+                    ..Self::default()
+                }
+            }
+            Some(Failure::Panic { message, site }) => {
+                let message = escape(message, max);
+                Self {
+                    error_type: Some("panic"),
+                    chain: Some(message.clone()),
+                    message: Some(message),
+                    panic_location: Some(
+                        site.as_ref().map_or_else(
+                            || "unknown".to_owned(),
+                            |site| escape(&site.location, max),
+                        ),
+                    ),
+                    panic_backtrace: site
+                        .as_ref()
+                        .and_then(|site| site.backtrace.as_deref())
+                        .map(|b| escape(b, 16 * max)),
+                    ..Self::default()
+                }
+            }
+            Some(Failure::Cancelled) => Self {
+                error_type: Some("cancelled"),
+                message: Some(
+                    "the request was dropped before its response was ready \
+                     (the client went away or an outer layer gave up)"
+                        .to_owned(),
+                ),
+                ..Self::default()
+            },
+            Some(Failure::Service(message)) | Some(Failure::Body(message)) => {
+                let message = escape(message, max);
+                Self {
+                    error_type: Some(match failure {
+                        Some(Failure::Body(_)) => "response_body",
+                        _ => "service",
+                    }),
+                    chain: Some(message.clone()),
+                    message: Some(message),
+                    ..Self::default()
+                }
+            }
+        }
+    }
+}
+
+impl Outcome {
+    /// Emits the request's one outcome event (and its metrics).
+    pub(crate) fn emit(self, body_bytes: u64, body_complete: bool) {
+        let config = &*self.config;
+        let level = match self.status {
+            Some(status) if status.is_server_error() => config.server_error_level,
+            Some(status) if status.is_client_error() => config.client_error_level,
+            Some(_) => config.success_level,
+            None if matches!(self.failure, Some(Failure::Cancelled)) => config.client_error_level,
+            None => config.server_error_level,
+        };
+        let latency = self.start.elapsed();
+        let error = ErrorFields::of(self.failure.as_ref(), config);
+        let status = self.status.map(|s| s.as_u16());
+        let is_error = error.error_type.is_some() || status.map_or(true, |s| s >= 500);
+        record_request(
+            &RequestLabels {
+                method: self.method,
+                route: &self.route,
+                status,
+                error_type: if is_error {
+                    Some(error.error_type.unwrap_or("_server_error"))
+                } else {
+                    None
+                },
+            },
+            latency.as_secs_f64(),
+        );
+
+        // The span carries these already; repeat them only when a filter
+        // dropped the span, so the one line stays self-contained.
+        let span_off = self.span.is_disabled();
+        let repeat = |value: &str| -> Option<String> { span_off.then(|| value.to_owned()) };
+        let (method, route, path, client_address) = (
+            repeat(self.method),
+            repeat(&self.route),
+            repeat(&self.path),
+            self.client_address.as_deref().and_then(repeat),
+        );
+        macro_rules! outcome_at {
+            ($level:expr) => {
+                tracing::event!(
+                    target: TARGET,
+                    $level,
+                    http.request.method = method.as_deref(),
+                    http.route = route.as_deref(),
+                    url.path = path.as_deref(),
+                    url.query = self.query.as_deref(),
+                    http.response.status_code = status,
+                    http.response.body.size = body_bytes,
+                    http.response.body.complete = (!body_complete).then_some(false),
+                    latency_ms = millis(latency),
+                    client.address = client_address.as_deref(),
+                    user_agent.original = self.user_agent.as_deref(),
+                    http.request.headers = self.headers.as_deref(),
+                    request_id = self.request_id.as_str(),
+                    request_id.refused = self.request_id_refused.as_deref(),
+                    trace_id = %self.trace_id,
+                    traceparent.refused = self.trace_refused.as_deref(),
+                    error.type = error.error_type,
+                    error.message = error.message.as_deref(),
+                    error.chain = error.chain.as_deref(),
+                    refusal.layer = error.layer,
+                    refusal.limit = error.limit,
+                    refusal.observed = error.observed,
+                    refusal.policy = error.policy.as_deref(),
+                    refusal.key = error.key.as_deref(),
+                    refusal.budget_ms = error.budget_ms,
+                    refusal.elapsed_ms = error.elapsed_ms,
+                    refusal.retry_after_ms = error.retry_after_ms,
+                    panic.location = error.panic_location.as_deref(),
+                    panic.backtrace = error.panic_backtrace.as_deref(),
+                    "request completed"
+                )
+            };
+        }
+        self.span.in_scope(|| {
+            if level == Level::ERROR {
+                outcome_at!(Level::ERROR)
+            } else if level == Level::WARN {
+                outcome_at!(Level::WARN)
+            } else if level == Level::INFO {
+                outcome_at!(Level::INFO)
+            } else if level == Level::DEBUG {
+                outcome_at!(Level::DEBUG)
+            } else {
+                outcome_at!(Level::TRACE)
+            }
+        });
+    }
+}
