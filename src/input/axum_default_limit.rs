@@ -5,7 +5,8 @@
 //! axum. Stacked under our limit, axum's would refuse an upload route that
 //! raised ours, so below our layer we switch axum's off: we let axum's own
 //! `DefaultBodyLimit::disable()` service mark one request once, keep the
-//! extensions it wrote, and copy them onto every request.
+//! extensions it wrote, and copy them onto every request whose limit could
+//! exceed axum's (below it, ours always fires first and axum's never does).
 
 use std::convert::Infallible;
 use std::sync::OnceLock;
@@ -15,6 +16,9 @@ use futures_util::FutureExt;
 use http::{Extensions, Request};
 use tower::{service_fn, ServiceExt};
 use tower_layer::Layer;
+
+/// axum's own default body limit (axum-core's `DEFAULT_LIMIT`): 2 MB.
+pub(crate) const AXUM_DEFAULT_LIMIT: u64 = 2_097_152;
 
 fn disabled_marker() -> &'static Extensions {
     static MARKER: OnceLock<Extensions> = OnceLock::new();

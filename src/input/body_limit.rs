@@ -178,16 +178,26 @@ where
         }
         let guard = BodyGuard::new(layer.limit, layer.ceiling, layer.counted, declared);
         let (mut parts, body) = request.into_parts();
-        match layer.counted {
-            Counted::Wire => {
-                parts.extensions.insert(WireLimit(guard.clone()));
-            }
-            Counted::Decoded => {
-                parts.extensions.insert(DecodedLimit(guard.clone()));
-            }
+        // The handles a route uses to raise this request's limit: only
+        // worth their allocation when a route may raise it (a route that
+        // lowers its limit stacks its own, lower one).
+        let route_may_raise = match layer.counted {
+            Counted::Wire => layer.ceiling > layer.limit,
+            Counted::Decoded => parts.extensions.get::<WireLimit>().is_some(),
+        };
+        if route_may_raise {
+            match layer.counted {
+                Counted::Wire => parts.extensions.insert(WireLimit(guard.clone())).is_some(),
+                Counted::Decoded => parts
+                    .extensions
+                    .insert(DecodedLimit(guard.clone()))
+                    .is_some(),
+            };
         }
         #[cfg(feature = "axum")]
-        super::axum_default_limit::disable(&mut parts.extensions);
+        if layer.ceiling > super::axum_default_limit::AXUM_DEFAULT_LIMIT {
+            super::axum_default_limit::disable(&mut parts.extensions);
+        }
         let context = RequestContext::from_extensions(&parts.extensions);
         let request = Request::from_parts(parts, LimitedBody::new(body, guard.clone()));
         ResponseFuture::inner(self.inner.call(request), guard, context)

@@ -20,7 +20,8 @@ use crate::problem::{Problem, RequestContext};
 /// body (wire and decoded) to its own value, clamped to the ceiling, and
 /// checks the declared length against it. There is never a second limit
 /// stacked on the first: the one set here is the one in force. Without a
-/// router-wide layer it limits the body on its own.
+/// router-wide layer, or under one that does not let routes raise its limit,
+/// it adds its own limit, which can only lower the one in force.
 ///
 /// ```
 /// use axum::{routing::post, Router};
@@ -95,7 +96,11 @@ where
                     Counted::Wire,
                     declared_length(request.headers()),
                 );
-                let request = request.map(|body| Body::new(LimitedBody::new(body, guard.clone())));
+                let mut request =
+                    request.map(|body| Body::new(LimitedBody::new(body, guard.clone())));
+                if self.limit > super::axum_default_limit::AXUM_DEFAULT_LIMIT {
+                    super::axum_default_limit::disable(request.extensions_mut());
+                }
                 (guard, request)
             }
         };
