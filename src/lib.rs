@@ -9,4 +9,5 @@
 pub mod input;
 pub mod observe;
 pub mod problem;
+pub mod rate_limit;
 pub mod refusal;
