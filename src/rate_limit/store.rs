@@ -21,7 +21,7 @@ use super::gcra::{Decision, Quota};
 ///
 /// The raw key never reaches a store or a log. The hash is stable across
 /// processes that share the hashing secret (see
-/// `KeyHasher`), so several processes can share one
+/// [`KeyHasher`](super::KeyHasher)), so several processes can share one
 /// network store. 128 bits make accidental collisions negligible; the
 /// secret makes chosen ones impossible.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
