@@ -91,8 +91,8 @@ impl<'a> RequestHead<'a> {
 /// compute a key's hash, aim collisions at the store's hash tables, or
 /// recover an API key from a log.
 ///
-/// [`KeyHasher::random`] (the default) draws a secret per process: right
-/// for the in-process store. Processes that share a store must use
+/// [`KeyHasher::default`] uses one random secret per process: right for the
+/// in-process store. Processes that share a store must use
 /// [`KeyHasher::from_secret`] with the same secret.
 #[derive(Clone)]
 pub struct KeyHasher {
@@ -106,8 +106,11 @@ impl fmt::Debug for KeyHasher {
 }
 
 impl Default for KeyHasher {
+    /// The process's hasher: a random secret drawn once per process, so
+    /// every layer of the process hashes alike.
     fn default() -> Self {
-        Self::random()
+        static PROCESS: std::sync::OnceLock<KeyHasher> = std::sync::OnceLock::new();
+        PROCESS.get_or_init(Self::random).clone()
     }
 }
 

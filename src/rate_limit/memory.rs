@@ -262,6 +262,14 @@ impl<C: Clock> MemoryStore<C> {
         }
     }
 
+    /// Decides one request against all its checks, all or nothing.
+    pub fn decide(&self, checks: &[Check]) -> Decisions {
+        match checks {
+            [one] => Decisions::one(self.check_one(&one.policy, &one.key, one.quota, one.cost)),
+            many => self.check_many(many),
+        }
+    }
+
     fn check_many(&self, checks: &[Check]) -> Decisions {
         let now = self.clock.now_nanos();
         let located: Vec<(u64, usize)> = checks
@@ -421,10 +429,11 @@ impl<C: Clock> RateLimitStore for MemoryStore<C> {
     type Future = Ready<Result<Decisions, StoreError>>;
 
     fn check(&self, checks: &[Check]) -> Self::Future {
-        ready(Ok(match checks {
-            [one] => Decisions::one(self.check_one(&one.policy, &one.key, one.quota, one.cost)),
-            many => self.check_many(many),
-        }))
+        ready(Ok(self.decide(checks)))
+    }
+
+    fn try_check_now(&self, checks: &[Check]) -> Option<Result<Decisions, StoreError>> {
+        Some(Ok(self.decide(checks)))
     }
 }
 

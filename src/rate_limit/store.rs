@@ -239,6 +239,19 @@ pub trait RateLimitStore: Send + Sync + 'static {
     /// Decides one request against all its checks, all or nothing (see the
     /// trait's contract). `checks` is never empty.
     fn check(&self, checks: &[Check]) -> Self::Future;
+
+    /// Decides at once, without a future, when the store can: the layer
+    /// tries this first and, on `Some`, calls the inner service from its own
+    /// `call` (no clone of the inner service, no extra state). `None` (the
+    /// default) means "ask [`check`](Self::check)"; nothing was consumed.
+    ///
+    /// The in-process store always answers here. A network store can
+    /// answer here from a local cache (a key known to be refused until some
+    /// instant needs no round trip) and return `None` otherwise.
+    fn try_check_now(&self, checks: &[Check]) -> Option<Result<Decisions, StoreError>> {
+        let _ = checks;
+        None
+    }
 }
 
 impl<S: RateLimitStore + ?Sized> RateLimitStore for Arc<S> {
@@ -246,6 +259,10 @@ impl<S: RateLimitStore + ?Sized> RateLimitStore for Arc<S> {
 
     fn check(&self, checks: &[Check]) -> Self::Future {
         (**self).check(checks)
+    }
+
+    fn try_check_now(&self, checks: &[Check]) -> Option<Result<Decisions, StoreError>> {
+        (**self).try_check_now(checks)
     }
 }
 

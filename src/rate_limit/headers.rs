@@ -1,0 +1,179 @@
+//! The response headers of the rate limiter.
+//!
+//! Following draft-ietf-httpapi-ratelimit-headers (draft 09 and later),
+//! both fields are Structured Field lists with one item per policy, the
+//! item being the policy's name as an `sf-string`:
+//!
+//! ```text
+//! RateLimit-Policy: "per-ip";q=100;w=2, "global";q=1000;w=1
+//! RateLimit: "per-ip";r=57;t=1, "global";r=998;t=1
+//! ```
+//!
+//! - `q`: the quota, requests admitted at once from a full bucket (the GCRA
+//!   burst); `w`: the window in seconds in which an empty bucket refills
+//!   (burst × emission interval), at least 1.
+//! - `r`: requests that may still be made now; `t`: seconds until the
+//!   bucket is full again (rounded up).
+//!
+//! A refusal adds `Retry-After` (seconds, rounded up, at least 1; RFC 9110).
+//! The legacy `X-RateLimit-Limit`, `X-RateLimit-Remaining` and
+//! `X-RateLimit-Reset` (seconds) describe the most constrained policy, on
+//! request ([`RateLimitLayer::legacy_headers`](super::RateLimitLayer::legacy_headers)).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use http::header::RETRY_AFTER;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::gcra::Decision;
+use super::store::Check;
+
+/// `RateLimit-Policy`.
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// `X-RateLimit-Limit` (legacy).
+pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+/// `X-RateLimit-Remaining` (legacy).
+pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+/// `X-RateLimit-Reset` (legacy).
+pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// Seconds, rounded up.
+pub fn ceil_seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+/// The header fields describing one request's decisions.
+#[derive(Debug, Clone)]
+pub struct RateLimitHeaders {
+    fields: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl RateLimitHeaders {
+    /// The fields for `checks` and their `decisions` (same order). Policy
+    /// names are assumed to be valid `sf-string` content (the layer's
+    /// policies sanitize them); anything else is escaped or dropped.
+    pub fn new(checks: &[Check], decisions: &[Decision], legacy: bool) -> Self {
+        let mut policy = String::with_capacity(32 * checks.len());
+        let mut state = String::with_capacity(32 * checks.len());
+        for (index, (check, decision)) in checks.iter().zip(decisions).enumerate() {
+            if index > 0 {
+                policy.push_str(", ");
+                state.push_str(", ");
+            }
+            let window = ceil_seconds(check.quota.window()).max(1);
+            write_sf_string(&mut policy, &check.policy);
+            let _ = write!(policy, ";q={};w={}", check.quota.burst(), window);
+            write_sf_string(&mut state, &check.policy);
+            let _ = write!(
+                state,
+                ";r={};t={}",
+                decision.remaining,
+                ceil_seconds(decision.reset_after())
+            );
+        }
+        let mut fields = Vec::with_capacity(if legacy { 5 } else { 2 });
+        if let Ok(value) = HeaderValue::from_str(&policy) {
+            fields.push((RATELIMIT_POLICY.clone(), value));
+        }
+        if let Ok(value) = HeaderValue::from_str(&state) {
+            fields.push((RATELIMIT.clone(), value));
+        }
+        if legacy {
+            let tightest = decisions
+                .iter()
+                .min_by_key(|decision| (decision.allowed, decision.remaining));
+            if let Some(tightest) = tightest {
+                fields.push((X_RATELIMIT_LIMIT.clone(), HeaderValue::from(tightest.limit)));
+                fields.push((
+                    X_RATELIMIT_REMAINING.clone(),
+                    HeaderValue::from(tightest.remaining),
+                ));
+                fields.push((
+                    X_RATELIMIT_RESET.clone(),
+                    HeaderValue::from(ceil_seconds(tightest.reset_after())),
+                ));
+            }
+        }
+        Self { fields }
+    }
+
+    /// Adds `Retry-After`.
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        self.fields.push((
+            RETRY_AFTER,
+            HeaderValue::from(ceil_seconds(retry_after).max(1)),
+        ));
+        self
+    }
+
+    /// Writes the fields into a response's headers (replacing any the inner
+    /// service set under the same names).
+    pub fn apply(self, headers: &mut HeaderMap) {
+        for (name, value) in self.fields {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// Writes `text` as an RFC 8941 `sf-string`: printable ASCII, with `"` and
+/// `\` escaped; other characters are dropped.
+fn write_sf_string(out: &mut String, text: &str) {
+    out.push('"');
+    for character in text.chars() {
+        match character {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(character);
+            }
+            ' '..='~' => out.push(character),
+            _ => {}
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::rate_limit::{KeyHash, Quota};
+
+    #[test]
+    fn draft_syntax() {
+        let quota = Quota::per_second(50).unwrap().with_burst(100).unwrap();
+        let checks = [
+            Check {
+                policy: Arc::from("per-ip"),
+                key: KeyHash([0; 16]),
+                quota,
+                cost: 1,
+            },
+            Check {
+                policy: Arc::from("odd\"name"),
+                key: KeyHash([0; 16]),
+                quota: Quota::per_minute(10).unwrap(),
+                cost: 1,
+            },
+        ];
+        let decisions = [quota.decide(0, 0, 1), checks[1].quota.decide(0, 0, 1)];
+        let mut headers = HeaderMap::new();
+        RateLimitHeaders::new(&checks, &decisions, true)
+            .with_retry_after(Duration::from_millis(1500))
+            .apply(&mut headers);
+        assert_eq!(
+            headers["ratelimit-policy"],
+            r#""per-ip";q=100;w=2, "odd\"name";q=10;w=60"#
+        );
+        assert_eq!(
+            headers["ratelimit"],
+            r#""per-ip";r=99;t=1, "odd\"name";r=9;t=6"#
+        );
+        assert_eq!(headers["retry-after"], "2");
+        assert_eq!(headers["x-ratelimit-limit"], "10");
+        assert_eq!(headers["x-ratelimit-remaining"], "9");
+    }
+}
