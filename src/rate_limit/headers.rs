@@ -109,11 +109,17 @@ impl RateLimitHeaders {
         self
     }
 
-    /// Writes the fields into a response's headers (replacing any the inner
-    /// service set under the same names).
+    /// Writes the fields into a response's headers. `RateLimit-Policy` and
+    /// `RateLimit` are appended (a list may span several field lines, so an
+    /// inner rate-limit layer's items are kept); the others replace any
+    /// value the inner service set.
     pub fn apply(self, headers: &mut HeaderMap) {
         for (name, value) in self.fields {
-            headers.insert(name, value);
+            if name == RATELIMIT_POLICY || name == RATELIMIT {
+                headers.append(name, value);
+            } else {
+                headers.insert(name, value);
+            }
         }
     }
 }

@@ -299,6 +299,7 @@ impl<C: Clock> MemoryStore<C> {
         // sees its own earlier (tentative) consumption.
         let mut tentative: Vec<(usize, u64, u64)> = Vec::with_capacity(checks.len());
         let mut decisions = Vec::with_capacity(checks.len());
+        let mut before = Vec::with_capacity(checks.len());
         for (check, &(map_key, shard)) in checks.iter().zip(&located) {
             let stored = tentative
                 .iter()
@@ -312,6 +313,7 @@ impl<C: Clock> MemoryStore<C> {
                         .get(&map_key)
                         .map(|tat| tat.load(Ordering::Acquire))
                 });
+            before.push(stored.unwrap_or(0));
             let decision = check.quota.decide(stored.unwrap_or(0), now, check.cost);
             if decision.allowed {
                 tentative.push((shard, map_key, decision.new_tat));
@@ -319,6 +321,13 @@ impl<C: Clock> MemoryStore<C> {
             decisions.push(decision);
         }
         if decisions.iter().any(|decision| !decision.allowed) {
+            // Nothing is consumed: the admitting policies report their
+            // state as it is.
+            for ((decision, check), tat) in decisions.iter_mut().zip(checks).zip(before) {
+                if decision.allowed {
+                    *decision = check.quota.decide(tat, now, 0);
+                }
+            }
             return Decisions::new(decisions);
         }
 

@@ -187,8 +187,10 @@ impl StoreError {
 /// - **One call per request.** [`check`](Self::check) receives every policy
 ///   that applies to the request, so a network store makes one round trip.
 /// - **All or nothing.** If any check is refused, no check consumes quota:
-///   the returned decisions are computed against the state as it was, and
-///   the state stays as it was. If every check is admitted, every key's
+///   the state stays as it was, and the decisions of the policies that
+///   would have admitted the request describe their state as it is (what
+///   a check of cost 0 reports), so that headers never show a consumption
+///   that did not happen. If every check is admitted, every key's
 ///   state advances, atomically with respect to other calls on the same
 ///   keys (no other request can be admitted on the strength of a state this
 ///   call has read but not yet written).

@@ -41,7 +41,10 @@ impl RawResponse {
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 }
@@ -105,7 +108,8 @@ pub async fn read_response(stream: &mut TcpStream) -> std::io::Result<Option<Raw
             }
             let line_end = find(&rest, b"\r\n").unwrap();
             let size_text = String::from_utf8_lossy(&rest[..line_end]).to_string();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+            let size =
+                usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
             while rest.len() < line_end + 2 + size + 2 {
                 let mut chunk = [0u8; 4096];
                 let n = stream.read(&mut chunk).await?;
