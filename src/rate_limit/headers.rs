@@ -20,7 +20,6 @@
 //! `X-RateLimit-Reset` (seconds) describe the most constrained policy, on
 //! request ([`RateLimitLayer::legacy_headers`](super::RateLimitLayer::legacy_headers)).
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use http::header::RETRY_AFTER;
@@ -48,64 +47,66 @@ pub fn ceil_seconds(duration: Duration) -> u64 {
 /// The header fields describing one request's decisions.
 #[derive(Debug, Clone)]
 pub struct RateLimitHeaders {
-    fields: Vec<(HeaderName, HeaderValue)>,
+    policy: Option<HeaderValue>,
+    state: Option<HeaderValue>,
+    legacy: Option<[HeaderValue; 3]>,
+    retry_after: Option<HeaderValue>,
 }
 
 impl RateLimitHeaders {
     /// The fields for `checks` and their `decisions` (same order). Policy
-    /// names are assumed to be valid `sf-string` content (the layer's
-    /// policies sanitize them); anything else is escaped or dropped.
+    /// names are written as `sf-string`s: `"` and `\` escaped, characters
+    /// outside printable ASCII dropped.
     pub fn new(checks: &[Check], decisions: &[Decision], legacy: bool) -> Self {
-        let mut policy = String::with_capacity(32 * checks.len());
-        let mut state = String::with_capacity(32 * checks.len());
+        Self::with_policy_value(None, checks, decisions, legacy)
+    }
+
+    /// As [`new`](Self::new), with the `RateLimit-Policy` value already
+    /// made (it depends only on the policies and their quotas, so the layer
+    /// keeps it ready for the common case).
+    pub(crate) fn with_policy_value(
+        policy_value: Option<HeaderValue>,
+        checks: &[Check],
+        decisions: &[Decision],
+        legacy: bool,
+    ) -> Self {
+        let policy = policy_value.or_else(|| policy_header_value(checks));
+        let mut state = String::with_capacity(24 * checks.len());
         for (index, (check, decision)) in checks.iter().zip(decisions).enumerate() {
             if index > 0 {
-                policy.push_str(", ");
                 state.push_str(", ");
             }
-            let window = ceil_seconds(check.quota.window()).max(1);
-            write_sf_string(&mut policy, &check.policy);
-            let _ = write!(policy, ";q={};w={}", check.quota.burst(), window);
             write_sf_string(&mut state, &check.policy);
-            let _ = write!(
-                state,
-                ";r={};t={}",
-                decision.remaining,
-                ceil_seconds(decision.reset_after())
-            );
+            state.push_str(";r=");
+            push_number(&mut state, u64::from(decision.remaining));
+            state.push_str(";t=");
+            push_number(&mut state, ceil_seconds(decision.reset_after()));
         }
-        let mut fields = Vec::with_capacity(if legacy { 5 } else { 2 });
-        if let Ok(value) = HeaderValue::from_str(&policy) {
-            fields.push((RATELIMIT_POLICY.clone(), value));
-        }
-        if let Ok(value) = HeaderValue::from_str(&state) {
-            fields.push((RATELIMIT.clone(), value));
-        }
-        if legacy {
-            let tightest = decisions
+        let legacy = if legacy {
+            decisions
                 .iter()
-                .min_by_key(|decision| (decision.allowed, decision.remaining));
-            if let Some(tightest) = tightest {
-                fields.push((X_RATELIMIT_LIMIT.clone(), HeaderValue::from(tightest.limit)));
-                fields.push((
-                    X_RATELIMIT_REMAINING.clone(),
-                    HeaderValue::from(tightest.remaining),
-                ));
-                fields.push((
-                    X_RATELIMIT_RESET.clone(),
-                    HeaderValue::from(ceil_seconds(tightest.reset_after())),
-                ));
-            }
+                .min_by_key(|decision| (decision.allowed, decision.remaining))
+                .map(|tightest| {
+                    [
+                        HeaderValue::from(tightest.limit),
+                        HeaderValue::from(tightest.remaining),
+                        HeaderValue::from(ceil_seconds(tightest.reset_after())),
+                    ]
+                })
+        } else {
+            None
+        };
+        Self {
+            policy,
+            state: HeaderValue::from_str(&state).ok(),
+            legacy,
+            retry_after: None,
         }
-        Self { fields }
     }
 
     /// Adds `Retry-After`.
     pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
-        self.fields.push((
-            RETRY_AFTER,
-            HeaderValue::from(ceil_seconds(retry_after).max(1)),
-        ));
+        self.retry_after = Some(HeaderValue::from(ceil_seconds(retry_after).max(1)));
         self
     }
 
@@ -114,28 +115,72 @@ impl RateLimitHeaders {
     /// inner rate-limit layer's items are kept); the others replace any
     /// value the inner service set.
     pub fn apply(self, headers: &mut HeaderMap) {
-        for (name, value) in self.fields {
-            if name == RATELIMIT_POLICY || name == RATELIMIT {
-                headers.append(name, value);
-            } else {
-                headers.insert(name, value);
-            }
+        if let Some(policy) = self.policy {
+            headers.append(RATELIMIT_POLICY.clone(), policy);
+        }
+        if let Some(state) = self.state {
+            headers.append(RATELIMIT.clone(), state);
+        }
+        if let Some([limit, remaining, reset]) = self.legacy {
+            headers.insert(X_RATELIMIT_LIMIT.clone(), limit);
+            headers.insert(X_RATELIMIT_REMAINING.clone(), remaining);
+            headers.insert(X_RATELIMIT_RESET.clone(), reset);
+        }
+        if let Some(retry_after) = self.retry_after {
+            headers.insert(RETRY_AFTER, retry_after);
         }
     }
+}
+
+/// The `RateLimit-Policy` value of `checks`.
+pub(crate) fn policy_header_value(checks: &[Check]) -> Option<HeaderValue> {
+    let mut policy = String::with_capacity(24 * checks.len());
+    for (index, check) in checks.iter().enumerate() {
+        if index > 0 {
+            policy.push_str(", ");
+        }
+        write_sf_string(&mut policy, &check.policy);
+        policy.push_str(";q=");
+        push_number(&mut policy, u64::from(check.quota.burst()));
+        policy.push_str(";w=");
+        push_number(&mut policy, ceil_seconds(check.quota.window()).max(1));
+    }
+    HeaderValue::from_str(&policy).ok()
+}
+
+fn push_number(out: &mut String, mut number: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (number % 10) as u8;
+        number /= 10;
+        if number == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or("0"));
 }
 
 /// Writes `text` as an RFC 8941 `sf-string`: printable ASCII, with `"` and
 /// `\` escaped; other characters are dropped.
 fn write_sf_string(out: &mut String, text: &str) {
     out.push('"');
-    for character in text.chars() {
-        match character {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(character);
+    if text
+        .bytes()
+        .all(|byte| (b' '..=b'~').contains(&byte) && byte != b'"' && byte != b'\\')
+    {
+        out.push_str(text);
+    } else {
+        for character in text.chars() {
+            match character {
+                '"' | '\\' => {
+                    out.push('\\');
+                    out.push(character);
+                }
+                ' '..='~' => out.push(character),
+                _ => {}
             }
-            ' '..='~' => out.push(character),
-            _ => {}
         }
     }
     out.push('"');

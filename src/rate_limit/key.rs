@@ -152,11 +152,22 @@ impl KeyHasher {
     }
 
     fn hash(&self, tag: u8, material: &[u8]) -> KeyHash {
-        let mut hasher = blake3::Hasher::new_keyed(&self.key);
-        hasher.update(&[tag]);
-        hasher.update(material);
         let mut out = [0u8; 16];
-        hasher.finalize_xof().fill(&mut out);
+        // Short material (IPs, most API keys) fits one BLAKE3 block: the
+        // one-shot function skips the incremental hasher's setup, about
+        // half the cost. Both give the same bytes.
+        let mut block = [0u8; 64];
+        if let Some(room) = block.get_mut(1..=material.len()) {
+            room.copy_from_slice(material);
+            block[0] = tag;
+            let hash = blake3::keyed_hash(&self.key, &block[..=material.len()]);
+            out.copy_from_slice(&hash.as_bytes()[..16]);
+        } else {
+            let mut hasher = blake3::Hasher::new_keyed(&self.key);
+            hasher.update(&[tag]);
+            hasher.update(material);
+            hasher.finalize_xof().fill(&mut out);
+        }
         KeyHash(out)
     }
 
@@ -694,6 +705,22 @@ mod tests {
             KeyHasher::from_secret(b"other").header_value(b"k")
         );
         assert_ne!(KeyHasher::random().global(), KeyHasher::random().global());
+        // Both paths (one block, incremental) agree.
+        let long = vec![7u8; 200];
+        let mut incremental = blake3::Hasher::new_keyed(&a.key);
+        incremental.update(&[tag::HEADER]);
+        incremental.update(&long);
+        assert_eq!(
+            &a.header_value(&long).0[..],
+            &incremental.finalize().as_bytes()[..16]
+        );
+        let mut short = blake3::Hasher::new_keyed(&a.key);
+        short.update(&[tag::HEADER]);
+        short.update(b"k");
+        assert_eq!(
+            &a.header_value(b"k").0[..],
+            &short.finalize().as_bytes()[..16]
+        );
         // Pinned: a change of this value breaks every shared store.
         assert_eq!(
             KeyHasher::from_secret(b"secret")

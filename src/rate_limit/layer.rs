@@ -6,9 +6,11 @@ use http::StatusCode;
 use tower_layer::Layer;
 
 use super::gcra::{Clock, MonotonicClock, Quota};
+use super::headers::policy_header_value;
 use super::key::{KeyHasher, KeySource, RequestHead, TrustedProxies};
 use super::memory::MemoryStore;
 use super::service::RateLimit;
+use super::store::{Check, KeyHash};
 
 /// Default sustained rate of [`Policy::per_client_ip`]: 50 requests per
 /// second per client.
@@ -329,6 +331,9 @@ pub(crate) struct Shared<St> {
     pub(crate) legacy_headers: bool,
     pub(crate) store_failure: StoreFailure,
     pub(crate) clock: MonotonicClock,
+    /// `RateLimit-Policy` for requests checked by every policy at its own
+    /// quota.
+    pub(crate) default_policy_value: Option<http::HeaderValue>,
     pub(crate) shadow_log: LogThrottle,
     pub(crate) missing_key_log: LogThrottle,
     pub(crate) store_error_log: LogThrottle,
@@ -344,6 +349,18 @@ impl<St> Shared<St> {
             legacy_headers: layer.legacy_headers,
             store_failure: layer.store_failure,
             clock: MonotonicClock::new(),
+            default_policy_value: policy_header_value(
+                &layer
+                    .policies
+                    .iter()
+                    .map(|policy| Check {
+                        policy: policy.name.clone(),
+                        key: KeyHash([0; 16]),
+                        quota: policy.quota,
+                        cost: 1,
+                    })
+                    .collect::<Vec<_>>(),
+            ),
             shadow_log: LogThrottle::new(1_000_000_000),
             missing_key_log: LogThrottle::new(10_000_000_000),
             store_error_log: LogThrottle::new(10_000_000_000),

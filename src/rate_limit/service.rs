@@ -68,7 +68,9 @@ impl<S: fmt::Debug, St> fmt::Debug for RateLimit<S, St> {
 }
 
 enum Prepared {
-    Checks(Vec<Check>),
+    /// The checks, and whether they are exactly the layer's policies with
+    /// their own quotas (then the `RateLimit-Policy` value is ready-made).
+    Checks(Vec<Check>, bool),
     Unchecked,
     Refused(RateLimitRefusal),
 }
@@ -82,6 +84,7 @@ impl<St: RateLimitStore> Shared<St> {
     /// The checks of a request, one per policy, or an early refusal.
     fn prepare(&self, head: &RequestHead<'_>) -> Prepared {
         let mut checks = Vec::with_capacity(self.policies.len());
+        let mut default_quotas = true;
         for policy in self.policies.iter() {
             let key = match policy.key.key(head, &self.hasher) {
                 Some(key) => key,
@@ -114,6 +117,7 @@ impl<St: RateLimitStore> Shared<St> {
                 .as_ref()
                 .and_then(|resolve| resolve(head))
                 .unwrap_or(policy.quota);
+            default_quotas &= quota == policy.quota;
             checks.push(Check {
                 policy: policy.name.clone(),
                 key,
@@ -124,7 +128,8 @@ impl<St: RateLimitStore> Shared<St> {
         if checks.is_empty() {
             Prepared::Unchecked
         } else {
-            Prepared::Checks(checks)
+            let default_quotas = default_quotas && checks.len() == self.policies.len();
+            Prepared::Checks(checks, default_quotas)
         }
     }
 
@@ -133,6 +138,7 @@ impl<St: RateLimitStore> Shared<St> {
         &self,
         result: Result<Decisions, StoreError>,
         checks: &[Check],
+        default_quotas: bool,
         request: &Extensions,
     ) -> Verdict<B> {
         let decisions = match result {
@@ -155,7 +161,17 @@ impl<St: RateLimitStore> Shared<St> {
                 ));
             }
         };
-        let headers = RateLimitHeaders::new(checks, decisions.as_slice(), self.legacy_headers);
+        let policy_value = if default_quotas {
+            self.default_policy_value.clone()
+        } else {
+            None
+        };
+        let headers = RateLimitHeaders::with_policy_value(
+            policy_value,
+            checks,
+            decisions.as_slice(),
+            self.legacy_headers,
+        );
         let Some(retry_after) = decisions.retry_after() else {
             return Verdict::Admit(Some(headers));
         };
@@ -213,18 +229,25 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let checks = match self.shared.prepare(&RequestHead::of(&request)) {
-            Prepared::Checks(checks) => checks,
+        let (checks, default_quotas) = match self.shared.prepare(&RequestHead::of(&request)) {
+            Prepared::Checks(checks, default_quotas) => (checks, default_quotas),
             Prepared::Unchecked => return ResponseFuture::inner(self.inner.call(request), None),
             Prepared::Refused(refusal) => {
                 return ResponseFuture::refused(Problem::refuse(refusal, request.extensions()))
             }
         };
         match self.shared.store.try_check_now(&checks) {
-            Some(result) => match self.shared.conclude(result, &checks, request.extensions()) {
-                Verdict::Admit(headers) => ResponseFuture::inner(self.inner.call(request), headers),
-                Verdict::Refuse(response) => ResponseFuture::refused(response),
-            },
+            Some(result) => {
+                match self
+                    .shared
+                    .conclude(result, &checks, default_quotas, request.extensions())
+                {
+                    Verdict::Admit(headers) => {
+                        ResponseFuture::inner(self.inner.call(request), headers)
+                    }
+                    Verdict::Refuse(response) => ResponseFuture::refused(response),
+                }
+            }
             None => {
                 let check = self.shared.store.check(&checks);
                 let clone = self.inner.clone();
@@ -237,6 +260,7 @@ where
                             inner,
                             shared: self.shared.clone(),
                             checks,
+                            default_quotas,
                         }),
                     },
                 }
@@ -251,6 +275,7 @@ struct Pending<S, St, ReqBody> {
     inner: S,
     shared: Arc<Shared<St>>,
     checks: Vec<Check>,
+    default_quotas: bool,
 }
 
 pin_project! {
@@ -326,10 +351,16 @@ where
                         mut inner,
                         shared,
                         checks,
+                        default_quotas,
                     } = pending
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    let next = match shared.conclude(result, &checks, request.extensions()) {
+                    let next = match shared.conclude(
+                        result,
+                        &checks,
+                        default_quotas,
+                        request.extensions(),
+                    ) {
                         Verdict::Admit(headers) => State::Inner {
                             future: inner.call(request),
                             headers,
