@@ -49,8 +49,9 @@ pub fn ceil_seconds(duration: Duration) -> u64 {
 pub struct RateLimitHeaders {
     policy: Option<HeaderValue>,
     state: Option<HeaderValue>,
-    legacy: Option<[HeaderValue; 3]>,
-    retry_after: Option<HeaderValue>,
+    // Rare fields out of line: this value rides in every response future.
+    legacy: Option<Box<[HeaderValue; 3]>>,
+    retry_after: Option<Box<HeaderValue>>,
 }
 
 impl RateLimitHeaders {
@@ -87,11 +88,11 @@ impl RateLimitHeaders {
                 .iter()
                 .min_by_key(|decision| (decision.allowed, decision.remaining))
                 .map(|tightest| {
-                    [
+                    Box::new([
                         HeaderValue::from(tightest.limit),
                         HeaderValue::from(tightest.remaining),
                         HeaderValue::from(ceil_seconds(tightest.reset_after())),
-                    ]
+                    ])
                 })
         } else {
             None
@@ -106,7 +107,9 @@ impl RateLimitHeaders {
 
     /// Adds `Retry-After`.
     pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
-        self.retry_after = Some(HeaderValue::from(ceil_seconds(retry_after).max(1)));
+        self.retry_after = Some(Box::new(HeaderValue::from(
+            ceil_seconds(retry_after).max(1),
+        )));
         self
     }
 
@@ -121,13 +124,13 @@ impl RateLimitHeaders {
         if let Some(state) = self.state {
             headers.append(RATELIMIT.clone(), state);
         }
-        if let Some([limit, remaining, reset]) = self.legacy {
+        if let Some([limit, remaining, reset]) = self.legacy.map(|legacy| *legacy) {
             headers.insert(X_RATELIMIT_LIMIT.clone(), limit);
             headers.insert(X_RATELIMIT_REMAINING.clone(), remaining);
             headers.insert(X_RATELIMIT_RESET.clone(), reset);
         }
         if let Some(retry_after) = self.retry_after {
-            headers.insert(RETRY_AFTER, retry_after);
+            headers.insert(RETRY_AFTER, *retry_after);
         }
     }
 }

@@ -11,7 +11,7 @@ use tower_service::Service;
 use super::error::RateLimitRefusal;
 use super::headers::RateLimitHeaders;
 use super::key::RequestHead;
-use super::layer::{MissingKey, Shared, StoreFailure};
+use super::layer::{MissingKey, Policy, Shared, StoreFailure};
 use super::memory::MemoryStore;
 use super::store::{Check, Decisions, RateLimitStore, StoreError};
 use crate::problem::{Problem, ProblemOr};
@@ -67,10 +67,28 @@ impl<S: fmt::Debug, St> fmt::Debug for RateLimit<S, St> {
     }
 }
 
+/// The checks of one request: inline for the common single policy, so a
+/// request costs no allocation for them.
+enum CheckList {
+    One([Check; 1]),
+    Many(Vec<Check>),
+}
+
+impl std::ops::Deref for CheckList {
+    type Target = [Check];
+
+    fn deref(&self) -> &[Check] {
+        match self {
+            Self::One(one) => one,
+            Self::Many(many) => many,
+        }
+    }
+}
+
 enum Prepared {
     /// The checks, and whether they are exactly the layer's policies with
     /// their own quotas (then the `RateLimit-Policy` value is ready-made).
-    Checks(Vec<Check>, bool),
+    Checks(CheckList, bool),
     Unchecked,
     Refused(RateLimitRefusal),
 }
@@ -83,54 +101,80 @@ enum Verdict<B> {
 impl<St: RateLimitStore> Shared<St> {
     /// The checks of a request, one per policy, or an early refusal.
     fn prepare(&self, head: &RequestHead<'_>) -> Prepared {
+        if let [policy] = &*self.policies {
+            return match self.check_of(policy, head) {
+                Ok(Some(check)) => {
+                    let default_quota = check.quota == policy.quota;
+                    Prepared::Checks(CheckList::One([check]), default_quota)
+                }
+                Ok(None) => Prepared::Unchecked,
+                Err(refusal) => Prepared::Refused(refusal),
+            };
+        }
         let mut checks = Vec::with_capacity(self.policies.len());
         let mut default_quotas = true;
         for policy in self.policies.iter() {
-            let key = match policy.key.key(head, &self.hasher) {
-                Some(key) => key,
-                None => match policy.missing_key {
-                    MissingKey::SharedBucket => {
-                        if let Some(suppressed) = self.missing_key_log.allow(self.now()) {
-                            tracing::warn!(
-                                policy = %policy.name,
-                                suppressed,
-                                "request without a usable rate-limit key counted in the shared anonymous bucket"
-                            );
-                        }
-                        self.hasher.anonymous()
-                    }
-                    MissingKey::Refuse(status) => {
-                        let refusal = RateLimitRefusal::MissingKey {
-                            policy: policy.name.clone(),
-                            status,
-                        };
-                        if self.shadow {
-                            self.log_shadow(&refusal);
-                            continue;
-                        }
-                        return Prepared::Refused(refusal);
-                    }
-                },
-            };
-            let quota = policy
-                .resolver
-                .as_ref()
-                .and_then(|resolve| resolve(head))
-                .unwrap_or(policy.quota);
-            default_quotas &= quota == policy.quota;
-            checks.push(Check {
-                policy: policy.name.clone(),
-                key,
-                quota,
-                cost: 1,
-            });
+            match self.check_of(policy, head) {
+                Ok(Some(check)) => {
+                    default_quotas &= check.quota == policy.quota;
+                    checks.push(check);
+                }
+                Ok(None) => {}
+                Err(refusal) => return Prepared::Refused(refusal),
+            }
         }
         if checks.is_empty() {
             Prepared::Unchecked
         } else {
             let default_quotas = default_quotas && checks.len() == self.policies.len();
-            Prepared::Checks(checks, default_quotas)
+            Prepared::Checks(CheckList::Many(checks), default_quotas)
         }
+    }
+
+    /// One policy's check of a request; `Ok(None)` when the policy is
+    /// skipped (a would-be refusal in shadow mode).
+    fn check_of(
+        &self,
+        policy: &Policy,
+        head: &RequestHead<'_>,
+    ) -> Result<Option<Check>, RateLimitRefusal> {
+        let key = match policy.key.key(head, &self.hasher) {
+            Some(key) => key,
+            None => match policy.missing_key {
+                MissingKey::SharedBucket => {
+                    if let Some(suppressed) = self.missing_key_log.allow(self.now()) {
+                        tracing::warn!(
+                            policy = %policy.name,
+                            suppressed,
+                            "request without a usable rate-limit key counted in the shared anonymous bucket"
+                        );
+                    }
+                    self.hasher.anonymous()
+                }
+                MissingKey::Refuse(status) => {
+                    let refusal = RateLimitRefusal::MissingKey {
+                        policy: policy.name.clone(),
+                        status,
+                    };
+                    if self.shadow {
+                        self.log_shadow(&refusal);
+                        return Ok(None);
+                    }
+                    return Err(refusal);
+                }
+            },
+        };
+        let quota = policy
+            .resolver
+            .as_ref()
+            .and_then(|resolve| resolve(head))
+            .unwrap_or(policy.quota);
+        Ok(Some(Check {
+            policy: policy.name.clone(),
+            key,
+            quota,
+            cost: 1,
+        }))
     }
 
     /// What the store's answer means for the request.
@@ -255,13 +299,13 @@ where
                 ResponseFuture {
                     state: State::Checking {
                         check,
-                        pending: Some(Pending {
+                        pending: Some(Box::new(Pending {
                             request,
                             inner,
                             shared: self.shared.clone(),
                             checks,
                             default_quotas,
-                        }),
+                        })),
                     },
                 }
             }
@@ -274,7 +318,7 @@ struct Pending<S, St, ReqBody> {
     request: Request<ReqBody>,
     inner: S,
     shared: Arc<Shared<St>>,
-    checks: Vec<Check>,
+    checks: CheckList,
     default_quotas: bool,
 }
 
@@ -300,7 +344,8 @@ pin_project! {
         Checking {
             #[pin]
             check: St::Future,
-            pending: Option<Pending<S, St, ReqBody>>,
+            // Boxed: only asynchronous stores need it, and it is large.
+            pending: Option<Box<Pending<S, St, ReqBody>>>,
         },
         Inner {
             #[pin]
@@ -346,15 +391,16 @@ where
             match this.state.as_mut().project() {
                 StateProj::Checking { check, pending } => {
                     let result = ready!(check.poll(cx));
+                    let pending = *pending
+                        .take()
+                        .expect("ResponseFuture polled after completion");
                     let Pending {
                         request,
                         mut inner,
                         shared,
                         checks,
                         default_quotas,
-                    } = pending
-                        .take()
-                        .expect("ResponseFuture polled after completion");
+                    } = pending;
                     let next = match shared.conclude(
                         result,
                         &checks,
