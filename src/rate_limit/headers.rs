@@ -72,7 +72,7 @@ impl RateLimitHeaders {
         legacy: bool,
     ) -> Self {
         let policy = policy_value.or_else(|| policy_header_value(checks));
-        let mut state = String::with_capacity(24 * checks.len());
+        let mut state = String::with_capacity(48 * checks.len());
         for (index, (check, decision)) in checks.iter().zip(decisions).enumerate() {
             if index > 0 {
                 state.push_str(", ");
@@ -99,7 +99,7 @@ impl RateLimitHeaders {
         };
         Self {
             policy,
-            state: HeaderValue::from_str(&state).ok(),
+            state: header_value(state),
             legacy,
             retry_after: None,
         }
@@ -137,7 +137,7 @@ impl RateLimitHeaders {
 
 /// The `RateLimit-Policy` value of `checks`.
 pub(crate) fn policy_header_value(checks: &[Check]) -> Option<HeaderValue> {
-    let mut policy = String::with_capacity(24 * checks.len());
+    let mut policy = String::with_capacity(48 * checks.len());
     for (index, check) in checks.iter().enumerate() {
         if index > 0 {
             policy.push_str(", ");
@@ -148,7 +148,12 @@ pub(crate) fn policy_header_value(checks: &[Check]) -> Option<HeaderValue> {
         policy.push_str(";w=");
         push_number(&mut policy, ceil_seconds(check.quota.window()).max(1));
     }
-    HeaderValue::from_str(&policy).ok()
+    header_value(policy)
+}
+
+/// A header value that takes over the string's buffer (no copy).
+fn header_value(text: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
 }
 
 fn push_number(out: &mut String, mut number: u64) {
