@@ -155,14 +155,14 @@ fn end_to_end(c: &mut Criterion) {
         open_quota(),
         KeySource::peer_ip(),
     ));
-    let mut ours = ours.layer(inner.clone());
+    let mut ours = ours.layer(inner);
     let plain_config = GovernorConfigBuilder::default()
         .per_nanosecond(1)
         .burst_size(u32::MAX)
         .key_extractor(PeerIpKeyExtractor)
         .finish()
         .unwrap();
-    let mut tower_governor_plain = GovernorLayer::new(plain_config).layer(inner.clone());
+    let mut tower_governor_plain = GovernorLayer::new(plain_config).layer(inner);
     let headers_config = GovernorConfigBuilder::default()
         .per_nanosecond(1)
         .burst_size(u32::MAX)

@@ -202,7 +202,7 @@ impl KeyHasher {
     }
 
     /// The shared key of requests that have no usable key
-    /// ([`MissingKey::SharedBucket`]).
+    /// ([`MissingKey::SharedBucket`](super::MissingKey::SharedBucket)).
     pub fn anonymous(&self) -> KeyHash {
         self.hash(tag::ANONYMOUS, b"")
     }
