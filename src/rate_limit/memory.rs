@@ -363,15 +363,27 @@ impl<C: Clock> MemoryStore<C> {
         if shard.map.len() < shard.capacity {
             return Ok(());
         }
-        if now >= shard.next_idle_at {
+        // One pass drops the idle keys and finds the live key nearest to
+        // idle, in case nothing was idle. It is skipped when no key can be
+        // idle yet and the policy needs no victim.
+        let mut nearest: Option<(u64, u64)> = None;
+        if now >= shard.next_idle_at || self.overflow_policy == OverflowPolicy::EvictNearestIdle {
             let before = shard.map.len();
             let mut earliest = u64::MAX;
-            shard.map.retain(|key, tat| {
+            shard.map.retain(|&key, tat| {
                 let tat = *tat.get_mut();
-                if tat <= now && !keep.contains(key) {
+                let kept = keep.contains(&key);
+                if tat <= now && !kept {
                     return false;
                 }
                 earliest = earliest.min(tat);
+                let nearer = match nearest {
+                    Some((_, nearest_tat)) => tat < nearest_tat,
+                    None => true,
+                };
+                if !kept && nearer {
+                    nearest = Some((key, tat));
+                }
                 true
             });
             shard.next_idle_at = earliest;
@@ -384,25 +396,15 @@ impl<C: Clock> MemoryStore<C> {
         self.overflows.fetch_add(1, Ordering::Relaxed);
         self.warn_overflow(now);
         match self.overflow_policy {
-            OverflowPolicy::EvictNearestIdle => {
-                let victim = shard
-                    .map
-                    .iter_mut()
-                    .filter(|(key, _)| !keep.contains(key))
-                    .min_by_key(|(_, tat)| tat.load(Ordering::Relaxed))
-                    .map(|(&key, _)| key);
-                // The survivors' earliest TAT may have been the victim's.
-                shard.next_idle_at = 0;
-                match victim {
-                    Some(victim) => {
-                        shard.map.remove(&victim);
-                        self.evictions.fetch_add(1, Ordering::Relaxed);
-                        Ok(())
-                    }
-                    // A shard smaller than the keys of one request.
-                    None => Err(1),
+            OverflowPolicy::EvictNearestIdle => match nearest {
+                Some((victim, _)) => {
+                    shard.map.remove(&victim);
+                    self.evictions.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
                 }
-            }
+                // A shard smaller than the keys of one request.
+                None => Err(1),
+            },
             OverflowPolicy::RefuseNewKeys => Err(shard.next_idle_at.saturating_sub(now).max(1)),
         }
     }
