@@ -97,6 +97,9 @@ impl<'a> RequestHead<'a> {
 #[derive(Clone)]
 pub struct KeyHasher {
     key: [u8; 32],
+    // The two constant keys, hashed once.
+    global: KeyHash,
+    anonymous: KeyHash,
 }
 
 impl fmt::Debug for KeyHasher {
@@ -139,16 +142,28 @@ impl KeyHasher {
                 chunk.copy_from_slice(&hasher.finish().to_le_bytes());
             }
         }
-        Self { key }
+        Self::with_key(key)
+    }
+
+    fn with_key(key: [u8; 32]) -> Self {
+        let mut hasher = Self {
+            key,
+            global: KeyHash([0; 16]),
+            anonymous: KeyHash([0; 16]),
+        };
+        hasher.global = hasher.hash(tag::GLOBAL, b"");
+        hasher.anonymous = hasher.hash(tag::ANONYMOUS, b"");
+        hasher
     }
 
     /// A hasher whose secret derives from `secret` (any length; use at least
     /// 16 random bytes). The same secret gives the same hashes in every
     /// process and every version of this crate.
     pub fn from_secret(secret: &[u8]) -> Self {
-        Self {
-            key: blake3::derive_key("tower-harden 2026 rate-limit key hashing v1", secret),
-        }
+        Self::with_key(blake3::derive_key(
+            "tower-harden 2026 rate-limit key hashing v1",
+            secret,
+        ))
     }
 
     fn hash(&self, tag: u8, material: &[u8]) -> KeyHash {
@@ -198,13 +213,13 @@ impl KeyHasher {
 
     /// The one key of a global policy.
     pub fn global(&self) -> KeyHash {
-        self.hash(tag::GLOBAL, b"")
+        self.global
     }
 
     /// The shared key of requests that have no usable key
     /// ([`MissingKey::SharedBucket`](super::MissingKey::SharedBucket)).
     pub fn anonymous(&self) -> KeyHash {
-        self.hash(tag::ANONYMOUS, b"")
+        self.anonymous
     }
 }
 
