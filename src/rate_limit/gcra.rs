@@ -323,6 +323,21 @@ mod tests {
     }
 
     #[test]
+    fn clocks_never_go_backwards() {
+        let manual = ManualClock::new();
+        manual.set_nanos(100);
+        manual.set_nanos(50);
+        assert_eq!(manual.now_nanos(), 100);
+        let monotonic = MonotonicClock::new();
+        let mut last = 0;
+        for _ in 0..1000 {
+            let now = monotonic.now_nanos();
+            assert!(now >= last);
+            last = now;
+        }
+    }
+
+    #[test]
     fn idle_state_equals_fresh_state() {
         let quota = quota(10, 3);
         assert_eq!(quota.decide(50, 100, 1), quota.decide(0, 100, 1));

@@ -69,9 +69,6 @@ impl<'a> RequestHead<'a> {
     /// The TCP peer's address: [`PeerAddr`], or axum's
     /// `ConnectInfo<SocketAddr>`.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        if let Some(PeerAddr(addr)) = self.extensions.get::<PeerAddr>() {
-            return Some(*addr);
-        }
         #[cfg(feature = "axum")]
         if let Some(info) = self
             .extensions
@@ -79,7 +76,9 @@ impl<'a> RequestHead<'a> {
         {
             return Some(info.0);
         }
-        None
+        self.extensions
+            .get::<PeerAddr>()
+            .map(|PeerAddr(addr)| *addr)
     }
 }
 
