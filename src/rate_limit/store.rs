@@ -216,6 +216,27 @@ impl StoreError {
 /// layer resolves on the first poll. A store that prefers boxing can set
 /// `type Future = BoxFuture<'static, ...>`.
 ///
+/// # Implementing a network store
+///
+/// - Port [`Quota::decide`] as is (it is a dozen lines of saturating
+///   integer arithmetic): with `T = emission_interval_nanos()`,
+///   `τ = tolerance_nanos()`, `new_tat = max(tat, now) + cost·T`, admit iff
+///   `new_tat - now ≤ τ`.
+/// - Send every check of the call in one script invocation (Redis: one
+///   `EVALSHA` with one key per check, for example
+///   `{prefix}:{policy}:{key.to_hex()}`), read every TAT, decide, and write
+///   only if all admit, so the script is the all-or-nothing transaction.
+///   Set each written key's expiry to its `new_tat - now` (rounded up): an
+///   expired key is an idle key, so expiry is lossless eviction.
+/// - Take `now` from the server (Redis `TIME`), not from each process, so
+///   processes with skewed clocks agree.
+/// - Map timeouts and connection errors to [`StoreError::Unavailable`] and
+///   malformed replies to [`StoreError::InvalidReply`]; the layer applies
+///   its failure policy.
+/// - Processes sharing the store must hash keys alike:
+///   [`KeyHasher::from_secret`](super::KeyHasher::from_secret) with one
+///   secret.
+///
 /// ```
 /// use std::sync::Arc;
 /// use tower_harden::rate_limit::{Check, KeyHash, MemoryStore, Quota, RateLimitStore};
