@@ -72,7 +72,7 @@ impl RateLimitHeaders {
         legacy: bool,
     ) -> Self {
         let policy = policy_value.or_else(|| policy_header_value(checks));
-        let mut state = String::with_capacity(48 * checks.len());
+        let mut state = FieldText::new();
         for (index, (check, decision)) in checks.iter().zip(decisions).enumerate() {
             if index > 0 {
                 state.push_str(", ");
@@ -99,7 +99,7 @@ impl RateLimitHeaders {
         };
         Self {
             policy,
-            state: header_value(state),
+            state: state.value(),
             legacy,
             retry_after: None,
         }
@@ -137,7 +137,7 @@ impl RateLimitHeaders {
 
 /// The `RateLimit-Policy` value of `checks`.
 pub(crate) fn policy_header_value(checks: &[Check]) -> Option<HeaderValue> {
-    let mut policy = String::with_capacity(48 * checks.len());
+    let mut policy = FieldText::new();
     for (index, check) in checks.iter().enumerate() {
         if index > 0 {
             policy.push_str(", ");
@@ -148,15 +148,55 @@ pub(crate) fn policy_header_value(checks: &[Check]) -> Option<HeaderValue> {
         policy.push_str(";w=");
         push_number(&mut policy, ceil_seconds(check.quota.window()).max(1));
     }
-    header_value(policy)
+    policy.value()
 }
 
-/// A header value that takes over the string's buffer (no copy).
-fn header_value(text: String) -> Option<HeaderValue> {
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
+/// A field value being written: on the stack while it fits (one or two
+/// policies), so that the only allocation is the `HeaderValue`'s own.
+struct FieldText {
+    inline: [u8; 160],
+    len: usize,
+    spilled: String,
 }
 
-fn push_number(out: &mut String, mut number: u64) {
+impl FieldText {
+    fn new() -> Self {
+        Self {
+            inline: [0; 160],
+            len: 0,
+            spilled: String::new(),
+        }
+    }
+
+    fn push_str(&mut self, text: &str) {
+        if self.spilled.is_empty() {
+            if let Some(room) = self.inline.get_mut(self.len..self.len + text.len()) {
+                room.copy_from_slice(text.as_bytes());
+                self.len += text.len();
+                return;
+            }
+            // Only whole `&str`s were copied in: still UTF-8.
+            self.spilled
+                .push_str(std::str::from_utf8(&self.inline[..self.len]).unwrap_or(""));
+        }
+        self.spilled.push_str(text);
+    }
+
+    fn push(&mut self, character: char) {
+        self.push_str(character.encode_utf8(&mut [0; 4]));
+    }
+
+    fn value(&self) -> Option<HeaderValue> {
+        let bytes = if self.spilled.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            self.spilled.as_bytes()
+        };
+        HeaderValue::from_bytes(bytes).ok()
+    }
+}
+
+fn push_number(out: &mut FieldText, mut number: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
@@ -172,7 +212,7 @@ fn push_number(out: &mut String, mut number: u64) {
 
 /// Writes `text` as an RFC 8941 `sf-string`: printable ASCII, with `"` and
 /// `\` escaped; other characters are dropped.
-fn write_sf_string(out: &mut String, text: &str) {
+fn write_sf_string(out: &mut FieldText, text: &str) {
     out.push('"');
     if text
         .bytes()
@@ -200,6 +240,20 @@ mod tests {
 
     use super::*;
     use crate::rate_limit::{KeyHash, Quota};
+
+    #[test]
+    fn long_fields_spill_to_the_heap_intact() {
+        let mut text = FieldText::new();
+        for _ in 0..100 {
+            text.push_str("abc");
+            text.push('é');
+        }
+        assert_eq!(
+            text.spilled,
+            "abcé".repeat(100),
+            "inline part carried over whole"
+        );
+    }
 
     #[test]
     fn draft_syntax() {
