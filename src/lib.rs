@@ -10,6 +10,7 @@ pub mod deadline;
 pub mod input;
 pub mod observe;
 pub mod problem;
+pub mod rate_limit;
 pub mod refusal;
 pub mod serve;
 

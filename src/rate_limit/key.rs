@@ -1,0 +1,746 @@
+//! Rate-limit keys: who a request counts against.
+//!
+//! A [`KeySource`] finds the key material of a request (a peer IP, a client
+//! IP behind trusted proxies, an API key header, an authenticated principal,
+//! or whatever a closure returns) and a [`KeyHasher`] turns it into a
+//! [`KeyHash`]: a keyed BLAKE3 hash, so raw keys (API keys above all) are
+//! never stored or logged.
+//!
+//! # Client IP behind proxies
+//!
+//! `X-Forwarded-For` and `Forwarded` are written by whoever sends the
+//! request: the leftmost entry is whatever the client wants it to be. The
+//! only entries worth anything are those appended by proxies you run. So
+//! [`TrustedProxies`] starts from the TCP peer and walks the header **from
+//! the right**: while the address at hand belongs to a trusted network, the
+//! entry to its left is the address that proxy saw; the first untrusted
+//! address is the client. With no trusted proxies (the default) the headers
+//! are ignored and the client is the TCP peer.
+//!
+//! Name the header your proxies write ([`ProxyHeader`]): reading `Forwarded`
+//! when your proxy only appends `X-Forwarded-For` would let a client write
+//! the entry your proxy seems to have written.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use http::{Extensions, HeaderMap, HeaderName, Method, Uri};
+use ipnet::IpNet;
+
+use super::store::KeyHash;
+
+/// The TCP peer of a connection, as a request extension.
+///
+/// axum's `ConnectInfo<SocketAddr>` is read too (feature `axum`); servers
+/// built on hyper-util directly insert this type into each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// An authenticated principal (user id, client id) put into the request's
+/// extensions by an authentication layer that runs before the rate limiter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal(pub Arc<str>);
+
+/// What a key source sees of a request: its head, never its body.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The target.
+    pub uri: &'a Uri,
+    /// The header fields.
+    pub headers: &'a HeaderMap,
+    /// The extensions (peer address, principal, ...).
+    pub extensions: &'a Extensions,
+}
+
+impl<'a> RequestHead<'a> {
+    /// The head of `request`.
+    pub fn of<B>(request: &'a http::Request<B>) -> Self {
+        Self {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+        }
+    }
+
+    /// The TCP peer's address: [`PeerAddr`], or axum's
+    /// `ConnectInfo<SocketAddr>`.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        #[cfg(feature = "axum")]
+        if let Some(info) = self
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        {
+            return Some(info.0);
+        }
+        self.extensions
+            .get::<PeerAddr>()
+            .map(|PeerAddr(addr)| *addr)
+    }
+}
+
+/// Turns key material into a [`KeyHash`] with keyed BLAKE3.
+///
+/// BLAKE3 rather than `std::hash`: std's SipHash output is not guaranteed
+/// stable across Rust versions, and processes sharing a network store must
+/// agree on every key's hash. Keyed, so that nobody without the secret can
+/// compute a key's hash, aim collisions at the store's hash tables, or
+/// recover an API key from a log.
+///
+/// [`KeyHasher::default`] uses one random secret per process: right for the
+/// in-process store. Processes that share a store must use
+/// [`KeyHasher::from_secret`] with the same secret.
+#[derive(Clone)]
+pub struct KeyHasher {
+    key: [u8; 32],
+    // The two constant keys, hashed once.
+    global: KeyHash,
+    anonymous: KeyHash,
+}
+
+impl fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyHasher(..)")
+    }
+}
+
+impl Default for KeyHasher {
+    /// The process's hasher: a random secret drawn once per process, so
+    /// every layer of the process hashes alike.
+    fn default() -> Self {
+        static PROCESS: std::sync::OnceLock<KeyHasher> = std::sync::OnceLock::new();
+        PROCESS.get_or_init(Self::random).clone()
+    }
+}
+
+/// Domain-separation tags: an IP and a header value with the same bytes
+/// never share a key.
+mod tag {
+    pub const IP: u8 = 1;
+    pub const HEADER: u8 = 2;
+    pub const PRINCIPAL: u8 = 3;
+    pub const CUSTOM: u8 = 4;
+    pub const GLOBAL: u8 = 5;
+    pub const ANONYMOUS: u8 = 6;
+}
+
+impl KeyHasher {
+    /// A hasher with a secret drawn from the operating system. Falls back to
+    /// a secret derived from the process's hash-map seeds if the OS source
+    /// fails (it does not on supported platforms).
+    pub fn random() -> Self {
+        let mut key = [0u8; 32];
+        if getrandom::fill(&mut key).is_err() {
+            use std::hash::{BuildHasher, Hasher};
+            for chunk in key.chunks_mut(8) {
+                let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+                hasher.write_usize(chunk.as_ptr() as usize);
+                chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+            }
+        }
+        Self::with_key(key)
+    }
+
+    fn with_key(key: [u8; 32]) -> Self {
+        let mut hasher = Self {
+            key,
+            global: KeyHash([0; 16]),
+            anonymous: KeyHash([0; 16]),
+        };
+        hasher.global = hasher.hash(tag::GLOBAL, b"");
+        hasher.anonymous = hasher.hash(tag::ANONYMOUS, b"");
+        hasher
+    }
+
+    /// A hasher whose secret derives from `secret` (any length; use at least
+    /// 16 random bytes). The same secret gives the same hashes in every
+    /// process and every version of this crate.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        Self::with_key(blake3::derive_key(
+            "tower-harden 2026 rate-limit key hashing v1",
+            secret,
+        ))
+    }
+
+    fn hash(&self, tag: u8, material: &[u8]) -> KeyHash {
+        let mut out = [0u8; 16];
+        // Short material (IPs, most API keys) fits one BLAKE3 block: the
+        // one-shot function skips the incremental hasher's setup, about
+        // half the cost. Both give the same bytes.
+        let mut block = [0u8; 64];
+        if let Some(room) = block.get_mut(1..=material.len()) {
+            room.copy_from_slice(material);
+            block[0] = tag;
+            let hash = blake3::keyed_hash(&self.key, &block[..=material.len()]);
+            out.copy_from_slice(&hash.as_bytes()[..16]);
+        } else {
+            let mut hasher = blake3::Hasher::new_keyed(&self.key);
+            hasher.update(&[tag]);
+            hasher.update(material);
+            hasher.finalize_xof().fill(&mut out);
+        }
+        KeyHash(out)
+    }
+
+    /// The hash of an IP address (already grouped by prefix, see
+    /// [`IpGrouping`]).
+    pub fn ip(&self, ip: IpAddr) -> KeyHash {
+        let bytes = match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        self.hash(tag::IP, &bytes)
+    }
+
+    /// The hash of a header value (an API key).
+    pub fn header_value(&self, value: &[u8]) -> KeyHash {
+        self.hash(tag::HEADER, value)
+    }
+
+    /// The hash of a principal.
+    pub fn principal(&self, principal: &str) -> KeyHash {
+        self.hash(tag::PRINCIPAL, principal.as_bytes())
+    }
+
+    /// The hash of custom key material.
+    pub fn custom(&self, material: &[u8]) -> KeyHash {
+        self.hash(tag::CUSTOM, material)
+    }
+
+    /// The one key of a global policy.
+    pub fn global(&self) -> KeyHash {
+        self.global
+    }
+
+    /// The shared key of requests that have no usable key
+    /// ([`MissingKey::SharedBucket`](super::MissingKey::SharedBucket)).
+    pub fn anonymous(&self) -> KeyHash {
+        self.anonymous
+    }
+}
+
+/// How IP addresses are grouped into keys.
+///
+/// One IPv6 client usually holds a whole /64 (and can rotate through its
+/// 2^64 addresses at will), so IPv6 addresses are keyed by their /64 by
+/// default. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) count as IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpGrouping {
+    ipv4_prefix: u8,
+    ipv6_prefix: u8,
+}
+
+impl Default for IpGrouping {
+    fn default() -> Self {
+        Self {
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+        }
+    }
+}
+
+impl IpGrouping {
+    /// IPv4 /32 (one key per address), IPv6 /64.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The IPv4 prefix length (clamped to 0..=32). Default: 32.
+    pub fn ipv4_prefix(mut self, prefix: u8) -> Self {
+        self.ipv4_prefix = prefix.min(32);
+        self
+    }
+
+    /// The IPv6 prefix length (clamped to 0..=128). Default: 64.
+    pub fn ipv6_prefix(mut self, prefix: u8) -> Self {
+        self.ipv6_prefix = prefix.min(128);
+        self
+    }
+
+    /// The network `ip` is keyed by.
+    ///
+    /// ```
+    /// use tower_harden::rate_limit::IpGrouping;
+    ///
+    /// let grouping = IpGrouping::new();
+    /// assert_eq!(
+    ///     grouping.group("2001:db8:1:2:aaaa::1".parse().unwrap()),
+    ///     "2001:db8:1:2::".parse::<std::net::IpAddr>().unwrap(),
+    /// );
+    /// ```
+    pub fn group(&self, ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.ipv4_prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(v4) & mask).into())
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.ipv6_prefix))
+                    .unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        }
+    }
+}
+
+/// The header that trusted proxies write the client chain into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`. The default.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for="[2001:db8::1]:4711"`.
+    Forwarded,
+}
+
+/// Why no client IP could be found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientIpError {
+    /// The request carries no peer address (no [`PeerAddr`] or
+    /// `ConnectInfo` extension).
+    #[error("the request has no peer address")]
+    NoPeer,
+    /// A trusted proxy's entry is not an IP address (`unknown`, an
+    /// obfuscated identifier, garbage).
+    #[error("a trusted proxy forwarded an entry that is not an IP address")]
+    InvalidEntry,
+    /// More trusted hops than the configured maximum.
+    #[error("more trusted proxy hops than the maximum")]
+    TooManyHops,
+}
+
+/// Default bound on the forwarding entries read from the right.
+pub const DEFAULT_MAX_HOPS: usize = 8;
+/// Entries longer than this are not addresses (the longest IPv6 with port,
+/// brackets and zone is well under it).
+const MAX_ENTRY_LEN: usize = 96;
+
+/// The proxies whose forwarding headers are believed.
+///
+/// Default: none (the client is the TCP peer, forwarding headers are
+/// ignored), header `X-Forwarded-For`, at most [`DEFAULT_MAX_HOPS`] entries
+/// read.
+///
+/// ```
+/// use std::net::IpAddr;
+/// use http::HeaderMap;
+/// use tower_harden::rate_limit::TrustedProxies;
+///
+/// let proxies = TrustedProxies::new().trust("10.0.0.0/8".parse().unwrap());
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.2".parse().unwrap());
+/// let peer: IpAddr = "10.0.0.1".parse().unwrap();
+/// // 10.0.0.1 and 10.0.0.2 are ours; 203.0.113.9 is the client; 6.6.6.6 is
+/// // whatever the client wrote.
+/// assert_eq!(proxies.client_ip(peer, &headers), Ok("203.0.113.9".parse().unwrap()));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    networks: Vec<IpNet>,
+    header: ProxyHeader,
+    max_hops: Option<usize>,
+}
+
+impl TrustedProxies {
+    /// No trusted proxies.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trusts one more network (a single proxy is a /32 or /128).
+    pub fn trust(mut self, network: IpNet) -> Self {
+        self.networks.push(network.trunc());
+        self
+    }
+
+    /// Trusts every network of `networks`.
+    pub fn trust_all(mut self, networks: impl IntoIterator<Item = IpNet>) -> Self {
+        self.networks
+            .extend(networks.into_iter().map(|network| network.trunc()));
+        self
+    }
+
+    /// The header the trusted proxies write. Default:
+    /// [`ProxyHeader::XForwardedFor`].
+    pub fn header(mut self, header: ProxyHeader) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// The most entries read from the right of the header. Default:
+    /// [`DEFAULT_MAX_HOPS`].
+    pub fn max_hops(mut self, max_hops: usize) -> Self {
+        self.max_hops = Some(max_hops);
+        self
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.networks.iter().any(|network| network.contains(&ip))
+    }
+
+    /// The client's address, given the TCP peer's and the request's headers.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> Result<IpAddr, ClientIpError> {
+        let mut current = peer.to_canonical();
+        if !self.is_trusted(current) {
+            return Ok(current);
+        }
+        let max_hops = self.max_hops.unwrap_or(DEFAULT_MAX_HOPS);
+        let mut hops = 0;
+        let mut step = |entry: &str| -> Option<Result<IpAddr, ClientIpError>> {
+            if hops == max_hops {
+                return Some(Err(ClientIpError::TooManyHops));
+            }
+            hops += 1;
+            let Some(ip) = parse_node(entry) else {
+                return Some(Err(ClientIpError::InvalidEntry));
+            };
+            current = ip;
+            if self.is_trusted(ip) {
+                None
+            } else {
+                Some(Ok(ip))
+            }
+        };
+        let found = match self.header {
+            ProxyHeader::XForwardedFor => headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .rev()
+                .flat_map(|value| value.to_str().unwrap_or("\u{0}").rsplit(','))
+                .find_map(&mut step),
+            ProxyHeader::Forwarded => {
+                let entries = forwarded_for_entries(headers, max_hops + 1);
+                entries.iter().rev().find_map(|entry| match entry {
+                    Some(entry) => step(entry),
+                    None => Some(Err(ClientIpError::InvalidEntry)),
+                })
+            }
+        };
+        // Every entry trusted: the leftmost (a trusted host itself) sent it.
+        found.unwrap_or(Ok(current))
+    }
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The `for=` values of the last `keep` elements of every `Forwarded` field,
+/// left to right; `None` for an element without `for`. Quote-aware, so a
+/// quoted comma or semicolon cannot split an element.
+fn forwarded_for_entries(headers: &HeaderMap, keep: usize) -> Vec<Option<String>> {
+    let mut elements: std::collections::VecDeque<Option<String>> =
+        std::collections::VecDeque::with_capacity(keep + 1);
+    for value in headers.get_all(http::header::FORWARDED) {
+        let Ok(text) = value.to_str() else {
+            elements.push_back(None);
+            if elements.len() > keep {
+                elements.pop_front();
+            }
+            continue;
+        };
+        for element in split_unquoted(text, b',') {
+            let mut for_value = None;
+            for pair in split_unquoted(element, b';') {
+                if let Some((name, value)) = pair.split_once('=') {
+                    if name.trim().eq_ignore_ascii_case("for") {
+                        let value = value.trim();
+                        let value = value
+                            .strip_prefix('"')
+                            .and_then(|v| v.strip_suffix('"'))
+                            .unwrap_or(value);
+                        if value.len() <= MAX_ENTRY_LEN && !value.contains('\\') {
+                            for_value = Some(value.to_owned());
+                        }
+                    }
+                }
+            }
+            elements.push_back(for_value);
+            if elements.len() > keep {
+                elements.pop_front();
+            }
+        }
+    }
+    elements.into()
+}
+
+/// Splits on `separator` outside double quotes (a backslash escapes the next
+/// character inside quotes).
+fn split_unquoted(text: &str, separator: u8) -> impl Iterator<Item = &str> {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut position = 0;
+    let mut quoted = false;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        while position < bytes.len() {
+            let byte = bytes[position];
+            position += 1;
+            match byte {
+                b'\\' if quoted => position += 1,
+                b'"' => quoted = !quoted,
+                byte if byte == separator && !quoted => {
+                    let part = &text[start..position - 1];
+                    start = position;
+                    return Some(part);
+                }
+                _ => {}
+            }
+        }
+        done = true;
+        Some(text.get(start..).unwrap_or(""))
+    })
+}
+
+/// Parses one forwarding entry: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`,
+/// `[2001:db8::1]`, `[2001:db8::1]:443`, `fe80::1%eth0`.
+fn parse_node(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if entry.is_empty() || entry.len() > MAX_ENTRY_LEN {
+        return None;
+    }
+    let without_zone = |text: &str| -> Option<IpAddr> {
+        let address = text.split_once('%').map_or(text, |(address, _)| address);
+        address.parse::<IpAddr>().ok()
+    };
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        return match without_zone(inside)? {
+            ip @ IpAddr::V6(_) => Some(ip.to_canonical()),
+            IpAddr::V4(_) => None,
+        };
+    }
+    if let Some(ip) = without_zone(entry) {
+        return Some(ip.to_canonical());
+    }
+    // IPv4 with a port.
+    let (address, port) = entry.rsplit_once(':')?;
+    if !is_port(port) {
+        return None;
+    }
+    address.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+fn is_port(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 5 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A closure that finds custom key material in a request head.
+pub type CustomKeyFn = Arc<dyn Fn(&RequestHead<'_>) -> Option<Vec<u8>> + Send + Sync>;
+
+/// Where a policy finds each request's key.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum KeySource {
+    /// One key for every request: a global limit.
+    Global,
+    /// The TCP peer's address, grouped by prefix.
+    PeerIp(IpGrouping),
+    /// The client's address behind trusted proxies, grouped by prefix.
+    ClientIp(TrustedProxies, IpGrouping),
+    /// The value of a header (an API key); hashed, never stored raw.
+    /// A missing or empty header is no usable key.
+    Header(HeaderName),
+    /// The [`Principal`] in the request's extensions.
+    Principal,
+    /// Whatever a closure returns; `None` is no usable key.
+    Custom(CustomKeyFn),
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Global => f.write_str("Global"),
+            Self::PeerIp(grouping) => f.debug_tuple("PeerIp").field(grouping).finish(),
+            Self::ClientIp(proxies, grouping) => f
+                .debug_tuple("ClientIp")
+                .field(proxies)
+                .field(grouping)
+                .finish(),
+            Self::Header(name) => f.debug_tuple("Header").field(name).finish(),
+            Self::Principal => f.write_str("Principal"),
+            Self::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+impl KeySource {
+    /// Keys by the TCP peer, IPv6 grouped by /64.
+    pub fn peer_ip() -> Self {
+        Self::PeerIp(IpGrouping::default())
+    }
+
+    /// Keys by the client behind `proxies`, IPv6 grouped by /64.
+    pub fn client_ip(proxies: TrustedProxies) -> Self {
+        Self::ClientIp(proxies, IpGrouping::default())
+    }
+
+    /// Keys by a header's value.
+    pub fn header(name: HeaderName) -> Self {
+        Self::Header(name)
+    }
+
+    /// Keys by whatever `key` returns.
+    pub fn custom<F>(key: F) -> Self
+    where
+        F: Fn(&RequestHead<'_>) -> Option<Vec<u8>> + Send + Sync + 'static,
+    {
+        Self::Custom(Arc::new(key))
+    }
+
+    /// The key of a request, or `None` if it has no usable key.
+    pub fn key(&self, head: &RequestHead<'_>, hasher: &KeyHasher) -> Option<KeyHash> {
+        match self {
+            Self::Global => Some(hasher.global()),
+            Self::PeerIp(grouping) => {
+                let peer = head.peer_addr()?;
+                Some(hasher.ip(grouping.group(peer.ip())))
+            }
+            Self::ClientIp(proxies, grouping) => {
+                let peer = head.peer_addr()?;
+                let client = proxies.client_ip(peer.ip(), head.headers).ok()?;
+                Some(hasher.ip(grouping.group(client)))
+            }
+            Self::Header(name) => {
+                let value = head.headers.get(name)?;
+                (!value.is_empty()).then(|| hasher.header_value(value.as_bytes()))
+            }
+            Self::Principal => {
+                let Principal(principal) = head.extensions.get::<Principal>()?;
+                (!principal.is_empty()).then(|| hasher.principal(principal))
+            }
+            Self::Custom(key) => key(head).map(|material| hasher.custom(&material)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: &str, values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        headers
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn node_forms() {
+        assert_eq!(parse_node(" 1.2.3.4 "), Some(ip("1.2.3.4")));
+        assert_eq!(parse_node("1.2.3.4:8080"), Some(ip("1.2.3.4")));
+        assert_eq!(parse_node("2001:db8::1"), Some(ip("2001:db8::1")));
+        assert_eq!(parse_node("[2001:db8::1]"), Some(ip("2001:db8::1")));
+        assert_eq!(parse_node("[2001:db8::1]:443"), Some(ip("2001:db8::1")));
+        assert_eq!(parse_node("fe80::1%eth0"), Some(ip("fe80::1")));
+        assert_eq!(parse_node("[fe80::1%25eth0]:80"), Some(ip("fe80::1")));
+        assert_eq!(parse_node("::ffff:1.2.3.4"), Some(ip("1.2.3.4")));
+        for garbage in [
+            "",
+            "unknown",
+            "_hidden",
+            "1.2.3",
+            "[1.2.3.4]",
+            "[::1",
+            "[::1]x",
+            "1.2.3.4:99999x",
+            "1.2.3.4:",
+            "::1:80:",
+        ] {
+            assert_eq!(parse_node(garbage), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn quote_aware_split() {
+        let parts: Vec<&str> = split_unquoted(r#"for="a,b";by=c, for=d"#, b',').collect();
+        assert_eq!(parts, vec![r#"for="a,b";by=c"#, " for=d"]);
+    }
+
+    #[test]
+    fn forwarded_for_values() {
+        let headers = headers(
+            "forwarded",
+            &[
+                r#"for=192.0.2.60;proto=http;by=203.0.113.43, for="[2001:db8:cafe::17]:4711""#,
+                "proto=https",
+            ],
+        );
+        assert_eq!(
+            forwarded_for_entries(&headers, 10),
+            vec![
+                Some("192.0.2.60".to_owned()),
+                Some("[2001:db8:cafe::17]:4711".to_owned()),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn grouping() {
+        let grouping = IpGrouping::new().ipv4_prefix(24).ipv6_prefix(48);
+        assert_eq!(grouping.group(ip("1.2.3.4")), ip("1.2.3.0"));
+        assert_eq!(grouping.group(ip("2001:db8:1:2::1")), ip("2001:db8:1::"));
+        assert_eq!(IpGrouping::new().ipv6_prefix(0).group(ip("::1")), ip("::"));
+        assert_eq!(
+            IpGrouping::new().ipv4_prefix(0).group(ip("1.2.3.4")),
+            ip("0.0.0.0")
+        );
+    }
+
+    #[test]
+    fn hashes_are_stable_and_separated() {
+        let a = KeyHasher::from_secret(b"secret");
+        let b = KeyHasher::from_secret(b"secret");
+        assert_eq!(a.header_value(b"k"), b.header_value(b"k"));
+        assert_ne!(a.header_value(b"k"), a.custom(b"k"));
+        assert_ne!(
+            a.header_value(b"k"),
+            KeyHasher::from_secret(b"other").header_value(b"k")
+        );
+        assert_ne!(KeyHasher::random().global(), KeyHasher::random().global());
+        // Both paths (one block, incremental) agree.
+        let long = vec![7u8; 200];
+        let mut incremental = blake3::Hasher::new_keyed(&a.key);
+        incremental.update(&[tag::HEADER]);
+        incremental.update(&long);
+        assert_eq!(
+            &a.header_value(&long).0[..],
+            &incremental.finalize().as_bytes()[..16]
+        );
+        let mut short = blake3::Hasher::new_keyed(&a.key);
+        short.update(&[tag::HEADER]);
+        short.update(b"k");
+        assert_eq!(
+            &a.header_value(b"k").0[..],
+            &short.finalize().as_bytes()[..16]
+        );
+        // Pinned: a change of this value breaks every shared store.
+        assert_eq!(
+            KeyHasher::from_secret(b"secret")
+                .header_value(b"api-key")
+                .to_hex(),
+            "e260e5276c1c166c4a83f3589d4f7585"
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! Keyed rate limiting: exact under concurrency, memory bounded whatever
+//! keys arrive.
+//!
+//! | piece | what it does |
+//! |---|---|
+//! | [`gcra`] | the algorithm over integer nanoseconds, shared by every backend |
+//! | [`RateLimitStore`] | what the layer asks of a backend: one call per request, all policies at once, all or nothing |
+//! | [`MemoryStore`] | the bounded in-process store: hard `max_keys`, lossless eviction of idle keys |
+//! | [`KeySource`], [`TrustedProxies`], [`KeyHasher`] | who a request counts against; raw keys are never stored |
+//! | [`headers`] | `RateLimit-Policy`, `RateLimit`, `Retry-After` |
+//! | [`RateLimitLayer`] | named policies, per-key quotas, shadow mode, 429 `quota-exceeded` |
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_harden::rate_limit::{Policy, RateLimitLayer, TrustedProxies, DEFAULT_MAX_KEYS};
+//!
+//! // 50 requests/s per client IP, burst 100; clients connect directly, so
+//! // no proxy is trusted and X-Forwarded-For is ignored.
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(
+//!         RateLimitLayer::in_memory(DEFAULT_MAX_KEYS)
+//!             .policy(Policy::per_client_ip(TrustedProxies::new())),
+//!     );
+//! // Serve with `into_make_service_with_connect_info::<SocketAddr>()` so
+//! // the layer sees each connection's peer address.
+//! ```
+
+mod error;
+pub mod gcra;
+pub mod headers;
+mod key;
+mod layer;
+mod memory;
+mod service;
+mod store;
+
+pub use error::RateLimitRefusal;
+pub use gcra::{Clock, Decision, ManualClock, MonotonicClock, Quota, QuotaError};
+pub use key::{
+    ClientIpError, CustomKeyFn, IpGrouping, KeyHasher, KeySource, PeerAddr, Principal, ProxyHeader,
+    RequestHead, TrustedProxies, DEFAULT_MAX_HOPS,
+};
+pub use layer::{
+    MissingKey, Policy, QuotaResolver, RateLimitLayer, StoreFailure, DEFAULT_BURST,
+    DEFAULT_MAX_KEYS, DEFAULT_RATE_PER_SECOND,
+};
+pub use memory::{MemoryStore, OverflowPolicy};
+pub use service::{RateLimit, ResponseFuture};
+pub use store::{Check, Decisions, KeyHash, RateLimitStore, StoreError};

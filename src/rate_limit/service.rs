@@ -1,0 +1,436 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::{Extensions, Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::error::RateLimitRefusal;
+use super::headers::RateLimitHeaders;
+use super::key::RequestHead;
+use super::layer::{MissingKey, Policy, Shared, StoreFailure};
+use super::memory::MemoryStore;
+use super::store::{Check, Decisions, RateLimitStore, StoreError};
+use crate::problem::{Problem, ProblemOr};
+
+/// The service of [`RateLimitLayer`](super::RateLimitLayer).
+///
+/// The inner service must be `Clone` for stores that answer asynchronously
+/// (the checked request is handed to the instance that was polled ready,
+/// and a clone takes its place); the in-process store answers in `call`,
+/// and the inner service is then called directly.
+pub struct RateLimit<S, St = MemoryStore> {
+    inner: S,
+    shared: Arc<Shared<St>>,
+}
+
+impl<S, St> RateLimit<S, St> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<St>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<St> {
+        &self.shared.store
+    }
+}
+
+impl<S: Clone, St> Clone for RateLimit<S, St> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St> fmt::Debug for RateLimit<S, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("policies", &self.shared.policies)
+            .field("shadow", &self.shared.shadow)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The checks of one request: inline for the common single policy, so a
+/// request costs no allocation for them.
+enum CheckList {
+    One([Check; 1]),
+    Many(Vec<Check>),
+}
+
+impl std::ops::Deref for CheckList {
+    type Target = [Check];
+
+    fn deref(&self) -> &[Check] {
+        match self {
+            Self::One(one) => one,
+            Self::Many(many) => many,
+        }
+    }
+}
+
+enum Prepared {
+    /// The checks, and whether they are exactly the layer's policies with
+    /// their own quotas (then the `RateLimit-Policy` value is ready-made).
+    Checks(CheckList, bool),
+    Unchecked,
+    Refused(RateLimitRefusal),
+}
+
+enum Verdict<B> {
+    Admit(Option<RateLimitHeaders>),
+    Refuse(Response<ProblemOr<B>>),
+}
+
+impl<St: RateLimitStore> Shared<St> {
+    /// The checks of a request, one per policy, or an early refusal.
+    fn prepare(&self, head: &RequestHead<'_>) -> Prepared {
+        if let [policy] = &*self.policies {
+            return match self.check_of(policy, head) {
+                Ok(Some(check)) => {
+                    let default_quota = check.quota == policy.quota;
+                    Prepared::Checks(CheckList::One([check]), default_quota)
+                }
+                Ok(None) => Prepared::Unchecked,
+                Err(refusal) => Prepared::Refused(refusal),
+            };
+        }
+        let mut checks = Vec::with_capacity(self.policies.len());
+        let mut default_quotas = true;
+        for policy in self.policies.iter() {
+            match self.check_of(policy, head) {
+                Ok(Some(check)) => {
+                    default_quotas &= check.quota == policy.quota;
+                    checks.push(check);
+                }
+                Ok(None) => {}
+                Err(refusal) => return Prepared::Refused(refusal),
+            }
+        }
+        if checks.is_empty() {
+            Prepared::Unchecked
+        } else {
+            let default_quotas = default_quotas && checks.len() == self.policies.len();
+            Prepared::Checks(CheckList::Many(checks), default_quotas)
+        }
+    }
+
+    /// One policy's check of a request; `Ok(None)` when the policy is
+    /// skipped (a would-be refusal in shadow mode).
+    fn check_of(
+        &self,
+        policy: &Policy,
+        head: &RequestHead<'_>,
+    ) -> Result<Option<Check>, RateLimitRefusal> {
+        let key = match policy.key.key(head, &self.hasher) {
+            Some(key) => key,
+            None => match policy.missing_key {
+                MissingKey::SharedBucket => {
+                    if let Some(suppressed) = self.missing_key_log.allow(self.now()) {
+                        tracing::warn!(
+                            policy = %policy.name,
+                            suppressed,
+                            "request without a usable rate-limit key counted in the shared anonymous bucket"
+                        );
+                    }
+                    self.hasher.anonymous()
+                }
+                MissingKey::Refuse(status) => {
+                    let refusal = RateLimitRefusal::MissingKey {
+                        policy: policy.name.clone(),
+                        status,
+                    };
+                    if self.shadow {
+                        self.log_shadow(&refusal);
+                        return Ok(None);
+                    }
+                    return Err(refusal);
+                }
+            },
+        };
+        let quota = policy
+            .resolver
+            .as_ref()
+            .and_then(|resolve| resolve(head))
+            .unwrap_or(policy.quota);
+        Ok(Some(Check {
+            policy: policy.name.clone(),
+            key,
+            quota,
+            cost: 1,
+        }))
+    }
+
+    /// What the store's answer means for the request.
+    fn conclude<B>(
+        &self,
+        result: Result<Decisions, StoreError>,
+        checks: &[Check],
+        default_quotas: bool,
+        request: &Extensions,
+    ) -> Verdict<B> {
+        let decisions = match result {
+            Ok(decisions) => decisions,
+            Err(error) => {
+                if self.shadow || self.store_failure == StoreFailure::Allow {
+                    if let Some(suppressed) = self.store_error_log.allow(self.now()) {
+                        tracing::warn!(
+                            error = %error,
+                            reason = ?error,
+                            suppressed,
+                            "rate-limit store failed; request admitted unchecked"
+                        );
+                    }
+                    return Verdict::Admit(None);
+                }
+                return Verdict::Refuse(Problem::refuse(
+                    RateLimitRefusal::StoreUnavailable { source: error },
+                    request,
+                ));
+            }
+        };
+        let policy_value = if default_quotas {
+            self.default_policy_value.clone()
+        } else {
+            None
+        };
+        let headers = RateLimitHeaders::with_policy_value(
+            policy_value,
+            checks,
+            decisions.as_slice(),
+            self.legacy_headers,
+        );
+        let Some(retry_after) = decisions.retry_after() else {
+            return Verdict::Admit(Some(headers));
+        };
+        let mut refusing = checks
+            .iter()
+            .zip(decisions.as_slice())
+            .filter(|(_, decision)| !decision.allowed);
+        let (first_check, first_decision) = refusing
+            .next()
+            .expect("a retry_after comes from a refusing decision");
+        let mut policies = vec![first_check.policy.clone()];
+        policies.extend(refusing.map(|(check, _)| check.policy.clone()));
+        let refusal = RateLimitRefusal::QuotaExceeded {
+            policies,
+            key: first_check.key,
+            retry_after,
+            limit: first_decision.limit,
+        };
+        if self.shadow {
+            self.log_shadow(&refusal);
+            return Verdict::Admit(Some(headers));
+        }
+        let mut response = Problem::refuse(refusal, request);
+        headers
+            .with_retry_after(retry_after)
+            .apply(response.headers_mut());
+        Verdict::Refuse(response)
+    }
+
+    fn log_shadow(&self, refusal: &RateLimitRefusal) {
+        if let Some(suppressed) = self.shadow_log.allow(self.now()) {
+            let context = crate::refusal::Refusal::context(refusal);
+            tracing::warn!(
+                policy = context.policy.as_deref().unwrap_or(""),
+                key = context.key.as_deref().unwrap_or(""),
+                retry_after_ms = context.retry_after.map(|d| d.as_millis() as u64),
+                suppressed,
+                "rate limit (shadow mode): would refuse: {refusal}"
+            );
+        }
+    }
+}
+
+impl<S, St, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, St>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    St: RateLimitStore,
+{
+    type Response = Response<ProblemOr<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, St, ReqBody, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (checks, default_quotas) = match self.shared.prepare(&RequestHead::of(&request)) {
+            Prepared::Checks(checks, default_quotas) => (checks, default_quotas),
+            Prepared::Unchecked => return ResponseFuture::inner(self.inner.call(request), None),
+            Prepared::Refused(refusal) => {
+                return ResponseFuture::refused(Problem::refuse(refusal, request.extensions()))
+            }
+        };
+        match self.shared.store.try_check_now(&checks) {
+            Some(result) => {
+                match self
+                    .shared
+                    .conclude(result, &checks, default_quotas, request.extensions())
+                {
+                    Verdict::Admit(headers) => {
+                        ResponseFuture::inner(self.inner.call(request), headers)
+                    }
+                    Verdict::Refuse(response) => ResponseFuture::refused(response),
+                }
+            }
+            None => {
+                let check = self.shared.store.check(&checks);
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture {
+                    state: State::Checking {
+                        check,
+                        pending: Some(Box::new(Pending {
+                            request,
+                            inner,
+                            shared: self.shared.clone(),
+                            checks,
+                            default_quotas,
+                        })),
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// What a request waiting for an asynchronous store holds on to.
+struct Pending<S, St, ReqBody> {
+    request: Request<ReqBody>,
+    inner: S,
+    shared: Arc<Shared<St>>,
+    checks: CheckList,
+    default_quotas: bool,
+}
+
+pin_project! {
+    /// The response future of [`RateLimit`].
+    pub struct ResponseFuture<S, St, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>>,
+        St: RateLimitStore,
+    {
+        #[pin]
+        state: State<S, St, ReqBody, ResBody>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, St, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>>,
+        St: RateLimitStore,
+    {
+        Checking {
+            #[pin]
+            check: St::Future,
+            // Boxed: only asynchronous stores need it, and it is large.
+            pending: Option<Box<Pending<S, St, ReqBody>>>,
+        },
+        Inner {
+            #[pin]
+            future: S::Future,
+            headers: Option<RateLimitHeaders>,
+        },
+        Refused {
+            response: Option<Response<ProblemOr<ResBody>>>,
+        },
+    }
+}
+
+impl<S, St, ReqBody, ResBody> ResponseFuture<S, St, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>>,
+    St: RateLimitStore,
+{
+    fn inner(future: S::Future, headers: Option<RateLimitHeaders>) -> Self {
+        Self {
+            state: State::Inner { future, headers },
+        }
+    }
+
+    fn refused(response: Response<ProblemOr<ResBody>>) -> Self {
+        Self {
+            state: State::Refused {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<S, St, ReqBody, ResBody> Future for ResponseFuture<S, St, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    St: RateLimitStore,
+{
+    type Output = Result<Response<ProblemOr<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Checking { check, pending } => {
+                    let result = ready!(check.poll(cx));
+                    let pending = *pending
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    let Pending {
+                        request,
+                        mut inner,
+                        shared,
+                        checks,
+                        default_quotas,
+                    } = pending;
+                    let next = match shared.conclude(
+                        result,
+                        &checks,
+                        default_quotas,
+                        request.extensions(),
+                    ) {
+                        Verdict::Admit(headers) => State::Inner {
+                            future: inner.call(request),
+                            headers,
+                        },
+                        Verdict::Refuse(response) => State::Refused {
+                            response: Some(response),
+                        },
+                    };
+                    this.state.set(next);
+                }
+                StateProj::Inner { future, headers } => {
+                    let response = ready!(future.poll(cx))?;
+                    let mut response = response.map(ProblemOr::inner);
+                    if let Some(headers) = headers.take() {
+                        headers.apply(response.headers_mut());
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Refused { response } => {
+                    return Poll::Ready(Ok(response
+                        .take()
+                        .expect("ResponseFuture polled after completion")));
+                }
+            }
+        }
+    }
+}
