@@ -158,3 +158,6 @@ pub async fn get(addr: SocketAddr, path: &str) -> RawResponse {
     )
     .await
 }
+
+#[cfg(feature = "redis")]
+pub mod redis;
