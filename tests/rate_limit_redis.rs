@@ -522,8 +522,8 @@ async fn killing_redis_mid_load_fails_fast_then_restarting_recovers() {
     let used: i64 = server.command(&["EXISTS", &store.redis_key("limited", &key(2))]);
     assert_eq!(used, 1);
     assert!(
-        admitted <= 3 && admitted >= 2,
-        "admitted {admitted} of a burst of 3"
+        (1..=2).contains(&admitted),
+        "admitted {admitted} of a burst of 3 of which the probe took one"
     );
     assert!(!store.check(&limited).await.unwrap().allowed());
 }
