@@ -1063,3 +1063,109 @@ impl DenyCache {
         self.entries.len() < self.max_keys
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error() -> StoreError {
+        StoreError::unavailable("test")
+    }
+
+    #[test]
+    fn the_breaker_opens_after_the_threshold_probes_once_and_recovers() {
+        let breaker = Arc::new(Breaker::new(3, Duration::from_nanos(100), "test"));
+        for now in [1, 2] {
+            breaker.admit(now).unwrap().failed(now, &error());
+            assert!(!breaker.is_cooling_down(now));
+        }
+        breaker.admit(3).unwrap().failed(3, &error());
+        assert!(breaker.is_cooling_down(3));
+        assert_eq!(breaker.degradations.load(Ordering::Relaxed), 1);
+        assert!(breaker.admit(102).is_none(), "cool-down until 103");
+        // After the cool-down: one probe, and only one.
+        let probe = breaker.admit(103).expect("a probe");
+        assert!(breaker.admit(103).is_none());
+        assert!(breaker.is_cooling_down(150), "a probe is in flight");
+        probe.failed(150, &error());
+        assert_eq!(
+            breaker.degradations.load(Ordering::Relaxed),
+            1,
+            "logged once"
+        );
+        assert!(breaker.admit(249).is_none(), "a new cool-down until 250");
+        // A dropped probe (a cancelled request) gives the probe back.
+        drop(breaker.admit(250).expect("a probe"));
+        let probe = breaker.admit(251).expect("the probe was given back");
+        probe.succeeded();
+        assert!(!breaker.is_cooling_down(251));
+        assert_eq!(breaker.recoveries.load(Ordering::Relaxed), 1);
+        // Healthy again: failures count from zero.
+        breaker.admit(260).unwrap().failed(260, &error());
+        assert!(!breaker.is_cooling_down(260));
+    }
+
+    fn check(policy: &str, key: u8, cost: u32) -> Check {
+        Check {
+            policy: Arc::from(policy),
+            key: KeyHash([key; 16]),
+            quota: Quota::with_period(Duration::from_nanos(10))
+                .unwrap()
+                .with_burst(5)
+                .unwrap(),
+            cost,
+        }
+    }
+
+    fn decision(allowed: bool, retry_after_ns: u64) -> Decision {
+        Decision {
+            allowed,
+            limit: 5,
+            remaining: if allowed { 3 } else { 0 },
+            reset_after_ns: 50,
+            retry_after_ns,
+            new_tat: 0,
+        }
+    }
+
+    #[test]
+    fn the_deny_cache_refuses_until_the_retry_instant_and_no_longer() {
+        let cache = DenyCache::new(10);
+        let checks = [check("per-ip", 1, 1), check("global", 2, 1)];
+        cache.remember(&checks, &[decision(false, 100), decision(true, 0)], 1_000);
+        let local = cache.lookup(&checks, 1_040).expect("refused locally");
+        assert!(!local.allowed());
+        assert_eq!(local.as_slice()[0].retry_after_ns, 60);
+        assert_eq!(local.as_slice()[0].reset_after_ns, 10);
+        assert!(local.as_slice()[1].allowed);
+        assert!(cache.lookup(&checks, 1_100).is_none(), "due: Redis decides");
+        // A check the refusal did not see, or a cheaper request: Redis decides.
+        let more = [check("per-ip", 1, 1), check("login", 2, 1)];
+        assert!(cache.lookup(&more, 1_040).is_none());
+        assert!(cache.lookup(&[check("per-ip", 1, 0)], 1_040).is_none());
+        assert!(cache.lookup(&[check("per-ip", 3, 1)], 1_040).is_none());
+    }
+
+    #[test]
+    fn the_deny_cache_stays_within_its_bound() {
+        let cache = DenyCache::new(8);
+        for key in 0..100u8 {
+            let now = u64::from(key) * 1_000_000;
+            cache.remember(&[check("per-ip", key, 1)], &[decision(false, 1_000)], now);
+            assert!(cache.entries.len() <= 8);
+        }
+        let off = DenyCache::new(0);
+        off.remember(&[check("per-ip", 1, 1)], &[decision(false, 1_000)], 0);
+        assert!(off.entries.is_empty());
+    }
+
+    #[test]
+    fn the_fallback_quota_is_a_share_of_rate_and_burst() {
+        let quota = Quota::per_second(100).unwrap();
+        let half = LocalFallback::new(0.5, 10).scale(quota);
+        assert_eq!(half.burst(), 50);
+        assert_eq!(half.emission_interval(), Duration::from_millis(20));
+        let tiny = LocalFallback::new(0.001, 10).scale(quota);
+        assert_eq!(tiny.burst(), 1, "at least one request");
+    }
+}
