@@ -288,6 +288,11 @@ impl RedisStoreBuilder {
     /// Cluster (see the [module docs](self) for what that costs). Default:
     /// off (a single Redis, or a cluster where each request's checks share
     /// one key).
+    ///
+    /// A cluster also needs a cluster-aware connection, which routes each
+    /// call to the node of its key's slot: build one with the redis crate's
+    /// `cluster-async` feature (enable it in your own `Cargo.toml`) and
+    /// pass it to [`with_connection`](Self::with_connection).
     pub fn cluster(mut self, cluster: bool) -> Self {
         self.cluster = cluster;
         self
@@ -882,9 +887,9 @@ impl Ticket {
     fn succeeded(mut self) {
         let breaker = &self.breaker;
         breaker.consecutive_failures.store(0, Ordering::Relaxed);
-        if breaker.open_until.load(Ordering::Acquire) != 0
-            && breaker.open_until.swap(0, Ordering::AcqRel) != 0
-        {
+        // Only the probe closes the circuit: a late answer to a call sent
+        // before Redis went down says nothing about Redis now.
+        if self.probe && breaker.open_until.swap(0, Ordering::AcqRel) != 0 {
             breaker.recoveries.fetch_add(1, Ordering::Relaxed);
             tracing::info!("Redis rate-limit store recovered: deciding with Redis again");
         }
@@ -1103,6 +1108,16 @@ mod tests {
         // Healthy again: failures count from zero.
         breaker.admit(260).unwrap().failed(260, &error());
         assert!(!breaker.is_cooling_down(260));
+        // A late success of a call sent before the circuit opened does not
+        // close it.
+        let early = breaker.admit(270).unwrap();
+        for now in [271, 272] {
+            breaker.admit(now).unwrap().failed(now, &error());
+        }
+        assert!(breaker.is_cooling_down(272));
+        early.succeeded();
+        assert!(breaker.is_cooling_down(273), "still degraded");
+        assert_eq!(breaker.recoveries.load(Ordering::Relaxed), 1);
     }
 
     fn check(policy: &str, key: u8, cost: u32) -> Check {
