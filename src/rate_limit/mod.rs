@@ -8,6 +8,7 @@
 //! | [`MemoryStore`] | the bounded in-process store: hard `max_keys`, lossless eviction of idle keys |
 //! | [`KeySource`], [`TrustedProxies`], [`KeyHasher`] | who a request counts against; raw keys are never stored |
 //! | [`headers`] | `RateLimit-Policy`, `RateLimit`, `Retry-After` |
+//! | [`RedisStore`] (feature `redis`) | one limit shared by many instances: GCRA in one Lua script per request, bounded latency, a stated failure policy, a local deny cache |
 //! | [`RateLimitLayer`] | named policies, per-key quotas, shadow mode, 429 `quota-exceeded` |
 //!
 //! ```
@@ -32,6 +33,8 @@ pub mod headers;
 mod key;
 mod layer;
 mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod service;
 mod store;
 
@@ -46,5 +49,7 @@ pub use layer::{
     DEFAULT_MAX_KEYS, DEFAULT_RATE_PER_SECOND,
 };
 pub use memory::{MemoryStore, OverflowPolicy};
+#[cfg(feature = "redis")]
+pub use redis::{LocalFallback, RedisStore, RedisStoreBuilder, RedisStoreError, RedisStoreStats};
 pub use service::{RateLimit, ResponseFuture};
 pub use store::{Check, Decisions, KeyHash, RateLimitStore, StoreError};

@@ -181,3 +181,6 @@ pub async fn get(addr: SocketAddr, path: &str) -> RawResponse {
     )
     .await
 }
+
+#[cfg(feature = "redis")]
+pub mod redis;
