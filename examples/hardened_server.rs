@@ -1,15 +1,26 @@
-//! A hardened axum server: every layer this crate has, each visible here.
+//! A hardened axum server: the whole `Harden` stack from one config file,
+//! served by `tower_harden::serve` (header-read timeout, connection cap,
+//! graceful shutdown).
 //!
 //! ```sh
 //! cargo run --example hardened_server
-//! HARDEN_ADDR=127.0.0.1:8080 cargo run --example hardened_server
+//! HARDEN_ADDR=127.0.0.1:8080 HARDEN_CONFIG=examples/harden.toml cargo run --example hardened_server
+//! # Rate limit shared through Redis (needs the `redis` feature and a secret
+//! # every instance shares, named by `rate_limit.key_secret_env`):
+//! REDIS_URL=redis://127.0.0.1:6379 RATE_LIMIT_SECRET=change-me \
+//!     cargo run --example hardened_server --features redis
 //! ```
 //!
 //! Routes: `GET /` (200), `POST /echo` (streams the body through the limit and
 //! replies `{"bytes": N}`), `GET /slow/{ms}` (sleeps, then 200), `GET /panic`
-//! (panics), `GET /fail` (a handler error carrying a secret in its source
-//! chain: the client never sees it).
+//! (panics: a 500 problem, logged with its request id), `GET /fail` (a handler
+//! error whose source chain holds a stand-in secret: in the log, never in the
+//! response).
+//!
+//! Logs are JSON lines when standard output is not a terminal, readable text
+//! when it is. `RUST_LOG` filters them (default `info`).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -17,24 +28,25 @@ use axum::extract::{Path, Request};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
-use tower::ServiceBuilder;
-use tower_harden::input::{BodyLimitLayer, DecompressLayer, HeadLimitLayer, DEFAULT_BODY_LIMIT};
-use tower_harden::problem::Problem;
+use tower_harden::observe::HandlerError;
+use tower_harden::{Harden, HardenConfig};
+use tracing_subscriber::EnvFilter;
 
-/// Counts the body as it streams: never holds more than one frame.
-async fn echo(request: Request) -> Result<Json<serde_json::Value>, Problem> {
+/// Counts the body as it streams: never holds more than one frame. A body
+/// refused by a limit ends the loop with an error; the layer that refused it
+/// answers with its own 413 or 408 problem, whatever this handler returns.
+async fn echo(request: Request) -> Result<Json<serde_json::Value>, HandlerError> {
     let mut body = request.into_body();
     let mut bytes = 0usize;
     while let Some(frame) = body.frame().await {
-        // A body refused by a limit ends here; the layer answers with its
-        // own 413 problem, whatever this handler returns.
-        let frame = frame.map_err(|_| Problem::internal_error())?;
+        let frame = frame.map_err(HandlerError::internal)?;
         bytes += frame.data_ref().map_or(0, |data| data.len());
     }
     Ok(Json(serde_json::json!({ "bytes": bytes })))
 }
 
 async fn slow(Path(ms): Path<u64>) -> &'static str {
+    // The request deadline (10 s by default) drops this future if it runs over.
     tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
     "done"
 }
@@ -45,51 +57,89 @@ async fn panics() -> &'static str {
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to load the account")]
-struct LoadAccount(#[source] DatabaseError);
+struct LoadAccount(#[source] DatabaseUnreachable);
 
 #[derive(Debug, thiserror::Error)]
-#[error("connection to postgres://app:hunter2@db.internal/app refused")]
-struct DatabaseError;
-
-async fn fail() -> Result<&'static str, Problem> {
-    let error = LoadAccount(DatabaseError);
-    // The client gets "internal error"; the chain is for the log.
-    eprintln!(
-        "GET /fail: {error}: {}",
-        std::error::Error::source(&error).unwrap()
-    );
-    Err(Problem::internal_error())
+#[error("connecting to {url}")]
+struct DatabaseUnreachable {
+    url: &'static str,
+    source: std::io::Error,
 }
 
-fn app() -> Router {
+async fn fail() -> Result<String, HandlerError> {
+    let unreachable = DatabaseUnreachable {
+        // A stand-in secret: the log gets it in `error.chain`, the client
+        // gets "internal error" and the request id.
+        url: "postgres://app:hunter2@db.internal/app",
+        source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"),
+    };
+    Err(LoadAccount(unreachable))?
+}
+
+fn routes() -> Router {
     Router::new()
         .route("/", get(|| async { "ok" }))
         .route("/echo", post(echo))
         .route("/slow/{ms}", get(slow))
         .route("/panic", get(panics))
         .route("/fail", get(fail))
-        .layer(
-            ServiceBuilder::new()
-                // 431 / 414: 100 header fields, 16 KiB of headers, 8 KiB URI.
-                .layer(HeadLimitLayer::new())
-                // 413: 1 MiB, declared or streamed.
-                .layer(BodyLimitLayer::new(DEFAULT_BODY_LIMIT))
-                // 413 on decoded bytes, 415 on unknown codings.
-                .layer(DecompressLayer::new(DEFAULT_BODY_LIMIT)),
-        )
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if std::io::stdout().is_terminal() {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init();
+    }
+}
+
+/// The configuration: the file named by `HARDEN_CONFIG`, else the defaults
+/// (the values listed in `examples/harden.toml`). `REDIS_URL` switches the
+/// rate limiter to Redis.
+fn config() -> Result<HardenConfig, Box<dyn std::error::Error>> {
+    let mut config = match std::env::var("HARDEN_CONFIG") {
+        Ok(path) => HardenConfig::from_toml_file(path)?,
+        Err(_) => HardenConfig::default(),
+    };
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        config.rate_limit.backend = "redis".into();
+        config.rate_limit.redis_url = Some(url);
+        config
+            .rate_limit
+            .key_secret_env
+            .get_or_insert_with(|| "RATE_LIMIT_SECRET".into());
+    }
+    Ok(config)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    init_logging();
+    // Every layer, in its order (see `tower_harden::Harden`):
+    // observe (request id, trace, one span and one outcome event, panics)
+    // -> head limits (431/414) -> body limit (413, declared before anything else)
+    // -> rate limit (429, per client IP, 50/s burst 100) -> deadline (503 after
+    // 10 s, 408 for slow bodies) -> decompression with a decoded limit (413/415).
+    let harden = Harden::from_config(&config()?)?;
+    let app = routes().layer(harden.clone().into_layer());
+
     let addr: SocketAddr = std::env::var("HARDEN_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:3000".into())
         .parse()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(
-        listener,
-        app().into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await?;
+    // Header-read timeout, keep-alive, connection cap and drain timeout from
+    // `[server]`; stops gracefully on Ctrl-C or SIGTERM.
+    harden
+        .serve(listener, app)
+        .with_graceful_shutdown(tower_harden::serve::shutdown_signal())
+        .await?;
     Ok(())
 }

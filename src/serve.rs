@@ -63,11 +63,7 @@ use tower_service::Service;
 
 use crate::input::BoxError;
 
-/// The peer address of the connection a request came on, as a request
-/// extension. Set by [`serve()`]; read by the deadline layer to decide whether
-/// a caller is trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PeerAddr(pub SocketAddr);
+pub use crate::peer::PeerAddr;
 
 /// Default [header-read timeout](Serve::header_read_timeout): 30 s.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);

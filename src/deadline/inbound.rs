@@ -1,12 +1,11 @@
 use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Extensions, HeaderMap, HeaderName};
 
-use crate::PeerAddr;
+use ipnet::IpNet;
 
 /// The header a trusted caller uses to say how much of its own budget is left:
 /// `x-request-deadline-ms: 1500` means "I stop waiting for you in 1.5 s".
@@ -44,17 +43,9 @@ pub(crate) fn inbound_deadline(headers: &HeaderMap, name: &HeaderName) -> Option
     parse_remaining_ms(value.as_bytes())
 }
 
-/// The peer address of a request: the crate's [`PeerAddr`] extension (set by
-/// [`serve`](crate::serve())), else axum's `ConnectInfo<SocketAddr>`.
+/// The peer address of a request (see [`crate::peer::peer_addr`]).
 pub(crate) fn peer_ip(extensions: &Extensions) -> Option<IpAddr> {
-    if let Some(PeerAddr(addr)) = extensions.get::<PeerAddr>() {
-        return Some(addr.ip());
-    }
-    #[cfg(feature = "axum")]
-    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
-        return Some(info.0.ip());
-    }
-    None
+    crate::peer::peer_addr(extensions).map(|addr| addr.ip())
 }
 
 /// Which callers may shorten a request's deadline with
@@ -78,7 +69,7 @@ pub struct TrustedCallers(Trust);
 enum Trust {
     #[default]
     Nobody,
-    Cidrs(Arc<[IpCidr]>),
+    Cidrs(Arc<[IpNet]>),
     Predicate(Arc<dyn Fn(IpAddr) -> bool + Send + Sync>),
 }
 
@@ -97,8 +88,13 @@ impl TrustedCallers {
     {
         let networks = networks
             .into_iter()
-            .map(|network| network.as_ref().parse())
-            .collect::<Result<Vec<IpCidr>, _>>()?;
+            .map(|network| {
+                let text = network.as_ref();
+                // Configuration text, but still bounded in the error it goes into.
+                crate::peer::parse_network(text)
+                    .ok_or_else(|| InvalidCidr(text.chars().take(64).collect()))
+            })
+            .collect::<Result<Vec<IpNet>, _>>()?;
         Ok(Self(Trust::Cidrs(networks.into())))
     }
 
@@ -112,7 +108,7 @@ impl TrustedCallers {
         let peer = peer.to_canonical();
         match &self.0 {
             Trust::Nobody => false,
-            Trust::Cidrs(networks) => networks.iter().any(|network| network.contains(peer)),
+            Trust::Cidrs(networks) => networks.iter().any(|network| network.contains(&peer)),
             Trust::Predicate(predicate) => predicate(peer),
         }
     }
@@ -136,68 +132,6 @@ impl fmt::Debug for TrustedCallers {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid network (expected an IP address or address/prefix): {0:?}")]
 pub struct InvalidCidr(String);
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct IpCidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl fmt::Debug for IpCidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
-}
-
-impl FromStr for IpCidr {
-    type Err = InvalidCidr;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        // Configuration text, but still bounded in the error it goes into.
-        let invalid = || InvalidCidr(text.chars().take(64).collect());
-        let (address, prefix) = match text.split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (text, None),
-        };
-        let network: IpAddr = address.trim().parse().map_err(|_| invalid())?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(prefix) => prefix.trim().parse::<u8>().map_err(|_| invalid())?,
-            None => max,
-        };
-        if prefix > max {
-            return Err(invalid());
-        }
-        Ok(Self {
-            network: network.to_canonical(),
-            prefix: if network.to_canonical().is_ipv4() && max == 128 {
-                prefix.saturating_sub(96)
-            } else {
-                prefix
-            },
-        })
-    }
-}
-
-impl IpCidr {
-    fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, ip) {
-            (IpAddr::V4(network), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(network) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(network), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(network) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -42,6 +42,7 @@ pub(crate) struct BodyGuard {
     /// when the body is first read (a route may have changed the limit).
     declared: Option<u64>,
     /// The largest limit a route may raise this one to.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) ceiling: u64,
     pub(crate) counted: Counted,
     pub(crate) slot: RefusalSlot,
@@ -69,6 +70,7 @@ impl BodyGuard {
 
     /// Sets the limit for this request, clamped to the ceiling; returns the
     /// limit now in force.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn set_limit(&self, limit: u64) -> u64 {
         let limit = limit.min(self.ceiling);
         self.limit.store(limit, Ordering::Relaxed);

@@ -132,10 +132,12 @@ impl<S> BodyLimit<S> {
 
 /// The request's wire body limit, for a route that raises or lowers it.
 #[derive(Clone)]
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
 pub(crate) struct WireLimit(pub(crate) Arc<BodyGuard>);
 
 /// The request's decoded body limit, for a route that raises or lowers it.
 #[derive(Clone)]
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
 pub(crate) struct DecodedLimit(pub(crate) Arc<BodyGuard>);
 
 /// The declared `Content-Length`, if present and well-formed. hyper refuses a

@@ -30,7 +30,6 @@
 mod axum_default_limit;
 mod body;
 mod body_limit;
-#[cfg(feature = "decompression")]
 mod decode;
 mod error;
 mod head;
@@ -39,7 +38,6 @@ mod route;
 
 pub use body::{BodyError, BoxError, LimitedBody};
 pub use body_limit::{BodyLimit, BodyLimitLayer, ResponseFuture, DEFAULT_BODY_LIMIT};
-#[cfg(feature = "decompression")]
 pub use decode::{Decompress, DecompressLayer};
 pub use error::InputRefusal;
 pub use head::{

@@ -31,7 +31,7 @@
 //! the text formatter can be made to print a forged line.
 
 mod body;
-mod escape;
+pub(crate) mod escape;
 mod future;
 mod handler_error;
 mod layer;

@@ -30,12 +30,7 @@ use ipnet::IpNet;
 
 use super::store::KeyHash;
 
-/// The TCP peer of a connection, as a request extension.
-///
-/// axum's `ConnectInfo<SocketAddr>` is read too (feature `axum`); servers
-/// built on hyper-util directly insert this type into each request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub SocketAddr);
+pub use crate::peer::PeerAddr;
 
 /// An authenticated principal (user id, client id) put into the request's
 /// extensions by an authentication layer that runs before the rate limiter.
@@ -69,16 +64,7 @@ impl<'a> RequestHead<'a> {
     /// The TCP peer's address: [`PeerAddr`], or axum's
     /// `ConnectInfo<SocketAddr>`.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        #[cfg(feature = "axum")]
-        if let Some(info) = self
-            .extensions
-            .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        {
-            return Some(info.0);
-        }
-        self.extensions
-            .get::<PeerAddr>()
-            .map(|PeerAddr(addr)| *addr)
+        crate::peer::peer_addr(self.extensions)
     }
 }
 

@@ -27,6 +27,7 @@
 //! // the layer sees each connection's peer address.
 //! ```
 
+mod any_store;
 mod error;
 pub mod gcra;
 pub mod headers;
@@ -38,6 +39,7 @@ pub mod redis;
 mod service;
 mod store;
 
+pub use any_store::AnyStore;
 pub use error::RateLimitRefusal;
 pub use gcra::{Clock, Decision, ManualClock, MonotonicClock, Quota, QuotaError};
 pub use key::{

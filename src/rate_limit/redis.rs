@@ -306,6 +306,12 @@ impl RedisStoreBuilder {
     /// applies its failure policy until Redis answers. Must be called within
     /// a Tokio runtime (the connection's driver is spawned on it).
     pub async fn connect(self, url: &str) -> Result<RedisStore, RedisStoreError> {
+        self.connect_lazy(url)
+    }
+
+    /// As [`RedisStoreBuilder::connect`], without `async`: nothing here
+    /// waits for Redis. Must be called within a Tokio runtime.
+    pub fn connect_lazy(self, url: &str) -> Result<RedisStore, RedisStoreError> {
         self.validate()?;
         let client = redis::Client::open(url).map_err(RedisStoreError::InvalidUrl)?;
         let config = ConnectionManagerConfig::new()

@@ -182,5 +182,6 @@ pub async fn get(addr: SocketAddr, path: &str) -> RawResponse {
     .await
 }
 
+pub mod logs;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -1,0 +1,257 @@
+//! The preset: the order of the layers, and the configuration file.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::routing::{get, post};
+use axum::Router;
+use common::logs::capture_json;
+use common::{raw_request, RawResponse};
+use tokio::net::TcpListener;
+use tower_harden::{Harden, HardenConfig};
+
+/// Serves `app` through `Harden::serve` (the preset's own server) on a free
+/// port.
+async fn spawn(harden: &Harden, app: Router) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = harden.serve(listener, app);
+    tokio::spawn(async move { server.await.unwrap() });
+    addr
+}
+
+fn config(toml: &str) -> HardenConfig {
+    HardenConfig::from_toml(toml).unwrap()
+}
+
+/// A stack whose rate limit is small enough to hit: burst 3, one per minute.
+fn small_quota() -> Harden {
+    Harden::from_config(&config(
+        r#"
+        [input]
+        max_body = "1KiB"
+        max_decoded_body = "1KiB"
+        [[rate_limit.policies]]
+        name = "per-ip"
+        key = "peer_ip"
+        quota = 1
+        period = "1m"
+        burst = 3
+        "#,
+    ))
+    .unwrap()
+}
+
+fn app(harden: &Harden, calls: Arc<AtomicUsize>) -> Router {
+    Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route(
+            "/upload",
+            post(move |body: Bytes| async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                body.len().to_string()
+            }),
+        )
+        .route(
+            "/panic",
+            get(|| async { panic!("boom in a rate-limited route") as &str }),
+        )
+        .layer(harden.clone().into_layer())
+}
+
+fn request_id_in_header_and_body(response: &RawResponse) -> String {
+    let header = response
+        .header("x-request-id")
+        .expect("x-request-id header")
+        .to_owned();
+    assert_eq!(
+        response.json()["request_id"],
+        header.as_str(),
+        "same id in header and body"
+    );
+    header
+}
+
+#[tokio::test]
+async fn refusals_carry_the_request_id_in_header_and_body() {
+    let harden = small_quota();
+    let addr = spawn(&harden, app(&harden, Arc::default())).await;
+    // 413 for a declared oversized body.
+    let response = raw_request(
+        addr,
+        b"POST /upload HTTP/1.1\r\nHost: t\r\nx-request-id: big-1\r\nContent-Length: 5000\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response.status, 413);
+    assert_eq!(request_id_in_header_and_body(&response), "big-1");
+    // Use up the burst, then 429.
+    for _ in 0..3 {
+        assert_eq!(common::get(addr, "/").await.status, 200);
+    }
+    let response = raw_request(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response.status, 429);
+    let id = request_id_in_header_and_body(&response);
+    assert_eq!(id.len(), 36, "a generated UUIDv7: {id}");
+    assert!(response.header("retry-after").is_some());
+    assert!(response.header("ratelimit-policy").is_some());
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_before_it_costs_quota() {
+    let harden = small_quota();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let addr = spawn(&harden, app(&harden, calls.clone())).await;
+    // Ten oversized requests: all 413, none reaches the rate limiter...
+    for _ in 0..10 {
+        let response = raw_request(
+            addr,
+            b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(response.status, 413);
+        assert!(
+            response.header("ratelimit").is_none(),
+            "the limiter never saw it"
+        );
+    }
+    // ...so the whole burst of 3 is still there.
+    for _ in 0..3 {
+        let response = raw_request(
+            addr,
+            b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        )
+        .await;
+        assert_eq!(response.status, 200);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(common::get(addr, "/").await.status, 429);
+}
+
+#[test]
+fn a_panic_inside_a_rate_limited_route_is_logged_with_its_request_id() {
+    // A current-thread runtime: the server's tasks log into this thread's
+    // captured subscriber.
+    let (logs, _guard) = capture_json();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let harden = small_quota();
+        let addr = spawn(&harden, app(&harden, Arc::default())).await;
+        let response = raw_request(
+            addr,
+            b"GET /panic HTTP/1.1\r\nHost: t\r\nx-request-id: panic-7\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(response.status, 500);
+        assert_eq!(request_id_in_header_and_body(&response), "panic-7");
+        // The route is rate limited (the panic consumed one of the burst
+        // of 3), and the server keeps serving.
+        assert_eq!(common::get(addr, "/").await.status, 200);
+        assert_eq!(common::get(addr, "/").await.status, 200);
+        assert_eq!(common::get(addr, "/").await.status, 429);
+    });
+    let errors: Vec<_> = logs
+        .events()
+        .into_iter()
+        .filter(|event| event["level"] == "ERROR")
+        .collect();
+    assert_eq!(errors.len(), 1, "one ERROR event: {errors:#?}");
+    let text = errors[0].to_string();
+    assert!(text.contains("panic-7"), "{text}");
+    assert!(text.contains("boom in a rate-limited route"), "{text}");
+}
+
+#[test]
+fn every_validation_error_names_its_key() {
+    let cases = [
+        ("[input]\nmax_body = 0", "input.max_body"),
+        ("[input]\nmax_body = \"lots\"", "input.max_body"),
+        ("[input]\nmax_headers = 0", "input.max_headers"),
+        ("[deadline]\nrequest = \"0s\"", "deadline.request"),
+        ("[deadline]\nrequest = \"soon\"", "deadline.request"),
+        ("[deadline]\nstatus = 200", "deadline.status"),
+        (
+            "[deadline]\ntrusted_callers = [\"10.0.0.0/8\", \"10.0.0.0/99\"]",
+            "deadline.trusted_callers[1]",
+        ),
+        ("[server]\nmax_connections = 0", "server.max_connections"),
+        (
+            "[rate_limit]\nbackend = \"memcached\"",
+            "rate_limit.backend",
+        ),
+        ("[rate_limit]\nmax_keys = 0", "rate_limit.max_keys"),
+        ("[rate_limit]\non_store_failure = \"maybe\"", "rate_limit.on_store_failure"),
+        ("[rate_limit]\non_store_failure = \"fallback\"", "rate_limit.on_store_failure"),
+        ("[rate_limit]\nredis_timeout = \"0s\"\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1\"\nkey_secret_env = \"TOWER_HARDEN_TEST_UNSET_SECRET\"", "rate_limit.key_secret_env"),
+        (
+            "[rate_limit]\ntrusted_proxies = [\"not-a-cidr\"]",
+            "rate_limit.trusted_proxies[0]",
+        ),
+        ("[rate_limit]\nipv6_prefix = 129", "rate_limit.ipv6_prefix"),
+        (
+            "[[rate_limit.policies]]\nquota = 0",
+            "rate_limit.policies[0].quota",
+        ),
+        (
+            "[[rate_limit.policies]]\nburst = 0",
+            "rate_limit.policies[0].burst",
+        ),
+        (
+            "[[rate_limit.policies]]\n[[rate_limit.policies]]\nperiod = \"0ms\"",
+            "rate_limit.policies[1].period",
+        ),
+        (
+            "[[rate_limit.policies]]\nkey = \"cookie\"",
+            "rate_limit.policies[0].key",
+        ),
+        (
+            "[observe]\nsuccess_level = \"loud\"",
+            "observe.success_level",
+        ),
+        (
+            "[observe]\nrequest_id_header = \"bad header\"",
+            "observe.request_id_header",
+        ),
+    ];
+    for (toml, key) in cases {
+        let error = HardenConfig::from_toml(toml)
+            .and_then(|config| Harden::from_config(&config).map(|_| ()))
+            .expect_err(toml);
+        assert_eq!(error.key(), key, "{toml}: {error}");
+        assert!(error.to_string().contains(key), "{error}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_refused_by_name() {
+    let error = HardenConfig::from_toml("[input]\nmax_bodyy = 5").unwrap_err();
+    assert!(error.to_string().contains("max_bodyy"), "{error}");
+    let error = HardenConfig::from_toml("[rate_limit]\nmax_keys = \"many\"").unwrap_err();
+    assert_eq!(error.key(), "rate_limit.max_keys", "{error}");
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn the_redis_backend_needs_its_url_and_secret() {
+    let error = Harden::from_config(&config("[rate_limit]\nbackend = \"redis\"")).unwrap_err();
+    assert_eq!(error.key(), "rate_limit.redis_url");
+}
+
+#[test]
+fn the_example_file_parses_and_equals_the_defaults() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/harden.toml"))
+            .unwrap();
+    let config = HardenConfig::from_toml(&text).unwrap();
+    assert_eq!(config, HardenConfig::default());
+    Harden::from_config(&config).unwrap();
+}
