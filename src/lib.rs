@@ -1,6 +1,53 @@
 //! # tower-harden
 //!
-//! Composable [tower] layers that make any HTTP service production-ready.
+//! Composable [tower] layers that make any HTTP service production-ready: the
+//! code that works on the happy path and then falls over at 2 AM when real
+//! traffic arrives. Each layer wraps any `Service<http::Request<B>>`, keeps the
+//! inner service's error type (axum never needs `HandleErrorLayer`), composes
+//! with `tower::ServiceBuilder` and works on an axum `Router` with
+//! `Router::layer`. [`Harden`] puts them all together, in the right order,
+//! from one [`HardenConfig`].
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use tower_harden::Harden;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let harden = Harden::new(); // or Harden::from_config(&HardenConfig::from_toml_file("harden.toml")?)?
+//! let app = Router::new()
+//!     .route("/", get(|| async { "ok" }))
+//!     .layer(harden.clone().into_layer());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! harden.serve(listener, app).await?; // axum::serve plus connection-level limits
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What each layer defends against
+//!
+//! | layer | defends against | answer | default |
+//! |---|---|---|---|
+//! | [`observe::ObserveLayer`] | failures nobody can trace; forged log lines; lost panics | one span and one outcome event per request, `x-request-id`, 500 for a panic | ids up to 128 plain characters accepted |
+//! | [`input::HeadLimitLayer`] | header floods, huge headers and URIs | 431 / 414 | 100 fields, 16 KiB, 8 KiB URI |
+//! | [`input::BodyLimitLayer`] | huge or endless bodies, lying `Content-Length` | 413, before any byte is read when declared | 1 MiB |
+//! | [`rate_limit::RateLimitLayer`] | floods from one client, key spoofing, memory blow-up from random keys | 429 with `Retry-After` and `RateLimit` headers | 50/s, burst 100 per client IP; 100,000 keys |
+//! | [`deadline::RequestDeadlineLayer`] | slow handlers; slowloris bodies | 503 / 408 | 10 s; body idle 60 s; 240 B/s after 5 s |
+//! | [`input::DecompressLayer`] | compression bombs, unknown or nested codings | 413 / 415 | decoded limit 1 MiB |
+//! | [`serve()`] | slow headers, idle connections, connection floods | connection closed | 30 s header read, 75 s keep-alive, 1024 connections |
+//! | [`deadline::OutboundLayer`] | upstream calls that outlive the caller's budget | typed [`deadline::OutboundError`] | min(10 s, remaining budget) |
+//!
+//! Every refusal is a typed value implementing [`refusal::Refusal`]: the
+//! client gets an RFC 9457 `application/problem+json` body ([`problem`]) with
+//! the request id and no internals; the [`observe`] layer logs the refusal's
+//! context (layer, limit, observed size, policy, hashed key, budget) once.
+//!
+//! # Features
+//!
+//! - `axum` (default): matched routes in logs, `ConnectInfo` peers, axum's
+//!   own body limit handed over to ours, `IntoResponse` for problems.
+//! - `toml` (default): [`HardenConfig::from_toml`].
+//! - `redis`: [`rate_limit::RedisStore`], one limit shared by many instances.
+//! - `metrics`: request duration and counts through the `metrics` facade.
 //!
 //! [tower]: https://docs.rs/tower
 #![warn(missing_docs)]
