@@ -86,9 +86,14 @@ fn parse_duration(text: &str, key: &str) -> Result<Duration, ConfigError> {
         .map_err(|error| ConfigError::new(key, format!("`{text}` is not a duration: {error}")))
 }
 
+/// The longest duration any setting takes: a year. Longer values are
+/// mistakes (a unit typed wrong), and would overflow clocks.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 fn parse_nonzero_duration(text: &str, key: &str) -> Result<Duration, ConfigError> {
     match parse_duration(text, key)? {
         Duration::ZERO => Err(ConfigError::new(key, "must be greater than zero")),
+        duration if duration > MAX_DURATION => Err(ConfigError::new(key, "must be at most a year")),
         duration => Ok(duration),
     }
 }
@@ -189,8 +194,8 @@ pub struct InputConfig {
     pub max_body: Size,
     /// Largest body after decompression. Default `"1MiB"`.
     pub max_decoded_body: Size,
-    /// Largest body a route may allow with `RouteBodyLimitLayer`. Default:
-    /// `max_body` (routes may only lower it).
+    /// Largest body a route may allow with `RouteBodyLimitLayer`; at least
+    /// `max_body`. Default: `max_body` (routes may only lower it).
     pub max_route_body: Option<Size>,
     /// Most header fields. Default 100.
     pub max_headers: usize,
@@ -254,9 +259,12 @@ pub struct ServerConfig {
     pub header_read_timeout: String,
     /// Idle time before a keep-alive connection is closed. Default `"75s"`.
     pub keep_alive_idle_timeout: String,
-    /// Most header fields hyper reads. Default 100.
+    /// Most header fields hyper reads at all. Default 128: more than
+    /// `input.max_headers`, so that the input layer answers with a problem
+    /// (hyper's own refusal is a bare 431). Must exceed `input.max_headers`.
     pub max_headers: usize,
-    /// Largest request head hyper buffers. Default `"64KiB"`.
+    /// Largest request head hyper buffers. Default `"64KiB"`. Must exceed
+    /// `input.max_header_bytes` plus `input.max_uri`, for the same reason.
     pub max_header_bytes: Size,
     /// HTTP/2 streams per connection. Default 128.
     pub max_concurrent_streams: u32,

@@ -111,6 +111,12 @@ impl Harden {
             Some(size) => validated::size(size, "input.max_route_body")?,
             None => max_body,
         };
+        if max_route_body < max_body {
+            return Err(ConfigError::new(
+                "input.max_route_body",
+                "must be at least input.max_body (routes may always lower their limit)",
+            ));
+        }
         let head = HeadLimitLayer::new()
             .max_headers(validated::nonzero(input.max_headers, "input.max_headers")?)
             .max_header_bytes(
@@ -127,6 +133,20 @@ impl Harden {
         let rate_limit = Self::rate_limit_from(config)?;
         let observe = Self::observe_from(config)?;
         let server = Self::server_from(config)?;
+        if server.max_headers <= input.max_headers {
+            return Err(ConfigError::new(
+                "server.max_headers",
+                "must exceed input.max_headers: hyper would refuse first, with a bare 431",
+            ));
+        }
+        let head_bytes = validated::size(&input.max_header_bytes, "input.max_header_bytes")?
+            + validated::size(&input.max_uri, "input.max_uri")?;
+        if (server.max_header_bytes as u64) <= head_bytes {
+            return Err(ConfigError::new(
+                "server.max_header_bytes",
+                "must exceed input.max_header_bytes + input.max_uri: hyper would refuse first, with a bare 431",
+            ));
+        }
         Ok(Self {
             observe,
             head,
@@ -281,6 +301,7 @@ impl Harden {
                 "required with `backend = \"redis\"`",
             ));
         }
+        let timeout = validated::duration(&rate.redis_timeout, "rate_limit.redis_timeout")?;
         let secret_env = rate
             .key_secret_env
             .as_deref()
@@ -301,10 +322,7 @@ impl Harden {
                     "the environment variable it names is not set",
                 )
             })?;
-        let mut builder = RedisStore::builder().timeout(validated::duration(
-            &rate.redis_timeout,
-            "rate_limit.redis_timeout",
-        )?);
+        let mut builder = RedisStore::builder().timeout(timeout);
         if rate.on_store_failure.trim() == "fallback" {
             let share = rate.fallback_share;
             if !(share > 0.0 && share <= 1.0) {

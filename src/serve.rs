@@ -69,8 +69,11 @@ pub use crate::peer::PeerAddr;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [keep-alive idle timeout](Serve::keep_alive_idle_timeout): 75 s.
 pub const DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
-/// Default [max header fields](Serve::max_headers): 100.
-pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default [most header fields](Serve::max_headers) hyper reads: 128, above
+/// [`HeadLimitLayer`](crate::input::HeadLimitLayer)'s 100, so that layer
+/// answers an over-limit request with a problem (hyper's own refusal is a
+/// bare 431 that no layer sees).
+pub const DEFAULT_MAX_HEADERS: usize = 128;
 /// Default [max header bytes](Serve::max_header_bytes): 64 KiB.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Default [max concurrent HTTP/2 streams](Serve::max_concurrent_streams): 128.
@@ -458,12 +461,14 @@ async fn serve_connection<S, B>(
                 let timeout = idle_timeout.unwrap_or_default();
                 let now = Instant::now();
                 match activity.idle_since() {
-                    Some(since) if since + timeout <= now => {
+                    Some(since) if crate::deadline::instant_after(since, timeout) <= now => {
                         connection.as_mut().graceful_shutdown();
                         closing = true;
                     }
-                    Some(since) => idle.as_mut().reset(since + timeout),
-                    None => idle.as_mut().reset(now + timeout),
+                    Some(since) => idle
+                        .as_mut()
+                        .reset(crate::deadline::instant_after(since, timeout)),
+                    None => idle.as_mut().reset(crate::deadline::instant_after(now, timeout)),
                 }
             }
         }

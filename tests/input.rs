@@ -396,6 +396,10 @@ async fn unknown_or_nested_encodings_get_415() {
         )
         .await;
         assert_problem(&response, 415, "unsupported-encoding");
+        assert_eq!(
+            response.header("accept-encoding"),
+            Some("gzip, deflate, br, zstd")
+        );
     }
     still_answers(addr).await;
 }

@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use common::logs::capture_json;
 use common::{raw_request, RawResponse};
+use futures_util::StreamExt;
 use tokio::net::TcpListener;
 use tower_harden::{Harden, HardenConfig};
 
@@ -170,6 +171,117 @@ fn a_panic_inside_a_rate_limited_route_is_logged_with_its_request_id() {
     assert!(text.contains("boom in a rate-limited route"), "{text}");
 }
 
+#[tokio::test]
+async fn with_the_default_server_settings_a_header_flood_gets_our_problem() {
+    let harden = Harden::new();
+    let addr = spawn(&harden, app(&harden, Arc::default())).await;
+    let mut request = String::from("GET / HTTP/1.1\r\nHost: t\r\nx-request-id: flood-1\r\n");
+    for i in 0..110 {
+        request.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    request.push_str("\r\n");
+    let response = raw_request(addr, request.as_bytes()).await;
+    assert_eq!(response.status, 431);
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(request_id_in_header_and_body(&response), "flood-1");
+}
+
+#[test]
+fn a_panic_while_the_body_streams_is_logged_once_and_the_server_keeps_serving() {
+    let (logs, _guard) = capture_json();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let harden = Harden::new();
+        let streaming = Router::new()
+            .route(
+                "/stream",
+                get(|| async {
+                    let chunks = futures_util::stream::iter(0..3).map(|i| {
+                        if i == 2 {
+                            panic!("boom mid-body");
+                        }
+                        Ok::<_, std::io::Error>(Bytes::from_static(b"chunk "))
+                    });
+                    axum::body::Body::from_stream(chunks)
+                }),
+            )
+            .route("/", get(|| async { "ok" }))
+            .layer(harden.clone().into_layer());
+        let addr = spawn(&harden, streaming).await;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(
+            &mut stream,
+            b"GET /stream HTTP/1.1\r\nHost: t\r\nx-request-id: stream-9\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        // The head may have gone out before the panic: the response, if
+        // any, is cut short (no last chunk), and the connection ends.
+        let mut received = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut received),
+        )
+        .await
+        .expect("the connection must end, not hang");
+        assert!(
+            !received.ends_with(b"0\r\n\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&received)
+        );
+        assert_eq!(common::get(addr, "/").await.status, 200);
+    });
+    let errors: Vec<_> = logs
+        .events()
+        .into_iter()
+        .filter(|event| event["level"] == "ERROR")
+        .collect();
+    assert_eq!(errors.len(), 1, "one ERROR event: {errors:#?}");
+    let text = errors[0].to_string();
+    assert!(text.contains("stream-9"), "{text}");
+    assert!(text.contains("boom mid-body"), "{text}");
+    assert!(text.contains("\"error.type\":\"panic\""), "{text}");
+}
+
+#[tokio::test]
+async fn a_handler_error_under_a_compression_layer_is_plain_problem_json() {
+    use tower_harden::observe::HandlerError;
+    let harden = Harden::new();
+    let app = Router::new()
+        .route(
+            "/fail",
+            get(|| async {
+                Err::<String, _>(HandlerError::internal(std::io::Error::other(
+                    "secret detail",
+                )))
+            }),
+        )
+        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(harden.clone().into_layer());
+    let addr = spawn(&harden, app).await;
+    let response = raw_request(
+        addr,
+        b"GET /fail HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response.status, 500);
+    assert_eq!(response.header("content-encoding"), None);
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/problem+json")
+    );
+    let json = response.json();
+    assert_eq!(json["detail"], "internal error");
+    assert!(!String::from_utf8_lossy(&response.body).contains("secret detail"));
+    assert_eq!(json["request_id"], response.header("x-request-id").unwrap());
+}
+
 #[test]
 fn every_validation_error_names_its_key() {
     let cases = [
@@ -189,9 +301,27 @@ fn every_validation_error_names_its_key() {
             "rate_limit.backend",
         ),
         ("[rate_limit]\nmax_keys = 0", "rate_limit.max_keys"),
-        ("[rate_limit]\non_store_failure = \"maybe\"", "rate_limit.on_store_failure"),
-        ("[rate_limit]\non_store_failure = \"fallback\"", "rate_limit.on_store_failure"),
-        ("[rate_limit]\nredis_timeout = \"0s\"\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1\"\nkey_secret_env = \"TOWER_HARDEN_TEST_UNSET_SECRET\"", "rate_limit.key_secret_env"),
+        (
+            "[rate_limit]\non_store_failure = \"maybe\"",
+            "rate_limit.on_store_failure",
+        ),
+        (
+            "[rate_limit]\non_store_failure = \"fallback\"",
+            "rate_limit.on_store_failure",
+        ),
+        (
+            "[input]\nmax_body = \"2MiB\"\nmax_route_body = \"1MiB\"",
+            "input.max_route_body",
+        ),
+        (
+            "[deadline]\nbody_idle = \"500000000000y\"",
+            "deadline.body_idle",
+        ),
+        ("[server]\nmax_headers = 100", "server.max_headers"),
+        (
+            "[server]\nmax_header_bytes = \"16KiB\"",
+            "server.max_header_bytes",
+        ),
         (
             "[rate_limit]\ntrusted_proxies = [\"not-a-cidr\"]",
             "rate_limit.trusted_proxies[0]",
@@ -244,6 +374,15 @@ fn unknown_keys_and_wrong_types_are_refused_by_name() {
 fn the_redis_backend_needs_its_url_and_secret() {
     let error = Harden::from_config(&config("[rate_limit]\nbackend = \"redis\"")).unwrap_err();
     assert_eq!(error.key(), "rate_limit.redis_url");
+    let redis = "[rate_limit]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1\"\n";
+    let error =
+        Harden::from_config(&config(&format!("{redis}redis_timeout = \"0s\""))).unwrap_err();
+    assert_eq!(error.key(), "rate_limit.redis_timeout");
+    let error = Harden::from_config(&config(&format!(
+        "{redis}key_secret_env = \"TOWER_HARDEN_TEST_UNSET_SECRET\""
+    )))
+    .unwrap_err();
+    assert_eq!(error.key(), "rate_limit.key_secret_env");
 }
 
 #[test]

@@ -131,7 +131,9 @@ fn expiry(
     waited: Duration,
     received: u64,
 ) -> Option<(Instant, bool)> {
-    let idle = timeouts.idle.map(|idle| (since + idle, true));
+    let idle = timeouts
+        .idle
+        .map(|idle| (super::budget::instant_after(since, idle), true));
     let rate = timeouts
         .min_rate
         .filter(|rate| rate.bytes_per_second > 0)
@@ -139,7 +141,10 @@ fn expiry(
             // The received bytes pay for this much waiting at the minimum rate.
             let earned = Duration::from_secs_f64(received as f64 / rate.bytes_per_second as f64);
             let allowed = rate.grace.max(earned);
-            (since + allowed.saturating_sub(waited), false)
+            (
+                super::budget::instant_after(since, allowed.saturating_sub(waited)),
+                false,
+            )
         });
     match (idle, rate) {
         (Some(idle), Some(rate)) => Some(if rate.0 < idle.0 { rate } else { idle }),

@@ -72,7 +72,7 @@ impl Budget {
     pub fn starting_at(started: Instant, total: Duration, origin: BudgetOrigin) -> Self {
         Self {
             started,
-            deadline: started.checked_add(total).unwrap_or_else(far_future),
+            deadline: instant_after(started, total),
             origin,
         }
     }
@@ -136,8 +136,13 @@ impl Budget {
 
 /// About thirty years from now: a deadline that never comes, for budgets too
 /// large for the clock.
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86400 * 365 * 30)
+/// `start + duration`, saturating at about 30 years from now instead of
+/// panicking: durations come from configuration and builders, and an
+/// `Instant` overflow must never take a request (or a connection) down.
+pub(crate) fn instant_after(start: Instant, duration: Duration) -> Instant {
+    start
+        .checked_add(duration)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365 * 30))
 }
 
 /// What the deadline layers make visible to the code they run: the budget and

@@ -266,9 +266,17 @@ impl OutboundError {
 
 /// The host and port a request goes to, bounded (the URI authority is
 /// already restricted to URI characters by `http`).
+/// The target's host and port, for errors and logs: never the userinfo
+/// (`user:password@`) an authority may carry.
 fn target_of<B>(request: &Request<B>) -> String {
     match request.uri().authority() {
-        Some(authority) => authority.as_str().chars().take(255).collect(),
+        Some(authority) => {
+            let host: String = authority.host().chars().take(255).collect();
+            match authority.port_u16() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        }
         None => "(no authority)".to_owned(),
     }
 }
@@ -366,7 +374,7 @@ where
         let limit = layer.max_response_bytes;
         let response = self.inner.call(request);
         Box::pin(async move {
-            let deadline = started + budget;
+            let deadline = super::budget::instant_after(started, budget);
             let fail = |status, kind| OutboundError {
                 target: target.clone(),
                 budget,

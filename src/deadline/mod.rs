@@ -42,6 +42,7 @@ mod request;
 mod service;
 
 pub use body::{MinDataRate, TimedBody, TimedBodyError};
+pub(crate) use budget::instant_after;
 pub use budget::{current, current_request, scope, Budget, BudgetOrigin};
 pub use client::{
     Outbound, OutboundError, OutboundErrorKind, OutboundLayer, DEFAULT_OUTBOUND_MARGIN,

@@ -1,6 +1,6 @@
 use std::task::{Context, Poll};
 
-use http::header::{HeaderValue, CONTENT_ENCODING};
+use http::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING};
 use http::{Request, Response};
 use tower_http::decompression::{RequestDecompression, RequestDecompressionLayer};
 use tower_layer::Layer;
@@ -67,6 +67,9 @@ pub struct Decompress<S> {
     inner: RequestDecompression<BodyLimit<S>>,
 }
 
+/// The codings this layer decodes, as an `Accept-Encoding` value.
+const ACCEPTED_CODINGS: &str = "gzip, deflate, br, zstd";
+
 /// Normalizes a request's `Content-Encoding` to the one token tower-http
 /// decodes, or refuses it.
 fn accept_encoding(value: &HeaderValue) -> Result<Option<&'static str>, InputRefusal> {
@@ -122,7 +125,13 @@ where
                 request.headers_mut().remove(CONTENT_ENCODING);
             }
             Err(refusal) => {
-                return RefuseOr::refused(Problem::refuse(refusal, request.extensions()));
+                let mut response = Problem::refuse(refusal, request.extensions());
+                // RFC 9110, section 15.5.16 (and RFC 7694): a 415 about the
+                // content coding lists the codings the server accepts.
+                response
+                    .headers_mut()
+                    .insert(ACCEPT_ENCODING, HeaderValue::from_static(ACCEPTED_CODINGS));
+                return RefuseOr::refused(response);
             }
         }
         RefuseOr::inner(self.inner.call(request))

@@ -6,7 +6,10 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use super::outcome::{Failure, Outcome};
+use super::panic::Catching;
 use crate::problem::ProblemOr;
 
 pin_project! {
@@ -59,7 +62,30 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
+        let forward = this
+            .outcome
+            .as_ref()
+            .is_some_and(|outcome| outcome.config.forward_panics);
+        let catching = Catching::enter(forward);
+        let polled = match catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll_frame(cx))) {
+            Ok(polled) => polled,
+            Err(payload) => {
+                // The head is already sent: no 500 is possible any more. Log
+                // the panic once, as the request's outcome, then let it go on
+                // to the connection, which hyper aborts (the client sees a
+                // truncated response, the server keeps serving).
+                if let Some(mut outcome) = this.outcome.take() {
+                    outcome.failure = Some(Failure::Panic {
+                        message: super::panic::payload_message(&*payload),
+                        site: catching.take_site(),
+                    });
+                    outcome.emit(*this.bytes, false);
+                }
+                drop(catching);
+                std::panic::resume_unwind(payload);
+            }
+        };
+        drop(catching);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {

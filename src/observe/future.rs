@@ -122,7 +122,15 @@ fn finish<B: Body<Data = bytes::Bytes>>(
     let (mut parts, body) = response.into_parts();
     let body = match parts.extensions.remove::<ProblemAwaitingContext>() {
         Some(ProblemAwaitingContext(problem)) => {
+            // The body is ours now, whatever an inner layer made of the
+            // handler's (compressed it, say): so are its representation
+            // headers.
             parts.headers.remove(CONTENT_LENGTH);
+            parts.headers.remove(http::header::CONTENT_ENCODING);
+            parts.headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(crate::problem::PROBLEM_JSON),
+            );
             ProblemOr::problem(
                 problem
                     .with_request_context(outcome.context.clone())

@@ -167,6 +167,8 @@ impl Outcome {
     pub(crate) fn emit(self, body_bytes: u64, body_complete: bool) {
         let config = &*self.config;
         let level = match self.status {
+            // A panic while the body streamed, after a 2xx head went out.
+            _ if matches!(self.failure, Some(Failure::Panic { .. })) => config.server_error_level,
             Some(status) if status.is_server_error() => config.server_error_level,
             Some(status) if status.is_client_error() => config.client_error_level,
             Some(_) => config.success_level,
