@@ -771,6 +771,44 @@ async fn a_handler_passes_its_budget_id_and_trace_to_outbound_calls() {
         .starts_with(&format!("00-{}-", TraceId::from_bytes([9; 16]).unwrap())));
 }
 
+#[tokio::test(start_paused = true)]
+async fn outbound_calls_are_children_of_this_servers_span_with_the_callers_sampling() {
+    use tower_harden::observe::{TraceContext, TraceParent, TraceState};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let client = OutboundLayer::new(Duration::from_secs(30)).layer(hanging_client(seen.clone()));
+    let app = Router::new()
+        .route(
+            "/profile",
+            get(move || {
+                let client = client.clone();
+                async move {
+                    let _ = client.oneshot(get_user()).await;
+                    StatusCode::BAD_GATEWAY
+                }
+            }),
+        )
+        .layer(RequestDeadlineLayer::new(Duration::from_secs(2)));
+    for sampled in ["00", "01"] {
+        let parent = TraceParent::parse(&format!(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{sampled}"
+        ))
+        .unwrap();
+        let state = TraceState::parse("vendor=abc", 512).unwrap();
+        let trace = TraceContext::continue_from(parent, Some(state));
+        let mut request = Request::get("/profile").body(Body::empty()).unwrap();
+        request.extensions_mut().insert(trace.trace_id());
+        request.extensions_mut().insert(trace.clone());
+        app.clone().oneshot(request).await.unwrap();
+        let headers = seen.lock().unwrap().pop().expect("the call was made");
+        // Parent: this server's span (not the caller's, not a random one);
+        // flags: the caller's sampling decision, not forced on.
+        assert_eq!(headers["traceparent"], trace.traceparent().as_str());
+        assert!(trace.traceparent().ends_with(&format!("-{sampled}")));
+        assert!(trace.traceparent().contains(&trace.span_id().to_string()));
+        assert_eq!(headers["tracestate"], "vendor=abc");
+    }
+}
+
 #[tokio::test]
 async fn drain_timeout_ends_requests_that_never_finish() {
     let (listener, addr) = bind().await;

@@ -151,6 +151,9 @@ pub(crate) fn instant_after(start: Instant, duration: Duration) -> Instant {
 pub(crate) struct Scope {
     pub(crate) budget: Budget,
     pub(crate) request: RequestContext,
+    /// The request's whole trace context (this server's span, the sampled
+    /// flag, `tracestate`), for the `traceparent` of outbound calls.
+    pub(crate) trace: Option<std::sync::Arc<crate::observe::TraceContext>>,
 }
 
 tokio::task_local! {
@@ -173,6 +176,12 @@ pub fn current() -> Option<Budget> {
 /// sets).
 pub fn current_request() -> Option<RequestContext> {
     SCOPE.try_with(|scope| scope.request.clone()).ok()
+}
+
+/// The trace context of the inbound request this code runs for, if a
+/// deadline layer captured it.
+pub(crate) fn current_trace() -> Option<std::sync::Arc<crate::observe::TraceContext>> {
+    SCOPE.try_with(|scope| scope.trace.clone()).ok().flatten()
 }
 
 /// Runs `future` with `budget` and `request` visible through [`current()`]
@@ -199,7 +208,14 @@ pub fn scope<F: Future>(
     request: RequestContext,
     future: F,
 ) -> impl Future<Output = F::Output> {
-    in_scope(Scope { budget, request }, future)
+    in_scope(
+        Scope {
+            budget,
+            request,
+            trace: None,
+        },
+        future,
+    )
 }
 
 pub(crate) fn in_scope<F: Future>(scope: Scope, future: F) -> TaskLocalFuture<Scope, F> {

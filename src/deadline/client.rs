@@ -362,12 +362,28 @@ where
                     }
                 }
             }
-            if let Some(trace) = inbound.trace_id {
-                if !headers.contains_key(&TRACEPARENT_HEADER) {
-                    let value = format!("00-{trace}-{:016x}-01", fresh_span_id());
-                    if let Ok(value) = HeaderValue::from_str(&value) {
+            if !headers.contains_key(&TRACEPARENT_HEADER) {
+                // This server's span is the parent of the call, with the
+                // caller's sampling decision and `tracestate`; without the
+                // observe layer's context, a fresh span of the inbound trace,
+                // not sampled (we did not decide to sample).
+                let (traceparent, trace_state) = match super::budget::current_trace() {
+                    Some(trace) => (
+                        trace.traceparent(),
+                        trace.trace_state().map(|state| state.as_str().to_owned()),
+                    ),
+                    None => match inbound.trace_id {
+                        Some(trace) => (format!("00-{trace}-{:016x}-00", fresh_span_id()), None),
+                        None => (String::new(), None),
+                    },
+                };
+                if let Ok(value) = HeaderValue::from_str(&traceparent) {
+                    if !traceparent.is_empty() {
                         headers.insert(TRACEPARENT_HEADER, value);
                     }
+                }
+                if let Some(Ok(value)) = trace_state.map(|state| HeaderValue::from_str(&state)) {
+                    headers.insert(http::header::HeaderName::from_static("tracestate"), value);
                 }
             }
         }

@@ -215,6 +215,11 @@ where
         let budget = Budget::effective(layer.timeout, inbound);
         parts.extensions.insert(budget);
         let context = RequestContext::from_extensions(&parts.extensions);
+        let parts_trace = parts
+            .extensions
+            .get::<crate::observe::TraceContext>()
+            .cloned()
+            .map(std::sync::Arc::new);
         let http1 = parts.version <= Version::HTTP_11;
         let watch = BodyWatch::new(body.is_end_stream());
         let request =
@@ -222,6 +227,7 @@ where
         let scope = Scope {
             budget,
             request: context.clone(),
+            trace: parts_trace,
         };
         let future = sync_in_scope(scope.clone(), || self.inner.call(request));
         ResponseFuture {

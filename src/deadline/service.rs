@@ -110,6 +110,7 @@ where
         let scope = Scope {
             budget,
             request: current_request().unwrap_or_default(),
+            trace: super::budget::current_trace(),
         };
         let future = sync_in_scope(scope.clone(), || self.inner.call(request));
         DeadlineFuture {
