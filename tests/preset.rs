@@ -283,6 +283,34 @@ async fn a_handler_error_under_a_compression_layer_is_plain_problem_json() {
 }
 
 #[test]
+fn ip_limits_without_peer_addresses_say_so_once_at_error() {
+    use tower::ServiceExt;
+    let (logs, _guard) = capture_json();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let harden = Harden::new();
+        let app = app(&harden, Arc::default());
+        // In process, no server: no PeerAddr, no ConnectInfo.
+        for _ in 0..3 {
+            let request = http::Request::get("/")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    });
+    let errors: Vec<_> = logs
+        .events()
+        .into_iter()
+        .filter(|event| event["level"] == "ERROR" && event.to_string().contains("no peer address"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+}
+
+#[test]
 fn every_validation_error_names_its_key() {
     let cases = [
         ("[input]\nmax_body = 0", "input.max_body"),

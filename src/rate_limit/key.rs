@@ -563,6 +563,11 @@ impl fmt::Debug for KeySource {
 }
 
 impl KeySource {
+    /// Whether keys come from the connection's peer address.
+    pub(crate) fn needs_peer(&self) -> bool {
+        matches!(self, Self::PeerIp(_) | Self::ClientIp(..))
+    }
+
     /// Keys by the TCP peer, IPv6 grouped by /64.
     pub fn peer_ip() -> Self {
         Self::PeerIp(IpGrouping::default())

@@ -142,6 +142,9 @@ impl<St: RateLimitStore> Shared<St> {
             Some(key) => key,
             None => match policy.missing_key {
                 MissingKey::SharedBucket => {
+                    if head.peer_addr().is_none() && policy.key.needs_peer() {
+                        warn_no_peer_once(&policy.name);
+                    }
                     if let Some(suppressed) = self.missing_key_log.allow(self.now()) {
                         tracing::warn!(
                             policy = %policy.name,
@@ -433,4 +436,20 @@ where
             }
         }
     }
+}
+
+/// An IP policy on a server that gives requests no peer address (plain
+/// `axum::serve` without `ConnectInfo`) counts every client in one bucket:
+/// one client can then exhaust everyone's quota. That is a deployment
+/// mistake, not traffic: say so once per process, at ERROR, with the fix.
+fn warn_no_peer_once(policy: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::error!(
+            policy,
+            "rate limiting by IP, but requests carry no peer address: every client shares one bucket. \
+             Serve with tower_harden::serve (or Harden::serve), or with axum's \
+             into_make_service_with_connect_info::<SocketAddr>()"
+        );
+    });
 }
