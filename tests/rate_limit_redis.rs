@@ -31,9 +31,15 @@ const TIMEOUT: Duration = Duration::from_millis(200);
 /// The timeout of tests that inject no fault: a must-not-hang guard.
 const PATIENT: Duration = Duration::from_secs(5);
 /// What a call may take beyond the timeout: scheduling on a loaded machine.
-const SLACK: Duration = Duration::from_secs(1);
+/// Fifteen times the timeout: these checks tell a call bounded by the
+/// store's own timer from one that waits on Redis (a kill, or a pause of
+/// `PAUSE_MS`, longer than `TIMEOUT + SLACK`); they measure no speed.
+const SLACK: Duration = Duration::from_secs(3);
+/// How long `CLIENT PAUSE` holds Redis: longer than `TIMEOUT + SLACK`, so
+/// a call that waited on the pause would be caught.
+const PAUSE_MS: &str = "5000";
 /// Must-not-hang guard for anything that waits on Redis to change.
-const GUARD: Duration = Duration::from_secs(10);
+const GUARD: Duration = Duration::from_secs(20);
 
 fn key(n: u64) -> KeyHash {
     let mut bytes = [0u8; 16];
@@ -652,7 +658,7 @@ async fn client_pause_is_bounded_by_the_timeout() {
         1,
     )];
     assert!(store.check(&checks).await.unwrap().allowed());
-    server.command::<()>(&["CLIENT", "PAUSE", "1500", "ALL"]);
+    server.command::<()>(&["CLIENT", "PAUSE", PAUSE_MS, "ALL"]);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = tokio::spawn(run_load(store.clone(), checks.clone(), 8, stop.clone()));
     wait_until("timeouts", || store.stats().redis_timeouts >= 3).await;
