@@ -315,6 +315,9 @@ pub struct RateLimitConfig {
     pub max_keys: usize,
     /// Proxies (CIDRs) whose forwarding headers are believed. Default: none.
     pub trusted_proxies: Vec<String>,
+    /// The header trusted proxies write the client into:
+    /// `"x-forwarded-for"` (the default) or `"forwarded"` (RFC 7239).
+    pub proxy_header: String,
     /// IPv6 clients are grouped by this prefix length. Default 64.
     pub ipv6_prefix: u8,
     /// Log would-be refusals, refuse nothing. Default false.
@@ -334,6 +337,7 @@ impl Default for RateLimitConfig {
             fallback_share: 0.5,
             max_keys: 100_000,
             trusted_proxies: Vec::new(),
+            proxy_header: "x-forwarded-for".into(),
             ipv6_prefix: 64,
             shadow: false,
             policies: vec![PolicyConfig::default()],

@@ -56,8 +56,8 @@ use crate::input::{
 };
 use crate::observe::{Observe, ObserveLayer};
 use crate::rate_limit::{
-    AnyStore, IpGrouping, KeySource, MemoryStore, Policy, Quota, RateLimit, RateLimitLayer,
-    StoreFailure, TrustedProxies,
+    AnyStore, IpGrouping, KeySource, MemoryStore, Policy, ProxyHeader, Quota, RateLimit,
+    RateLimitLayer, StoreFailure, TrustedProxies,
 };
 use crate::serve::Serve;
 
@@ -237,10 +237,22 @@ impl Harden {
             ));
         }
         let grouping = IpGrouping::new().ipv6_prefix(rate.ipv6_prefix);
-        let proxies = TrustedProxies::new().trust_all(validated::cidrs(
-            &rate.trusted_proxies,
-            "rate_limit.trusted_proxies",
-        )?);
+        let header = match rate.proxy_header.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => ProxyHeader::XForwardedFor,
+            "forwarded" => ProxyHeader::Forwarded,
+            _ => {
+                return Err(ConfigError::new(
+                    "rate_limit.proxy_header",
+                    "expected `x-forwarded-for` or `forwarded`",
+                ))
+            }
+        };
+        let proxies = TrustedProxies::new()
+            .header(header)
+            .trust_all(validated::cidrs(
+                &rate.trusted_proxies,
+                "rate_limit.trusted_proxies",
+            )?);
         layer = layer.shadow(rate.shadow);
         for (index, policy) in rate.policies.iter().enumerate() {
             let key = |field: &str| format!("rate_limit.policies[{index}].{field}");

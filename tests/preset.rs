@@ -356,6 +356,10 @@ fn every_validation_error_names_its_key() {
         ),
         ("[rate_limit]\nipv6_prefix = 129", "rate_limit.ipv6_prefix"),
         (
+            "[rate_limit]\nproxy_header = \"x-real-ip\"",
+            "rate_limit.proxy_header",
+        ),
+        (
             "[[rate_limit.policies]]\nquota = 0",
             "rate_limit.policies[0].quota",
         ),
