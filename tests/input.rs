@@ -526,3 +526,46 @@ mod property {
         }
     }
 }
+
+/// A body that fails on its way in is the client's fault: 400 from the
+/// layer, whatever the handler made of the read error (a handler that
+/// bubbles it up would answer 500 and log a server error).
+#[tokio::test]
+async fn a_malformed_or_truncated_body_is_a_400_not_the_handlers_500() {
+    let (addr, _) = server().await;
+    let cases: [(&str, &[u8]); 3] = [
+        (
+            "chunk size not hex",
+            b"POST /stream HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nx\r\n0\r\n\r\n",
+        ),
+        (
+            "chunk size past u64",
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFFFFFF\r\nx\r\n0\r\n\r\n",
+        ),
+        (
+            "corrupt gzip",
+            b"POST /stream HTTP/1.1\r\nHost: t\r\nContent-Encoding: gzip\r\nContent-Length: 12\r\n\r\n\x1f\x8b\x08\x00garbage!",
+        ),
+    ];
+    for (name, request) in cases {
+        let response = raw_request(addr, request).await;
+        assert_eq!(response.status, 400, "{name}");
+        assert_problem(&response, 400, "malformed-body");
+        still_answers(addr).await;
+    }
+    // A client that hangs up mid-body: the answer it will not read is a 400.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"POST /stream HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nhalf")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), read_response(&mut stream))
+        .await
+        .expect("no hang")
+        .unwrap();
+    if let Some(response) = response {
+        assert_problem(&response, 400, "malformed-body");
+    }
+    still_answers(addr).await;
+}

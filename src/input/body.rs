@@ -173,7 +173,18 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(BodyError::Read(error.into())))),
+            Poll::Ready(Some(Err(error))) => {
+                // The body failed on its way in: broken chunked framing, a
+                // corrupt compressed stream, a client that hung up mid-body.
+                // The client's fault, so a 400 (not the 500 a handler that
+                // bubbles the error up would answer); a layer outside this
+                // one that refused first (413, 408) still answers with its
+                // own refusal.
+                this.guard
+                    .slot
+                    .set(Refused::new(InputRefusal::MalformedBody));
+                Poll::Ready(Some(Err(BodyError::Read(error.into()))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

@@ -39,6 +39,11 @@ pub enum InputRefusal {
     /// in more than one encoding.
     #[error("the content encoding of the request body is not supported")]
     UnsupportedEncoding,
+    /// The body could not be read: malformed framing (chunked encoding),
+    /// a corrupt compressed stream, or a connection that ended before the
+    /// declared length.
+    #[error("the request body is malformed or ended early")]
+    MalformedBody,
     /// More header fields than allowed.
     #[error("the request has {observed} header fields, more than the limit of {limit}")]
     TooManyHeaders {
@@ -80,6 +85,11 @@ impl Refusal for InputRefusal {
                 "unsupported-encoding",
                 "Unsupported content encoding",
             ),
+            Self::MalformedBody => (
+                StatusCode::BAD_REQUEST,
+                "malformed-body",
+                "Malformed request body",
+            ),
             Self::TooManyHeaders { .. } | Self::HeadersTooLarge { .. } => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers-too-large",
@@ -117,7 +127,7 @@ impl InputRefusal {
             | Self::TooManyHeaders { limit, .. }
             | Self::HeadersTooLarge { limit, .. }
             | Self::UriTooLong { limit, .. } => Some(limit),
-            Self::UnsupportedEncoding => None,
+            Self::UnsupportedEncoding | Self::MalformedBody => None,
         }
     }
 
@@ -130,7 +140,7 @@ impl InputRefusal {
             | Self::TooManyHeaders { observed, .. }
             | Self::HeadersTooLarge { observed, .. }
             | Self::UriTooLong { observed, .. } => Some(observed),
-            Self::UnsupportedEncoding => None,
+            Self::UnsupportedEncoding | Self::MalformedBody => None,
         }
     }
 }

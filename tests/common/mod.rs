@@ -185,3 +185,4 @@ pub async fn get(addr: SocketAddr, path: &str) -> RawResponse {
 pub mod logs;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod routes;
