@@ -140,7 +140,7 @@ impl Harden {
             ));
         }
         let head_bytes = validated::size(&input.max_header_bytes, "input.max_header_bytes")?
-            + validated::size(&input.max_uri, "input.max_uri")?;
+            .saturating_add(validated::size(&input.max_uri, "input.max_uri")?);
         if (server.max_header_bytes as u64) <= head_bytes {
             return Err(ConfigError::new(
                 "server.max_header_bytes",
