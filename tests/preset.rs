@@ -310,6 +310,94 @@ fn ip_limits_without_peer_addresses_say_so_once_at_error() {
     assert_eq!(errors.len(), 1, "{errors:#?}");
 }
 
+/// The outcome events of the captured log.
+fn outcomes(logs: &common::logs::Captured) -> Vec<serde_json::Value> {
+    logs.events()
+        .into_iter()
+        .filter(|event| event["fields"]["message"] == "request completed")
+        .collect()
+}
+
+#[test]
+fn each_real_layers_refusal_is_one_event_with_that_layers_context() {
+    let (logs, _guard) = capture_json();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let harden = Harden::from_config(&config(
+        r#"
+        [input]
+        max_body = "1KiB"
+        max_decoded_body = "1KiB"
+        [deadline]
+        request = "100ms"
+        [[rate_limit.policies]]
+        name = "tiny"
+        key = "peer_ip"
+        quota = 1
+        period = "1m"
+        burst = 2
+        "#,
+    ))
+    .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                "late"
+            }),
+        )
+        .route(
+            "/upload",
+            post(|body: Bytes| async move { body.len().to_string() }),
+        )
+        .layer(harden.clone().into_layer());
+    let statuses = runtime.block_on(async {
+        let addr = spawn(&harden, app).await;
+        let mut statuses = Vec::new();
+        // Oversized (no quota spent), timed out (1 of 2), ok (2 of 2), limited.
+        let oversized = raw_request(
+            addr,
+            b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 4096\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        statuses.push(oversized.status);
+        statuses.push(common::get(addr, "/slow").await.status);
+        statuses.push(common::get(addr, "/").await.status);
+        statuses.push(common::get(addr, "/").await.status);
+        statuses
+    });
+    assert_eq!(statuses, [413, 503, 200, 429]);
+    let events = outcomes(&logs);
+    assert_eq!(events.len(), 4, "one event per request: {events:#?}");
+    let field = |event: &serde_json::Value, name: &str| event["fields"][name].clone();
+    assert_eq!(field(&events[0], "refusal.layer"), "input");
+    assert_eq!(field(&events[0], "refusal.limit"), 1024);
+    assert_eq!(field(&events[0], "refusal.observed"), 4096);
+    assert_eq!(field(&events[1], "refusal.layer"), "deadline");
+    assert_eq!(field(&events[1], "refusal.budget_ms"), 100.0);
+    assert!(field(&events[2], "refusal.layer").is_null());
+    assert_eq!(field(&events[3], "refusal.layer"), "rate_limit");
+    assert_eq!(field(&events[3], "refusal.policy"), "tiny");
+    let key = field(&events[3], "refusal.key");
+    let key = key.as_str().expect("a hashed key");
+    assert!(
+        !key.contains("127.0.0.1") && key.chars().all(|c| c.is_ascii_hexdigit()),
+        "{key}"
+    );
+    // Logged once: no other event at WARN or above names a refusal.
+    let others = logs
+        .events()
+        .into_iter()
+        .filter(|event| event["fields"]["message"] != "request completed")
+        .filter(|event| event["level"] == "WARN" || event["level"] == "ERROR")
+        .count();
+    assert_eq!(others, 0);
+}
+
 #[test]
 fn every_validation_error_names_its_key() {
     let cases = [
