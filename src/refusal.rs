@@ -163,7 +163,7 @@ impl RefusalSlot {
     }
 
     /// The recorded refusal, if any.
-    pub(crate) fn take(&self) -> Option<Refused> {
+    pub(crate) fn get(&self) -> Option<Refused> {
         self.0.get().cloned()
     }
 }

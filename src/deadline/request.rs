@@ -289,7 +289,7 @@ where
             } => {
                 if let Poll::Ready(result) = future.poll(cx) {
                     let response = result?;
-                    let outcome = match watch.slot.take() {
+                    let outcome = match watch.slot.get() {
                         Some(refused) => {
                             let mut response = Problem::refuse_with(refused, context.clone());
                             if *http1 {
@@ -309,7 +309,7 @@ where
                 }
                 // A slow-client refusal found before the handler answered
                 // still names the client, not the deadline.
-                let refused = watch.slot.take().unwrap_or_else(|| {
+                let refused = watch.slot.get().unwrap_or_else(|| {
                     Refused::new(DeadlineRefusal::Exceeded {
                         exceeded: DeadlineExceeded::new(budget, watch.is_waiting()),
                         status: *status,

@@ -143,7 +143,7 @@ where
         let this = self.project();
         let limit = this.guard.limit();
         if *this.failed {
-            let refusal = match this.guard.slot.take() {
+            let refusal = match this.guard.slot.get() {
                 Some(refused) => refused.downcast_ref::<InputRefusal>().cloned(),
                 None => None,
             };

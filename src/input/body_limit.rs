@@ -259,7 +259,7 @@ where
                 context,
             } => {
                 let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(match guard.slot.take() {
+                Poll::Ready(Ok(match guard.slot.get() {
                     Some(refused) => Problem::refuse_with(refused, context.clone()),
                     None => response.map(ProblemOr::inner),
                 }))
