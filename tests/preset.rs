@@ -135,16 +135,34 @@ async fn an_oversized_body_is_refused_before_it_costs_quota() {
     assert_eq!(common::get(addr, "/").await.status, 429);
 }
 
-#[test]
-fn a_panic_inside_a_rate_limited_route_is_logged_with_its_request_id() {
-    // A current-thread runtime: the server's tasks log into this thread's
-    // captured subscriber.
+/// Runs `test` on a current-thread runtime whose server tasks log into this
+/// thread's captured subscriber; returns the log.
+fn logged(test: impl std::future::Future<Output = ()>) -> common::logs::Captured {
     let (logs, _guard) = capture_json();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
+    runtime.block_on(test);
+    logs
+}
+
+/// The one ERROR event of a log, as text.
+fn only_error_event(logs: &common::logs::Captured) -> String {
+    let errors: Vec<_> = logs
+        .events()
+        .into_iter()
+        .filter(|event| event["level"] == "ERROR")
+        .collect();
+    assert_eq!(errors.len(), 1, "one ERROR event: {errors:#?}");
+    errors[0].to_string()
+}
+
+#[test]
+fn a_panic_inside_a_rate_limited_route_is_logged_with_its_request_id() {
+    // A current-thread runtime: the server's tasks log into this thread's
+    // captured subscriber.
+    let logs = logged(async {
         let harden = small_quota();
         let addr = spawn(&harden, app(&harden, Arc::default())).await;
         let response = raw_request(
@@ -160,13 +178,7 @@ fn a_panic_inside_a_rate_limited_route_is_logged_with_its_request_id() {
         assert_eq!(common::get(addr, "/").await.status, 200);
         assert_eq!(common::get(addr, "/").await.status, 429);
     });
-    let errors: Vec<_> = logs
-        .events()
-        .into_iter()
-        .filter(|event| event["level"] == "ERROR")
-        .collect();
-    assert_eq!(errors.len(), 1, "one ERROR event: {errors:#?}");
-    let text = errors[0].to_string();
+    let text = only_error_event(&logs);
     assert!(text.contains("panic-7"), "{text}");
     assert!(text.contains("boom in a rate-limited route"), "{text}");
 }
@@ -191,12 +203,7 @@ async fn with_the_default_server_settings_a_header_flood_gets_our_problem() {
 
 #[test]
 fn a_panic_while_the_body_streams_is_logged_once_and_the_server_keeps_serving() {
-    let (logs, _guard) = capture_json();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    let logs = logged(async {
         let harden = Harden::new();
         let streaming = Router::new()
             .route(
@@ -237,13 +244,7 @@ fn a_panic_while_the_body_streams_is_logged_once_and_the_server_keeps_serving() 
         );
         assert_eq!(common::get(addr, "/").await.status, 200);
     });
-    let errors: Vec<_> = logs
-        .events()
-        .into_iter()
-        .filter(|event| event["level"] == "ERROR")
-        .collect();
-    assert_eq!(errors.len(), 1, "one ERROR event: {errors:#?}");
-    let text = errors[0].to_string();
+    let text = only_error_event(&logs);
     assert!(text.contains("stream-9"), "{text}");
     assert!(text.contains("boom mid-body"), "{text}");
     assert!(text.contains("\"error.type\":\"panic\""), "{text}");
@@ -285,12 +286,7 @@ async fn a_handler_error_under_a_compression_layer_is_plain_problem_json() {
 #[test]
 fn ip_limits_without_peer_addresses_say_so_once_at_error() {
     use tower::ServiceExt;
-    let (logs, _guard) = capture_json();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    let logs = logged(async {
         let harden = Harden::new();
         let app = app(&harden, Arc::default());
         // In process, no server: no PeerAddr, no ConnectInfo.
@@ -320,11 +316,6 @@ fn outcomes(logs: &common::logs::Captured) -> Vec<serde_json::Value> {
 
 #[test]
 fn each_real_layers_refusal_is_one_event_with_that_layers_context() {
-    let (logs, _guard) = capture_json();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let harden = Harden::from_config(&config(
         r#"
         [input]
@@ -355,7 +346,7 @@ fn each_real_layers_refusal_is_one_event_with_that_layers_context() {
             post(|body: Bytes| async move { body.len().to_string() }),
         )
         .layer(harden.clone().into_layer());
-    let statuses = runtime.block_on(async {
+    let logs = logged(async {
         let addr = spawn(&harden, app).await;
         let mut statuses = Vec::new();
         // Oversized (no quota spent), timed out (1 of 2), ok (2 of 2), limited.
@@ -368,9 +359,8 @@ fn each_real_layers_refusal_is_one_event_with_that_layers_context() {
         statuses.push(common::get(addr, "/slow").await.status);
         statuses.push(common::get(addr, "/").await.status);
         statuses.push(common::get(addr, "/").await.status);
-        statuses
+        assert_eq!(statuses, [413, 503, 200, 429]);
     });
-    assert_eq!(statuses, [413, 503, 200, 429]);
     let events = outcomes(&logs);
     assert_eq!(events.len(), 4, "one event per request: {events:#?}");
     let field = |event: &serde_json::Value, name: &str| event["fields"][name].clone();
