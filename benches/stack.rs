@@ -286,11 +286,14 @@ fn scaling(c: &mut Criterion) {
 /// that stack and exits, for a profiler: under
 /// `valgrind --tool=callgrind`, the instruction count of N requests minus
 /// that of 0 requests, over N, is the stack's per-request cost in
-/// instructions, free of timing noise.
+/// instructions, free of timing noise. `STACK_LOG=off` leaves logging off,
+/// to see the layers' own cost.
 fn profile(spec: &str) {
     let (label, count) = spec.split_once(':').expect("STACK_PROFILE=LABEL:COUNT");
     let count: u32 = count.parse().expect("a request count");
-    init_logging();
+    if std::env::var("STACK_LOG").as_deref() != Ok("off") {
+        init_logging();
+    }
     let (_, service) = stacks()
         .into_iter()
         .find(|(name, _)| *name == label)
