@@ -391,9 +391,16 @@ fn profile(spec: &str) {
         .into_iter()
         .find(|(name, _)| *name == label)
         .expect("a_bare, b_harden, c_peer or d_peer_same_log");
+    // `STACK_REQUEST=413`: oversized requests instead of admitted ones.
+    let oversized_requests = std::env::var("STACK_REQUEST").as_deref() == Ok("413");
     runtime().block_on(async {
         for n in 0..count {
-            assert_eq!(send(&service, get_root(n % PEERS)).await, StatusCode::OK);
+            if oversized_requests {
+                let status = send(&service, oversized(n % PEERS)).await;
+                assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+            } else {
+                assert_eq!(send(&service, get_root(n % PEERS)).await, StatusCode::OK);
+            }
         }
     });
 }
