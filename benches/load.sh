@@ -7,11 +7,13 @@
 #   benches/load.sh                    # GET /, 10 s per run
 #   DURATION=30s CONNECTIONS=64 THREADS=2 benches/load.sh
 #
-# The hardened server runs twice: with benches/load.toml (every default
-# except a per-IP quota wrk cannot spend, so every request is admitted and
-# does the whole job) and with the plain defaults (50/s burst 100 per IP:
-# wrk's one address is refused almost always; refusals are part of the job,
-# the 429 count is printed).
+# The hardened server runs three times: with benches/load.toml (every
+# default except a per-IP quota wrk cannot spend, so every request is
+# admitted and does the whole job, one JSON log line included, written to
+# /dev/null); the same with RUST_LOG=off (the layers without the log line:
+# the bare server logs nothing); and with the plain defaults (50/s burst 100
+# per IP: wrk's one address is refused almost always; refusals are part of
+# the job, their count is printed).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -87,6 +89,9 @@ bare=$(run bare "$BARE_PORT" env BARE_ADDR="127.0.0.1:$BARE_PORT" \
 harden=$(run harden "$HARDEN_PORT" env HARDEN_ADDR="127.0.0.1:$HARDEN_PORT" \
     HARDEN_CONFIG=benches/load.toml RUST_LOG=info \
     "$TARGET_DIR/release/examples/hardened_server")
+quiet=$(run harden_quiet "$HARDEN_PORT" env HARDEN_ADDR="127.0.0.1:$HARDEN_PORT" \
+    HARDEN_CONFIG=benches/load.toml RUST_LOG=off \
+    "$TARGET_DIR/release/examples/hardened_server")
 defaults=$(run harden_defaults "$HARDEN_PORT" env -u HARDEN_CONFIG \
     HARDEN_ADDR="127.0.0.1:$HARDEN_PORT" RUST_LOG=info \
     "$TARGET_DIR/release/examples/hardened_server")
@@ -95,11 +100,12 @@ echo
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION GET $PATH_UNDER_LOAD, $(nproc) cores, $(date -u +%F)"
 printf '%-34s %12s %10s %10s %12s\n' server "requests/s" "p99 ms" "non-2xx" "vs bare"
 read -r _ bare_rps bare_p99 bare_non2xx <<<"$bare"
-for line in "$bare" "$harden" "$defaults"; do
+for line in "$bare" "$harden" "$quiet" "$defaults"; do
     read -r label rps p99 non2xx <<<"$line"
     case $label in
     bare) name="bare axum (baseline)" ;;
     harden) name="Harden (benches/load.toml)" ;;
+    harden_quiet) name="Harden (load.toml, RUST_LOG=off)" ;;
     harden_defaults) name="Harden (defaults: 429s)" ;;
     esac
     ratio=$(awk -v a="$rps" -v b="$bare_rps" 'BEGIN { printf "%.2f", a / b }')

@@ -4,10 +4,10 @@
 //!
 //! - `admitted/*`: one small `GET /` through (a) the bare axum router,
 //!   (b) the `Harden` preset with its defaults, (c) the peer stack doing the
-//!   nearest same job: tower-http `SetRequestId` + `TraceLayer` (span and
-//!   response event at INFO, request id in the span) + `PropagateRequestId`
-//!   + `CatchPanicLayer` + `RequestBodyLimitLayer` (1 MiB) + `TimeoutLayer`
-//!   (10 s) + tower_governor (peer IP, 50/s burst 100). Each request comes
+//!   nearest same job: tower-http `SetRequestId`, `TraceLayer` (span and
+//!   response event at INFO, request id in the span), `PropagateRequestId`,
+//!   `CatchPanicLayer`, `RequestBodyLimitLayer` (1 MiB), `TimeoutLayer`
+//!   (10 s) and tower_governor (peer IP, 50/s burst 100). Each request comes
 //!   from the next of 65,536 peer addresses (`ConnectInfo`), so per-IP
 //!   quotas admit every one of them, as on a server with many clients.
 //! - `admitted/d_peer_same_log`: the peer stack logging the same span and

@@ -3,8 +3,10 @@
 //! A [`KeySource`] finds the key material of a request (a peer IP, a client
 //! IP behind trusted proxies, an API key header, an authenticated principal,
 //! or whatever a closure returns) and a [`KeyHasher`] turns it into a
-//! [`KeyHash`]: a keyed BLAKE3 hash, so raw keys (API keys above all) are
-//! never stored or logged.
+//! [`KeyHash`]: a keyed hash (SipHash-1-3 under a per-process random key for
+//! the in-process store, BLAKE3 under a shared secret for stores shared
+//! between processes), so raw keys (API keys above all) are never stored or
+//! logged.
 //!
 //! # Client IP behind proxies
 //!
@@ -99,7 +101,7 @@ pub struct KeyHasher {
 enum Keying {
     /// Keyed BLAKE3: stable, for a secret shared between processes.
     Shared([u8; 32]),
-    /// SipHash-1-3-128 under this process's random key, cloned per hash.
+    /// SipHash-1-3-128 under this process's random key, copied per hash.
     Process(SipHasher13),
 }
 
@@ -173,7 +175,7 @@ impl KeyHasher {
         match &self.keying {
             Keying::Shared(key) => Self::blake3(key, tag, material),
             Keying::Process(keyed) => {
-                let mut hasher = keyed.clone();
+                let mut hasher = *keyed;
                 std::hash::Hasher::write_u8(&mut hasher, tag);
                 std::hash::Hasher::write(&mut hasher, material);
                 KeyHash(hasher.finish128().as_bytes())
