@@ -233,14 +233,21 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn init_logging() {
-    // The example server's JSON format, written nowhere. Global, so the
-    // threads of `threads/*` log too.
+    // The example server's JSON format, written nowhere (`STACK_LOG=stderr`
+    // shows the lines). Global, so the threads of `threads/*` log too.
+    let to_stderr = std::env::var("STACK_LOG").as_deref() == Ok("stderr");
     let subscriber = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
-        .with_writer(std::io::sink)
+        .with_writer(move || -> Box<dyn std::io::Write> {
+            if to_stderr {
+                Box::new(std::io::stderr())
+            } else {
+                Box::new(std::io::sink())
+            }
+        })
         .with_max_level(Level::INFO)
         .finish();
     let _ = tracing::subscriber::set_global_default(subscriber);
@@ -380,7 +387,7 @@ fn scaling(c: &mut Criterion) {
 /// `valgrind --tool=callgrind`, the instruction count of N requests minus
 /// that of 0 requests, over N, is the stack's per-request cost in
 /// instructions, free of timing noise. `STACK_LOG=off` leaves logging off,
-/// to see the layers' own cost.
+/// to see the layers' own cost; `STACK_LOG=stderr` prints the log lines.
 fn profile(spec: &str) {
     let (label, count) = spec.split_once(':').expect("STACK_PROFILE=LABEL:COUNT");
     let count: u32 = count.parse().expect("a request count");
