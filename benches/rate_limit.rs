@@ -4,7 +4,9 @@
 //!   `MemoryStore` beside governor's keyed `RateLimiter` (`keyed` =
 //!   `DashMap` + SipHash over the key). `ours` starts from an already
 //!   hashed key (as the store sees it); `ours+keyhash` includes the keyed
-//!   BLAKE3 of an `IpAddr` that the layer computes per request.
+//!   BLAKE3 of an `IpAddr` (`KeyHasher::from_secret`, the shared-store
+//!   hash); `ours+process_keyhash` the in-process default's SipHash
+//!   (`KeyHasher::default`).
 //! - `service/*`: end to end through a tower service (peer IP key, headers
 //!   on), beside tower_governor's layer with and without its headers.
 //! - `two_threads/*`: throughput of two threads deciding at once.
@@ -54,6 +56,7 @@ fn ip(n: u32) -> IpAddr {
 
 fn check_latency(c: &mut Criterion) {
     let hasher = KeyHasher::from_secret(b"bench");
+    let process_hasher = KeyHasher::default();
     let policy: Arc<str> = Arc::from("per-ip");
     let quota = open_quota();
     let key_hashes: Vec<KeyHash> = (0..KEYS).map(|n| hasher.ip(ip(n))).collect();
@@ -103,6 +106,13 @@ fn check_latency(c: &mut Criterion) {
             b.iter(|| {
                 index = (index + 1) % keys;
                 let key = hasher.ip(ips[index]);
+                store.check_one(&policy, &key, quota, 1).allowed
+            })
+        });
+        group.bench_function(BenchmarkId::new("ours+process_keyhash", label), |b| {
+            b.iter(|| {
+                index = (index + 1) % keys;
+                let key = process_hasher.ip(ips[index]);
                 store.check_one(&policy, &key, quota, 1).allowed
             })
         });

@@ -167,23 +167,56 @@ impl Problem {
 
     /// The JSON body.
     pub fn to_json(&self) -> Bytes {
-        let mut object = Map::with_capacity(6 + self.members.len());
-        object.insert("type".into(), Value::String(self.type_uri()));
-        object.insert("title".into(), Value::String(self.title.into()));
-        object.insert("status".into(), Value::from(self.status.as_u16()));
+        use serde::ser::{SerializeMap, Serializer};
+
+        // Written straight from the fields, in the order and form a
+        // `serde_json::Map` of them would have: it runs for every refusal,
+        // and building the map cost more than writing it.
+        enum Field<'a> {
+            Text(&'a str),
+            Status(u16),
+            Member(&'a Value),
+        }
+        let type_uri = self.type_uri();
+        let trace_id = self.trace_id.map(|trace| trace.to_string());
+        let mut fields: Vec<(&str, Field<'_>)> = Vec::with_capacity(6 + self.members.len());
+        fields.push(("type", Field::Text(&type_uri)));
+        fields.push(("title", Field::Text(self.title)));
+        fields.push(("status", Field::Status(self.status.as_u16())));
         if let Some(detail) = &self.detail {
-            object.insert("detail".into(), Value::String(detail.to_string()));
+            fields.push(("detail", Field::Text(detail)));
         }
         if let Some(id) = &self.request_id {
-            object.insert("request_id".into(), Value::String(id.as_str().into()));
+            fields.push(("request_id", Field::Text(id.as_str())));
         }
-        if let Some(trace) = &self.trace_id {
-            object.insert("trace_id".into(), Value::String(trace.to_string()));
+        if let Some(trace) = &trace_id {
+            fields.push(("trace_id", Field::Text(trace)));
         }
+        // Members never reuse the names above (`with_member` refuses them).
         for (name, value) in &self.members {
-            object.insert(name.clone(), value.clone());
+            fields.push((name, Field::Member(value)));
         }
-        Bytes::from(serde_json::to_vec(&Value::Object(object)).unwrap_or_default())
+        if json_map_sorts_keys() {
+            fields.sort_by(|a, b| a.0.cmp(b.0));
+        }
+
+        let mut out = Vec::with_capacity(256);
+        let mut serializer = serde_json::Serializer::new(&mut out);
+        let written = (|| {
+            let mut map = serializer.serialize_map(Some(fields.len()))?;
+            for (name, field) in &fields {
+                match field {
+                    Field::Text(text) => map.serialize_entry(name, text)?,
+                    Field::Status(status) => map.serialize_entry(name, status)?,
+                    Field::Member(value) => map.serialize_entry(name, value)?,
+                }
+            }
+            map.end()
+        })();
+        match written {
+            Ok(()) => Bytes::from(out),
+            Err(_) => Bytes::new(),
+        }
     }
 
     /// The response: status, `Content-Type: application/problem+json`,
@@ -219,6 +252,20 @@ impl Problem {
         response.extensions_mut().insert(refused);
         response
     }
+}
+
+/// Whether `serde_json::Map` iterates its keys sorted (its default, a
+/// `BTreeMap`) or in insertion order (when some crate in the build enables
+/// serde_json's `preserve_order`): [`Problem::to_json`] writes its members
+/// in the order a map would.
+fn json_map_sorts_keys() -> bool {
+    static SORTS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SORTS.get_or_init(|| {
+        let mut map = Map::new();
+        map.insert("b".to_owned(), Value::Null);
+        map.insert("a".to_owned(), Value::Null);
+        map.keys().next().map(String::as_str) == Some("a")
+    })
 }
 
 /// What a problem needs to know of the request it answers: its id and trace,
@@ -386,6 +433,51 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The map-based body `to_json` wrote before it wrote the fields
+    /// directly: the bytes must not change.
+    fn to_json_through_a_map(problem: &Problem) -> Bytes {
+        let mut object = Map::with_capacity(6 + problem.members.len());
+        object.insert("type".into(), Value::String(problem.type_uri()));
+        object.insert("title".into(), Value::String(problem.title.into()));
+        object.insert("status".into(), Value::from(problem.status.as_u16()));
+        if let Some(detail) = &problem.detail {
+            object.insert("detail".into(), Value::String(detail.to_string()));
+        }
+        if let Some(id) = &problem.request_id {
+            object.insert("request_id".into(), Value::String(id.as_str().into()));
+        }
+        if let Some(trace) = &problem.trace_id {
+            object.insert("trace_id".into(), Value::String(trace.to_string()));
+        }
+        for (name, value) in &problem.members {
+            object.insert(name.clone(), value.clone());
+        }
+        Bytes::from(serde_json::to_vec(&Value::Object(object)).unwrap())
+    }
+
+    #[test]
+    fn json_is_byte_for_byte_what_a_map_writes() {
+        let bare = Problem::new(StatusCode::TOO_MANY_REQUESTS, "quota-exceeded", "Too many");
+        let full = Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Too large")
+            .with_detail("a \"quoted\" détail\nwith a \u{1b} control and \\ backslash")
+            .with_request_id(RequestId::parse("req-1").unwrap())
+            .with_request_context(RequestContext {
+                request_id: None,
+                trace_id: TraceId::from_bytes([7; 16]),
+            })
+            // Names sorting before, between and after the standard ones.
+            .with_member("aaa", 1)
+            .with_member("limit", 1_048_576u64)
+            .with_member("retry_after", 3)
+            .with_member("policies", serde_json::json!([{"name": "per-ip", "q": 50}]))
+            .with_member("zzz", "last")
+            .with_member("ünïcode", -1.5)
+            .with_member("status", 999);
+        for problem in [bare, full, Problem::internal_error()] {
+            assert_eq!(problem.to_json(), to_json_through_a_map(&problem));
+        }
+    }
 
     #[test]
     fn body_has_the_rfc_9457_members() {

@@ -17,7 +17,18 @@ pub(crate) fn escape(text: &str, max_len: usize) -> String {
 /// As [`escape`], where `rest` more bytes were already cut off `text`.
 fn escape_with_rest(text: &str, max_len: usize, rest: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_len) + 2);
-    for (index, c) in text.char_indices() {
+    // Most text (paths, user agents, refusal messages) is printable ASCII
+    // with nothing to escape: copy that prefix, up to the cap, in one go.
+    // One byte per character, so the loop below would have copied the same
+    // bytes and stopped at the same place.
+    let plain = text
+        .bytes()
+        .position(|byte| !(b' '..=b'~').contains(&byte) || byte == b'\\')
+        .unwrap_or(text.len())
+        .min(max_len);
+    out.push_str(&text[..plain]);
+    for (index, c) in text[plain..].char_indices() {
+        let index = plain + index;
         if out.len() >= max_len {
             let _ = write!(out, "…(+{} bytes)", text.len() - index + rest);
             return out;
@@ -79,6 +90,75 @@ mod tests {
         assert!(escaped.starts_with("ééééé…(+1990 bytes)"), "{escaped}");
         let escaped = escape_bytes(&[b'a'; 10_000], 8);
         assert_eq!(escaped, "aaaaaaaa…(+9992 bytes)");
+    }
+
+    #[test]
+    fn plain_prefix_then_escapes_and_cap() {
+        // The plain prefix is copied whole, then escaping resumes.
+        assert_eq!(escape("GET /a b\\c\n", 100), "GET /a b\\\\c\\n");
+        assert_eq!(escape("abc\u{7f}", 100), "abc\\u{7f}");
+        // The cap falls inside the plain prefix, at its end, and after it.
+        assert_eq!(escape("abcdef", 3), "abc…(+3 bytes)");
+        assert_eq!(escape("abc", 3), "abc");
+        assert_eq!(escape("abcé", 3), "abc…(+2 bytes)");
+        assert_eq!(escape("abé", 3), "abé");
+        assert_eq!(escape("ab\ncd", 3), "ab\\n…(+2 bytes)");
+        assert_eq!(escape("", 3), "");
+        assert_eq!(escape("abc", 0), "…(+3 bytes)");
+        let escaped = escape_bytes(&[b'a'; 10], 4);
+        assert_eq!(escaped, "aaaa…(+6 bytes)");
+    }
+
+    /// The fast path changes nothing: the same output as escaping one
+    /// character at a time, on text mixing plain ASCII, escapes and
+    /// multi-byte characters, at every cap.
+    #[test]
+    fn fast_path_matches_char_by_char() {
+        fn slow(text: &str, max_len: usize, rest: usize) -> String {
+            let mut out = String::new();
+            for (index, c) in text.char_indices() {
+                if out.len() >= max_len {
+                    let _ = write!(out, "…(+{} bytes)", text.len() - index + rest);
+                    return out;
+                }
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if needs_escape(c) => {
+                        let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                    }
+                    c => out.push(c),
+                }
+            }
+            if rest > 0 {
+                let _ = write!(out, "…(+{rest} bytes)");
+            }
+            out
+        }
+        let samples = [
+            "plain ascii text",
+            "/users/42?page=1",
+            "tab\there",
+            "é at the start",
+            "ends with é",
+            "back\\slash",
+            "\u{202e}rtl",
+            "mixed \u{1b}[31m red \u{85} é ü \\ end",
+            "~ and space and \u{7f}",
+        ];
+        for text in samples {
+            for max_len in 0..=text.len() + 2 {
+                for rest in [0, 5] {
+                    assert_eq!(
+                        escape_with_rest(text, max_len, rest),
+                        slow(text, max_len, rest),
+                        "{text:?} capped at {max_len}, rest {rest}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

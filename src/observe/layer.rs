@@ -289,11 +289,33 @@ pub(crate) fn method_name(method: &Method) -> &'static str {
 fn client_address(extensions: &http::Extensions) -> Option<String> {
     #[cfg(feature = "axum")]
     if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
-        return Some(info.0.ip().to_string());
+        return Some(ip_text(info.0.ip()));
     }
     extensions
         .get::<SocketAddr>()
-        .map(|addr| addr.ip().to_string())
+        .map(|addr| ip_text(addr.ip()))
+}
+
+/// `ip.to_string()`, with IPv4 (the common case) written by hand: the
+/// formatting machinery cost about 1% of a logged request.
+fn ip_text(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (index, octet) in v4.octets().into_iter().enumerate() {
+        if index > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
 }
 
 fn matched_route(extensions: &http::Extensions, max_len: usize) -> String {
@@ -500,5 +522,25 @@ fn make_span(
         span_at!(Level::DEBUG)
     } else {
         span_at!(Level::TRACE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_is_display() {
+        use std::net::{IpAddr, Ipv4Addr};
+        for a in [0u8, 1, 9, 10, 42, 99, 100, 109, 110, 199, 200, 255] {
+            for b in [0u8, 7, 10, 100, 255] {
+                let ip = IpAddr::V4(Ipv4Addr::new(a, b, 255 - a, b / 3));
+                assert_eq!(ip_text(ip), ip.to_string());
+            }
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(ip_text(v6), "2001:db8::1");
+        let mapped: IpAddr = "::ffff:1.2.3.4".parse().unwrap();
+        assert_eq!(ip_text(mapped), mapped.to_string());
     }
 }

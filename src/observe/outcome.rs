@@ -86,6 +86,8 @@ impl ErrorFields {
             Some(Failure::Refused(refused)) => {
                 let refusal = refused.refusal();
                 let context = refusal.context();
+                // The chain starts with the refusal itself: format it once.
+                let message = refusal.to_string();
                 let mut chain = String::new();
                 for (index, error) in refused.chain().enumerate() {
                     if chain.len() >= max {
@@ -94,13 +96,22 @@ impl ErrorFields {
                     }
                     if index > 0 {
                         chain.push_str(": ");
+                        let _ = write!(chain, "{error}");
+                    } else {
+                        chain.push_str(&message);
                     }
-                    let _ = write!(chain, "{error}");
                 }
+                let escaped_message = escape(&message, max);
+                // Usually a refusal has no source: the chain is the message.
+                let escaped_chain = if chain == message {
+                    escaped_message.clone()
+                } else {
+                    escape(&chain, max)
+                };
                 Self {
                     error_type: Some(refusal.error_type()),
-                    message: Some(escape(&refusal.to_string(), max)),
-                    chain: Some(escape(&chain, max)),
+                    message: Some(escaped_message),
+                    chain: Some(escaped_chain),
                     layer: Some(context.layer),
                     limit: context.limit,
                     observed: context.observed,
@@ -253,5 +264,57 @@ impl Outcome {
                 outcome_at!(Level::TRACE)
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::InputRefusal;
+
+    fn config(max_error_len: usize) -> Config {
+        Config {
+            request_id_header: http::HeaderName::from_static("x-request-id"),
+            max_request_id_len: 64,
+            trust_request_id: true,
+            trust_trace_context: true,
+            max_trace_state_len: 512,
+            max_field_len: 256,
+            max_error_len,
+            logged_headers: Vec::new(),
+            log_query: false,
+            span_level: Level::ERROR,
+            success_level: Level::INFO,
+            client_error_level: Level::WARN,
+            server_error_level: Level::ERROR,
+            forward_panics: false,
+        }
+    }
+
+    fn refused() -> Failure {
+        Failure::Refused(Refused::new(InputRefusal::DeclaredBodyTooLarge {
+            limit: 10,
+            declared: 20,
+        }))
+    }
+
+    #[test]
+    fn a_refusal_without_source_logs_its_message_as_the_chain() {
+        let fields = ErrorFields::of(Some(&refused()), &config(2048));
+        let expected = "the declared request body of 20 bytes exceeds the limit of 10 bytes";
+        assert_eq!(fields.message.as_deref(), Some(expected));
+        assert_eq!(fields.chain.as_deref(), Some(expected));
+        assert_eq!(fields.layer, Some("input"));
+    }
+
+    #[test]
+    fn a_cap_applies_to_message_and_chain_alike() {
+        let fields = ErrorFields::of(Some(&refused()), &config(8));
+        assert_eq!(fields.message.as_deref(), Some("the decl…(+59 bytes)"));
+        assert_eq!(fields.chain.as_deref(), Some("the decl…(+59 bytes)"));
+        // With no room at all, the chain is cut before its first error.
+        let fields = ErrorFields::of(Some(&refused()), &config(0));
+        assert_eq!(fields.message.as_deref(), Some("…(+67 bytes)"));
+        assert_eq!(fields.chain.as_deref(), Some("…(+5 bytes)"));
     }
 }

@@ -3,8 +3,10 @@
 //! A [`KeySource`] finds the key material of a request (a peer IP, a client
 //! IP behind trusted proxies, an API key header, an authenticated principal,
 //! or whatever a closure returns) and a [`KeyHasher`] turns it into a
-//! [`KeyHash`]: a keyed BLAKE3 hash, so raw keys (API keys above all) are
-//! never stored or logged.
+//! [`KeyHash`]: a keyed hash (SipHash-1-3 under a per-process random key for
+//! the in-process store, BLAKE3 under a shared secret for stores shared
+//! between processes), so raw keys (API keys above all) are never stored or
+//! logged.
 //!
 //! # Client IP behind proxies
 //!
@@ -27,6 +29,8 @@ use std::sync::Arc;
 
 use http::{Extensions, HeaderMap, HeaderName, Method, Uri};
 use ipnet::IpNet;
+
+use siphasher::sip128::{Hasher128, SipHasher13};
 
 use super::store::KeyHash;
 
@@ -68,23 +72,37 @@ impl<'a> RequestHead<'a> {
     }
 }
 
-/// Turns key material into a [`KeyHash`] with keyed BLAKE3.
+/// Turns key material into a [`KeyHash`] with a keyed hash.
 ///
-/// BLAKE3 rather than `std::hash`: std's SipHash output is not guaranteed
-/// stable across Rust versions, and processes sharing a network store must
-/// agree on every key's hash. Keyed, so that nobody without the secret can
-/// compute a key's hash, aim collisions at the store's hash tables, or
-/// recover an API key from a log.
+/// Keyed, so that nobody without the secret can compute a key's hash, aim
+/// collisions at the store's hash tables, or recover an API key from a log.
+/// Two constructions, one per use:
 ///
-/// [`KeyHasher::default`] uses one random secret per process: right for the
-/// in-process store. Processes that share a store must use
-/// [`KeyHasher::from_secret`] with the same secret.
+/// - [`KeyHasher::from_secret`]: keyed BLAKE3 over a secret you give. Its
+///   output is stable across processes and versions of this crate, which
+///   processes sharing a network store (Redis) need: they must agree on
+///   every key's hash. (std's SipHash is not guaranteed stable across Rust
+///   versions, so it cannot serve here.)
+/// - [`KeyHasher::default`] and [`KeyHasher::random`]: SipHash-1-3 with a
+///   128-bit output under a random 128-bit key drawn once per process. The
+///   hashes never leave the process, so they need no stability, only the
+///   hash-flooding resistance SipHash was designed for (it is what std's
+///   `HashMap` uses). It costs about a quarter of BLAKE3 on the short
+///   material of a key (an IP address): right for the in-process store.
 #[derive(Clone)]
 pub struct KeyHasher {
-    key: [u8; 32],
+    keying: Keying,
     // The two constant keys, hashed once.
     global: KeyHash,
     anonymous: KeyHash,
+}
+
+#[derive(Clone)]
+enum Keying {
+    /// Keyed BLAKE3: stable, for a secret shared between processes.
+    Shared([u8; 32]),
+    /// SipHash-1-3-128 under this process's random key, copied per hash.
+    Process(SipHasher13),
 }
 
 impl fmt::Debug for KeyHasher {
@@ -114,11 +132,13 @@ mod tag {
 }
 
 impl KeyHasher {
-    /// A hasher with a secret drawn from the operating system. Falls back to
-    /// a secret derived from the process's hash-map seeds if the OS source
-    /// fails (it does not on supported platforms).
+    /// A hasher with a random key drawn from the operating system, for
+    /// hashes that stay in this process (SipHash-1-3-128, see the type's
+    /// documentation). Falls back to a key derived from the process's
+    /// hash-map seeds if the OS source fails (it does not on supported
+    /// platforms).
     pub fn random() -> Self {
-        let mut key = [0u8; 32];
+        let mut key = [0u8; 16];
         if getrandom::fill(&mut key).is_err() {
             use std::hash::{BuildHasher, Hasher};
             for chunk in key.chunks_mut(8) {
@@ -127,12 +147,12 @@ impl KeyHasher {
                 chunk.copy_from_slice(&hasher.finish().to_le_bytes());
             }
         }
-        Self::with_key(key)
+        Self::with_keying(Keying::Process(SipHasher13::new_with_key(&key)))
     }
 
-    fn with_key(key: [u8; 32]) -> Self {
+    fn with_keying(keying: Keying) -> Self {
         let mut hasher = Self {
-            key,
+            keying,
             global: KeyHash([0; 16]),
             anonymous: KeyHash([0; 16]),
         };
@@ -142,16 +162,28 @@ impl KeyHasher {
     }
 
     /// A hasher whose secret derives from `secret` (any length; use at least
-    /// 16 random bytes). The same secret gives the same hashes in every
-    /// process and every version of this crate.
+    /// 16 random bytes), with keyed BLAKE3. The same secret gives the same
+    /// hashes in every process and every version of this crate.
     pub fn from_secret(secret: &[u8]) -> Self {
-        Self::with_key(blake3::derive_key(
+        Self::with_keying(Keying::Shared(blake3::derive_key(
             "tower-harden 2026 rate-limit key hashing v1",
             secret,
-        ))
+        )))
     }
 
     fn hash(&self, tag: u8, material: &[u8]) -> KeyHash {
+        match &self.keying {
+            Keying::Shared(key) => Self::blake3(key, tag, material),
+            Keying::Process(keyed) => {
+                let mut hasher = *keyed;
+                std::hash::Hasher::write_u8(&mut hasher, tag);
+                std::hash::Hasher::write(&mut hasher, material);
+                KeyHash(hasher.finish128().as_bytes())
+            }
+        }
+    }
+
+    fn blake3(key: &[u8; 32], tag: u8, material: &[u8]) -> KeyHash {
         let mut out = [0u8; 16];
         // Short material (IPs, most API keys) fits one BLAKE3 block: the
         // one-shot function skips the incremental hasher's setup, about
@@ -160,10 +192,10 @@ impl KeyHasher {
         if let Some(room) = block.get_mut(1..=material.len()) {
             room.copy_from_slice(material);
             block[0] = tag;
-            let hash = blake3::keyed_hash(&self.key, &block[..=material.len()]);
+            let hash = blake3::keyed_hash(key, &block[..=material.len()]);
             out.copy_from_slice(&hash.as_bytes()[..16]);
         } else {
-            let mut hasher = blake3::Hasher::new_keyed(&self.key);
+            let mut hasher = blake3::Hasher::new_keyed(key);
             hasher.update(&[tag]);
             hasher.update(material);
             hasher.finalize_xof().fill(&mut out);
@@ -711,15 +743,18 @@ mod tests {
         );
         assert_ne!(KeyHasher::random().global(), KeyHasher::random().global());
         // Both paths (one block, incremental) agree.
+        let Keying::Shared(key) = &a.keying else {
+            panic!("from_secret hashes with BLAKE3")
+        };
         let long = vec![7u8; 200];
-        let mut incremental = blake3::Hasher::new_keyed(&a.key);
+        let mut incremental = blake3::Hasher::new_keyed(key);
         incremental.update(&[tag::HEADER]);
         incremental.update(&long);
         assert_eq!(
             &a.header_value(&long).0[..],
             &incremental.finalize().as_bytes()[..16]
         );
-        let mut short = blake3::Hasher::new_keyed(&a.key);
+        let mut short = blake3::Hasher::new_keyed(key);
         short.update(&[tag::HEADER]);
         short.update(b"k");
         assert_eq!(
@@ -733,5 +768,33 @@ mod tests {
                 .to_hex(),
             "e260e5276c1c166c4a83f3589d4f7585"
         );
+    }
+
+    #[test]
+    fn process_hashes_are_consistent_separated_and_secret() {
+        let process = KeyHasher::random();
+        assert!(matches!(process.keying, Keying::Process(_)));
+        let again = process.clone();
+        let v4 = ip("203.0.113.9");
+        assert_eq!(process.ip(v4), again.ip(v4));
+        assert_ne!(process.ip(v4), process.ip(ip("203.0.113.10")));
+        // Domain separation: the same bytes under another tag differ.
+        assert_ne!(process.header_value(b"k"), process.custom(b"k"));
+        assert_ne!(process.header_value(b"k"), process.principal("k"));
+        assert_ne!(process.global(), process.anonymous());
+        // Material boundaries count: "ab" is not "a" then "b" elsewhere.
+        assert_ne!(process.header_value(b"ab"), process.header_value(b"a"));
+        // Long material hashes too, and differs from its prefix.
+        let long = vec![7u8; 200];
+        assert_ne!(
+            process.header_value(&long),
+            process.header_value(&long[..199])
+        );
+        // Another process (another random key) gives other hashes.
+        assert_ne!(KeyHasher::random().ip(v4), process.ip(v4));
+        // Every process-wide default hasher is the same one.
+        assert_eq!(KeyHasher::default().ip(v4), KeyHasher::default().ip(v4));
+        // And unlike the shared secret's hash.
+        assert_ne!(KeyHasher::from_secret(b"secret").ip(v4), process.ip(v4));
     }
 }

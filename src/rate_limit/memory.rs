@@ -80,7 +80,7 @@ pub enum OverflowPolicy {
     RefuseNewKeys,
 }
 
-/// Passes the `u64` through: the keys are already keyed BLAKE3 output,
+/// Passes the `u64` through: the keys are already keyed hash output,
 /// uniformly distributed and unknown to clients, so hashing them again
 /// (SipHash) would only cost time.
 #[derive(Default)]

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use super::gcra::{Decision, Quota};
 
-/// The identity of a rate-limit key: 16 bytes of a keyed BLAKE3 hash of the
-/// key material (an IP prefix, an API key, a principal).
+/// The identity of a rate-limit key: 16 bytes of a keyed hash of the key
+/// material (an IP prefix, an API key, a principal); see [`KeyHasher`](super::KeyHasher).
 ///
 /// The raw key never reaches a store or a log. The hash is stable across
 /// processes that share the hashing secret (see

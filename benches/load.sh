@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Load test over HTTP: examples/hardened_server (the Harden preset) against
+# examples/bare_server (the same routes, no layers: the baseline), one after
+# the other on this machine, with wrk. Prints requests/s and p99 latency of
+# each and their ratio.
+#
+#   benches/load.sh                    # GET /, 10 s per run
+#   DURATION=30s CONNECTIONS=64 THREADS=2 benches/load.sh
+#
+# The hardened server runs three times: with benches/load.toml (every
+# default except a per-IP quota wrk cannot spend, so every request is
+# admitted and does the whole job, one JSON log line included, written to
+# /dev/null); the same with RUST_LOG=off (the layers without the log line:
+# the bare server logs nothing); and with the plain defaults (50/s burst 100
+# per IP: wrk's one address is refused almost always; refusals are part of
+# the job, their count is printed).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+PATH_UNDER_LOAD=${PATH_UNDER_LOAD:-/}
+HARDEN_PORT=${HARDEN_PORT:-3900}
+BARE_PORT=${BARE_PORT:-3901}
+
+if ! command -v wrk >/dev/null; then
+    echo "wrk is missing: installing it" >&2
+    SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo sudo)
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk
+fi
+
+cargo build --release --example hardened_server --example bare_server >&2
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+
+SERVER_PID=
+stop_server() {
+    if [ -n "$SERVER_PID" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+    fi
+}
+trap stop_server EXIT
+
+wait_for_port() {
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "server on port $1 did not start" >&2
+    exit 1
+}
+
+# run LABEL PORT COMMAND...: starts the server, runs wrk, prints
+# "LABEL requests_per_s p99_ms non_2xx".
+run() {
+    local label=$1 port=$2
+    shift 2
+    "$@" >/dev/null 2>&1 &
+    SERVER_PID=$!
+    wait_for_port "$port"
+    # Warm up: connections, the allocator, the rate limiter's shards.
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port$PATH_UNDER_LOAD" >/dev/null
+    local out
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+        "http://127.0.0.1:$port$PATH_UNDER_LOAD")
+    stop_server
+    echo "$out" >&2
+    local rps p99 non2xx
+    rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+    p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+    non2xx=$(echo "$out" | awk '/Non-2xx or 3xx responses:/ {print $5}')
+    echo "$label $rps $(to_ms "$p99") ${non2xx:-0}"
+}
+
+# wrk prints latencies as 812.00us, 1.52ms or 1.01s.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+        else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+        else { print v }
+    }'
+}
+
+bare=$(run bare "$BARE_PORT" env BARE_ADDR="127.0.0.1:$BARE_PORT" \
+    "$TARGET_DIR/release/examples/bare_server")
+harden=$(run harden "$HARDEN_PORT" env HARDEN_ADDR="127.0.0.1:$HARDEN_PORT" \
+    HARDEN_CONFIG=benches/load.toml RUST_LOG=info \
+    "$TARGET_DIR/release/examples/hardened_server")
+quiet=$(run harden_quiet "$HARDEN_PORT" env HARDEN_ADDR="127.0.0.1:$HARDEN_PORT" \
+    HARDEN_CONFIG=benches/load.toml RUST_LOG=off \
+    "$TARGET_DIR/release/examples/hardened_server")
+defaults=$(run harden_defaults "$HARDEN_PORT" env -u HARDEN_CONFIG \
+    HARDEN_ADDR="127.0.0.1:$HARDEN_PORT" RUST_LOG=info \
+    "$TARGET_DIR/release/examples/hardened_server")
+
+echo
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION GET $PATH_UNDER_LOAD, $(nproc) cores, $(date -u +%F)"
+printf '%-34s %12s %10s %10s %12s\n' server "requests/s" "p99 ms" "non-2xx" "vs bare"
+read -r _ bare_rps bare_p99 bare_non2xx <<<"$bare"
+for line in "$bare" "$harden" "$quiet" "$defaults"; do
+    read -r label rps p99 non2xx <<<"$line"
+    case $label in
+    bare) name="bare axum (baseline)" ;;
+    harden) name="Harden (benches/load.toml)" ;;
+    harden_quiet) name="Harden (load.toml, RUST_LOG=off)" ;;
+    harden_defaults) name="Harden (defaults: 429s)" ;;
+    esac
+    ratio=$(awk -v a="$rps" -v b="$bare_rps" 'BEGIN { printf "%.2f", a / b }')
+    printf '%-34s %12s %10s %10s %12s\n' "$name" "$rps" "$p99" "$non2xx" "$ratio x"
+done
