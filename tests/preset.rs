@@ -504,3 +504,99 @@ fn the_example_file_parses_and_equals_the_defaults() {
     assert_eq!(config, HardenConfig::default());
     Harden::from_config(&config).unwrap();
 }
+
+#[cfg(feature = "metrics")]
+mod metrics_counts {
+    use super::*;
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Mutex;
+    use tower::ServiceExt;
+    use tower_harden::PeerAddr;
+
+    /// Counts every counter by name and labels.
+    #[derive(Default)]
+    struct Counting(Mutex<HashMap<Key, Arc<AtomicU64>>>);
+
+    impl Counting {
+        fn count(&self, name: &str, label: Option<(&str, &str)>) -> u64 {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(key, _)| key.name() == name)
+                .filter(|(key, _)| {
+                    label.is_none_or(|(k, v)| key.labels().any(|l| l.key() == k && l.value() == v))
+                })
+                .map(|(_, value)| value.load(Ordering::SeqCst))
+                .sum()
+        }
+    }
+
+    impl Recorder for Counting {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let value = self
+                .0
+                .lock()
+                .unwrap()
+                .entry(key.clone())
+                .or_default()
+                .clone();
+            Counter::from_arc(value)
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn rate_limit_decisions_and_evictions_are_counted() {
+        let recorder = Counting::default();
+        metrics::with_local_recorder(&recorder, || {
+            let harden = Harden::from_config(&config(
+                "[rate_limit]\nmax_keys = 64\n[[rate_limit.policies]]\nkey = \"peer_ip\"\nquota = 1\nperiod = \"1h\"\nburst = 2\n",
+            ))
+            .unwrap();
+            let app = app(&harden, Arc::default());
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let send = |peer: u32| {
+                    let mut request = http::Request::get("/")
+                        .body(axum::body::Body::empty())
+                        .unwrap();
+                    let ip = std::net::Ipv4Addr::from(0x0a00_0000 + peer);
+                    request.extensions_mut().insert(PeerAddr((ip, 4000).into()));
+                    app.clone().oneshot(request)
+                };
+                let statuses =
+                    [send(1).await, send(1).await, send(1).await].map(|r| r.unwrap().status());
+                assert_eq!(statuses, [200, 200, 429]);
+                // Far more clients than keys: live keys are evicted by the
+                // overflow policy, and counted.
+                for peer in 2..1_000 {
+                    assert_eq!(send(peer).await.unwrap().status(), 200);
+                }
+            });
+        });
+        let decisions = tower_harden::observe::metrics::names::RATE_LIMIT_DECISIONS;
+        assert_eq!(
+            recorder.count(decisions, Some(("outcome", "admitted"))),
+            2 + 998
+        );
+        assert_eq!(recorder.count(decisions, Some(("outcome", "refused"))), 1);
+        let evictions = tower_harden::observe::metrics::names::RATE_LIMIT_EVICTIONS;
+        assert!(recorder.count(evictions, None) >= 1_000 - 64 - 1);
+    }
+}

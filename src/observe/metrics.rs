@@ -13,6 +13,15 @@ pub mod names {
     pub const REQUESTS: &str = "http.server.requests";
     /// Counter: requests that ended in an error (a refusal, a 5xx, a panic).
     pub const ERRORS: &str = "http.server.errors";
+    /// Counter: rate-limit decisions, by `outcome` (`admitted`, `refused`,
+    /// `shadow_refused`, `store_failed`).
+    pub const RATE_LIMIT_DECISIONS: &str = "tower_harden.rate_limit.decisions";
+    /// Counter: keys the in-process store evicted (idle, or by the overflow
+    /// policy).
+    pub const RATE_LIMIT_EVICTIONS: &str = "tower_harden.rate_limit.evictions";
+    /// Counter: Redis store failures, by `kind` (`call`: one failed or
+    /// timed-out call; `degraded`, `recovered`: a switch of the circuit).
+    pub const REDIS_FAILURES: &str = "tower_harden.rate_limit.redis";
 }
 
 /// The labels of one finished request.
@@ -51,16 +60,14 @@ pub(crate) fn record_request(labels: &RequestLabels<'_>, seconds: f64) {
 #[cfg(not(feature = "metrics"))]
 pub(crate) fn record_request(_labels: &RequestLabels<'_>, _seconds: f64) {}
 
-/// Adds one to a counter whose labels are all fixed names chosen by the code
-/// (a policy name from configuration, an outcome), for the other layers'
-/// metrics: rate-limit decisions, evictions, store failures.
+/// Adds `by` to a counter whose labels are all fixed names chosen by the
+/// code (an outcome, a kind), for the other layers' metrics: rate-limit
+/// decisions, evictions, store failures.
 #[cfg(feature = "metrics")]
-#[allow(dead_code)] // used by the rate-limit layer
-pub(crate) fn increment(name: &'static str, labels: &[(&'static str, &'static str)]) {
-    metrics::counter!(name, labels).increment(1);
+pub(crate) fn increment(name: &'static str, labels: &[(&'static str, &'static str)], by: u64) {
+    metrics::counter!(name, labels).increment(by);
 }
 
-/// Adds one to a counter (the `metrics` feature is off).
+/// Adds to a counter (the `metrics` feature is off).
 #[cfg(not(feature = "metrics"))]
-#[allow(dead_code)] // used by the rate-limit layer
-pub(crate) fn increment(_name: &'static str, _labels: &[(&'static str, &'static str)]) {}
+pub(crate) fn increment(_name: &'static str, _labels: &[(&'static str, &'static str)], _by: u64) {}

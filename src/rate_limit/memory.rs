@@ -390,6 +390,7 @@ impl<C: Clock> MemoryStore<C> {
             let freed = before - shard.map.len();
             if freed > 0 {
                 self.evictions.fetch_add(freed as u64, Ordering::Relaxed);
+                eviction_metric(freed as u64);
                 return Ok(());
             }
         }
@@ -400,6 +401,7 @@ impl<C: Clock> MemoryStore<C> {
                 Some((victim, _)) => {
                     shard.map.remove(&victim);
                     self.evictions.fetch_add(1, Ordering::Relaxed);
+                    eviction_metric(1);
                     Ok(())
                 }
                 // A shard smaller than the keys of one request.
@@ -603,4 +605,12 @@ mod tests {
         clock.advance(Duration::from_secs(60));
         assert!(run(&store, &[check("p", 5000, quota)]).allowed());
     }
+}
+
+fn eviction_metric(evicted: u64) {
+    crate::observe::metrics::increment(
+        crate::observe::metrics::names::RATE_LIMIT_EVICTIONS,
+        &[],
+        evicted,
+    );
 }

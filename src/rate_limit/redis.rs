@@ -889,6 +889,14 @@ impl Breaker {
     }
 }
 
+fn redis_metric(kind: &'static str) {
+    crate::observe::metrics::increment(
+        crate::observe::metrics::names::REDIS_FAILURES,
+        &[("kind", kind)],
+        1,
+    );
+}
+
 impl Ticket {
     fn succeeded(mut self) {
         let breaker = &self.breaker;
@@ -897,6 +905,7 @@ impl Ticket {
         // before Redis went down says nothing about Redis now.
         if self.probe && breaker.open_until.swap(0, Ordering::AcqRel) != 0 {
             breaker.recoveries.fetch_add(1, Ordering::Relaxed);
+            redis_metric("recovered");
             tracing::info!("Redis rate-limit store recovered: deciding with Redis again");
         }
         self.release_probe();
@@ -905,6 +914,7 @@ impl Ticket {
     fn failed(mut self, now: u64, error: &StoreError) {
         let breaker = &self.breaker;
         let failures = breaker.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        redis_metric("call");
         let reopen_at = now.saturating_add(breaker.cool_down_ns).max(1);
         if self.probe {
             // Still down: another cool-down, no new log line (the switch to
@@ -917,6 +927,7 @@ impl Ticket {
                 .is_ok()
         {
             breaker.degradations.fetch_add(1, Ordering::Relaxed);
+            redis_metric("degraded");
             tracing::warn!(
                 error = %error,
                 reason = ?error,

@@ -191,6 +191,7 @@ impl<St: RateLimitStore> Shared<St> {
         let decisions = match result {
             Ok(decisions) => decisions,
             Err(error) => {
+                decision_metric("store_failed");
                 if self.shadow || self.store_failure == StoreFailure::Allow {
                     if let Some(suppressed) = self.store_error_log.allow(self.now()) {
                         tracing::warn!(
@@ -220,6 +221,7 @@ impl<St: RateLimitStore> Shared<St> {
             self.legacy_headers,
         );
         let Some(retry_after) = decisions.retry_after() else {
+            decision_metric("admitted");
             return Verdict::Admit(Some(headers));
         };
         let mut refusing = checks
@@ -238,9 +240,11 @@ impl<St: RateLimitStore> Shared<St> {
             limit: first_decision.limit,
         };
         if self.shadow {
+            decision_metric("shadow_refused");
             self.log_shadow(&refusal);
             return Verdict::Admit(Some(headers));
         }
+        decision_metric("refused");
         let mut response = Problem::refuse(refusal, request);
         headers
             .with_retry_after(retry_after)
@@ -452,4 +456,12 @@ fn warn_no_peer_once(policy: &str) {
              into_make_service_with_connect_info::<SocketAddr>()"
         );
     });
+}
+
+fn decision_metric(outcome: &'static str) {
+    crate::observe::metrics::increment(
+        crate::observe::metrics::names::RATE_LIMIT_DECISIONS,
+        &[("outcome", outcome)],
+        1,
+    );
 }
