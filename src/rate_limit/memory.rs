@@ -516,6 +516,14 @@ fn write(lock: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+fn eviction_metric(evicted: u64) {
+    crate::observe::metrics::increment(
+        crate::observe::metrics::names::RATE_LIMIT_EVICTIONS,
+        &[],
+        evicted,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -605,12 +613,4 @@ mod tests {
         clock.advance(Duration::from_secs(60));
         assert!(run(&store, &[check("p", 5000, quota)]).allowed());
     }
-}
-
-fn eviction_metric(evicted: u64) {
-    crate::observe::metrics::increment(
-        crate::observe::metrics::names::RATE_LIMIT_EVICTIONS,
-        &[],
-        evicted,
-    );
 }
