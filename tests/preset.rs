@@ -529,7 +529,9 @@ mod metrics_counts {
                 .iter()
                 .filter(|(key, _)| key.name() == name)
                 .filter(|(key, _)| {
-                    label.is_none_or(|(k, v)| key.labels().any(|l| l.key() == k && l.value() == v))
+                    label.map_or(true, |(k, v)| {
+                        key.labels().any(|l| l.key() == k && l.value() == v)
+                    })
                 })
                 .map(|(_, value)| value.load(Ordering::SeqCst))
                 .sum()
