@@ -23,10 +23,14 @@
 //!    Its store call has its own small budget, so it sits outside the
 //!    request deadline: a slow store is bounded by its own timeout and
 //!    failure policy, not by the handler's budget.
-//! 5. **Deadline** ([`RequestDeadlineLayer`]): the request's budget starts
-//!    here and covers the handler and its reading of the body; slow clients
-//!    get 408, slow handlers 503. Its body timer sees the wire bytes, so the
-//!    minimum data rate measures the client, not the decompressor.
+//! 5. **Deadline** ([`RequestDeadlineLayer`]): enforces the request's
+//!    budget over the handler and its reading of the body; slow clients get
+//!    408, slow handlers 503. The budget counts from the request's arrival,
+//!    which the observe layer records ([`Arrival`](crate::deadline::Arrival)),
+//!    so what the layers above spent (a store round trip) comes out of a
+//!    caller's `x-request-deadline-ms` instead of being added to it. Its body
+//!    timer sees the wire bytes, so the minimum data rate measures the
+//!    client, not the decompressor.
 //! 6. **Decompression with a decoded limit** ([`DecompressLayer`]):
 //!    innermost, closest to the handler that reads the body, so decoded
 //!    bytes are counted against their own limit and the deadline covers the

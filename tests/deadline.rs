@@ -809,6 +809,42 @@ async fn outbound_calls_are_children_of_this_servers_span_with_the_callers_sampl
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_budget_counts_from_arrival_not_from_the_deadline_layer() {
+    use tower_harden::deadline::Arrival;
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async {
+                let budget = deadline::current().expect("a budget in scope");
+                budget.remaining().as_millis().to_string()
+            }),
+        )
+        .layer(RequestDeadlineLayer::new(Duration::from_secs(1)));
+    let mut request = Request::get("/").body(Body::empty()).unwrap();
+    request
+        .extensions_mut()
+        .insert(Arrival(tokio::time::Instant::now()));
+    // Outer layers (a rate-limit store's round trip, say) took 300 ms.
+    tokio::time::advance(Duration::from_millis(300)).await;
+    let response = app.clone().oneshot(request).await.unwrap();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"700");
+    // Without an arrival, the budget starts at the layer.
+    let response = app
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"1000");
+}
+
 #[tokio::test]
 async fn drain_timeout_ends_requests_that_never_finish() {
     let (listener, addr) = bind().await;

@@ -115,8 +115,15 @@ impl Budget {
     /// The budget a layer runs with: its own `configured` timeout, shortened
     /// by a trusted `inbound` deadline and by the enclosing scope, whichever
     /// ends first.
-    pub(crate) fn effective(configured: Duration, inbound: Option<Duration>) -> Self {
-        let now = Instant::now();
+    pub(crate) fn effective(
+        configured: Duration,
+        inbound: Option<Duration>,
+        arrived: Option<Instant>,
+    ) -> Self {
+        // The budget counts from the request's arrival (what an outer layer
+        // spent, a rate-limit store's round trip say, is spent from it),
+        // never from a moment in the future.
+        let now = arrived.map_or_else(Instant::now, |arrived| arrived.min(Instant::now()));
         let mut budget = Self::starting_at(now, configured, BudgetOrigin::Configured);
         if let Some(inbound) = inbound.filter(|inbound| *inbound < configured) {
             budget = Self::starting_at(now, inbound, BudgetOrigin::Inbound);
@@ -134,8 +141,6 @@ impl Budget {
     }
 }
 
-/// About thirty years from now: a deadline that never comes, for budgets too
-/// large for the clock.
 /// `start + duration`, saturating at about 30 years from now instead of
 /// panicking: durations come from configuration and builders, and an
 /// `Instant` overflow must never take a request (or a connection) down.
@@ -144,6 +149,15 @@ pub(crate) fn instant_after(start: Instant, duration: Duration) -> Instant {
         .checked_add(duration)
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365 * 30))
 }
+
+/// When a request arrived, as a request extension. The outermost layer
+/// ([`ObserveLayer`](crate::observe::ObserveLayer), first in
+/// [`Harden`](crate::Harden)) sets it, so the request deadline counts from
+/// arrival, not from when the request reached the deadline layer: time spent
+/// in the layers before it (a rate-limit store's round trip) is part of the
+/// budget a caller gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival(pub Instant);
 
 /// What the deadline layers make visible to the code they run: the budget and
 /// the inbound request's id and trace (for the outbound layer to forward).

@@ -43,7 +43,7 @@ mod service;
 
 pub use body::{MinDataRate, TimedBody, TimedBodyError};
 pub(crate) use budget::instant_after;
-pub use budget::{current, current_request, scope, Budget, BudgetOrigin};
+pub use budget::{current, current_request, scope, Arrival, Budget, BudgetOrigin};
 pub use client::{
     Outbound, OutboundError, OutboundErrorKind, OutboundLayer, DEFAULT_OUTBOUND_MARGIN,
     DEFAULT_OUTBOUND_TIMEOUT, REQUEST_ID_HEADER, TRACEPARENT_HEADER,

@@ -212,7 +212,11 @@ where
                 .filter(|peer| layer.trusted.is_trusted(*peer))
                 .and_then(|_| inbound_deadline(&parts.headers, &layer.header))
         };
-        let budget = Budget::effective(layer.timeout, inbound);
+        let arrived = parts
+            .extensions
+            .get::<super::Arrival>()
+            .map(|arrival| arrival.0);
+        let budget = Budget::effective(layer.timeout, inbound, arrived);
         parts.extensions.insert(budget);
         let context = RequestContext::from_extensions(&parts.extensions);
         let parts_trace = parts

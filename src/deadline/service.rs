@@ -106,7 +106,7 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let budget = Budget::effective(self.timeout, None);
+        let budget = Budget::effective(self.timeout, None, None);
         let scope = Scope {
             budget,
             request: current_request().unwrap_or_default(),

@@ -421,6 +421,7 @@ where
         let (request_id, request_id_refused) = config.request_id(&request);
         let (trace, trace_refused) = config.trace_context(&request);
         let extensions = request.extensions_mut();
+        extensions.insert(crate::deadline::Arrival(tokio::time::Instant::now()));
         extensions.insert(request_id.clone());
         extensions.insert(trace.trace_id());
         extensions.insert(trace.clone());
