@@ -1,6 +1,6 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::StatusCode;
 use tower_layer::Layer;
@@ -211,6 +211,11 @@ pub struct RateLimitLayer<St = MemoryStore> {
     pub(crate) shadow: bool,
     pub(crate) legacy_headers: bool,
     pub(crate) store_failure: StoreFailure,
+    /// What every service this layer makes shares, built at the first
+    /// `layer()` call: axum calls `layer()` once per route, and the routes
+    /// must share one set of log throttles (a warning "at most every 10 s"
+    /// must not come once per route). Every builder method starts a new one.
+    built: Arc<OnceLock<Arc<Shared<St>>>>,
 }
 
 impl<St> Clone for RateLimitLayer<St> {
@@ -222,6 +227,7 @@ impl<St> Clone for RateLimitLayer<St> {
             shadow: self.shadow,
             legacy_headers: self.legacy_headers,
             store_failure: self.store_failure,
+            built: self.built.clone(),
         }
     }
 }
@@ -260,6 +266,7 @@ impl<St> RateLimitLayer<St> {
             shadow: false,
             legacy_headers: false,
             store_failure: StoreFailure::default(),
+            built: Arc::default(),
         }
     }
 
@@ -269,6 +276,7 @@ impl<St> RateLimitLayer<St> {
         let mut policies = self.policies.to_vec();
         policies.push(policy);
         self.policies = Arc::from(policies);
+        self.built = Arc::default();
         self
     }
 
@@ -277,6 +285,7 @@ impl<St> RateLimitLayer<St> {
     /// sharing a network store need [`KeyHasher::from_secret`].
     pub fn key_hasher(mut self, hasher: KeyHasher) -> Self {
         self.hasher = hasher;
+        self.built = Arc::default();
         self
     }
 
@@ -287,6 +296,7 @@ impl<St> RateLimitLayer<St> {
     /// off.
     pub fn shadow(mut self, shadow: bool) -> Self {
         self.shadow = shadow;
+        self.built = Arc::default();
         self
     }
 
@@ -294,12 +304,14 @@ impl<St> RateLimitLayer<St> {
     /// `X-RateLimit-Reset` for the most constrained policy. Default: off.
     pub fn legacy_headers(mut self, legacy: bool) -> Self {
         self.legacy_headers = legacy;
+        self.built = Arc::default();
         self
     }
 
     /// What to do when the store fails. Default: [`StoreFailure::Allow`].
     pub fn on_store_failure(mut self, failure: StoreFailure) -> Self {
         self.store_failure = failure;
+        self.built = Arc::default();
         self
     }
 
@@ -318,7 +330,11 @@ impl<S, St> Layer<S> for RateLimitLayer<St> {
     type Service = RateLimit<S, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit::new(inner, Arc::new(Shared::from_layer(self)))
+        let shared = self
+            .built
+            .get_or_init(|| Arc::new(Shared::from_layer(self)))
+            .clone();
+        RateLimit::new(inner, shared)
     }
 }
 
