@@ -153,8 +153,11 @@ impl fmt::Debug for Refused {
 /// slot replaces whatever response the inner service made of the failed read
 /// (axum's extractors make a 400 or a plain-text 413 of it) with the refusal's
 /// problem.
-#[derive(Clone, Default)]
-pub(crate) struct RefusalSlot(Arc<OnceLock<Refused>>);
+///
+/// It lives inside the state the body and the future already share (one
+/// allocation per request, not two).
+#[derive(Default)]
+pub(crate) struct RefusalSlot(OnceLock<Refused>);
 
 impl RefusalSlot {
     /// Records a refusal; the first one wins.
