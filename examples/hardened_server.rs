@@ -76,7 +76,9 @@ async fn fail() -> Result<String, HandlerError> {
     Err(LoadAccount(unreachable))?
 }
 
-fn routes() -> Router {
+/// The routes, without the layers (the integration tests attack these very
+/// routes through the preset).
+pub fn routes() -> Router {
     Router::new()
         .route("/", get(|| async { "ok" }))
         .route("/echo", post(echo))
