@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH};
+use http::header::HeaderValue;
 use http::{HeaderName, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -407,11 +407,7 @@ where
                 Ok(Ok(response)) => response,
             };
             let status = Some(response.status());
-            let declared = response
-                .headers()
-                .get(CONTENT_LENGTH)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.trim().parse::<u64>().ok());
+            let declared = crate::input::declared_length(response.headers());
             if let Some(declared) = declared.filter(|declared| *declared > limit) {
                 return Err(fail(
                     status,

@@ -37,6 +37,7 @@ mod head;
 mod route;
 
 pub use body::{BodyError, BoxError, LimitedBody};
+pub(crate) use body_limit::declared_length;
 pub use body_limit::{BodyLimit, BodyLimitLayer, ResponseFuture, DEFAULT_BODY_LIMIT};
 pub use decode::{Decompress, DecompressLayer};
 pub use error::InputRefusal;

@@ -33,21 +33,27 @@ fn escape_with_rest(text: &str, max_len: usize, rest: usize) -> String {
             let _ = write!(out, "…(+{} bytes)", text.len() - index + rest);
             return out;
         }
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if needs_escape(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
+        push_escaped(&mut out, c);
     }
     if rest > 0 {
         let _ = write!(out, "…(+{rest} bytes)");
     }
     out
+}
+
+/// Appends `c`, escaped if it is a backslash, a control character, a line
+/// separator or a bidi override.
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if needs_escape(c) => {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+        c => out.push(c),
+    }
 }
 
 /// As [`escape`], for bytes that may not be UTF-8 (a header value): invalid
@@ -121,16 +127,7 @@ mod tests {
                     let _ = write!(out, "…(+{} bytes)", text.len() - index + rest);
                     return out;
                 }
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    '\t' => out.push_str("\\t"),
-                    c if needs_escape(c) => {
-                        let _ = write!(out, "\\u{{{:x}}}", c as u32);
-                    }
-                    c => out.push(c),
-                }
+                push_escaped(&mut out, c);
             }
             if rest > 0 {
                 let _ = write!(out, "…(+{rest} bytes)");

@@ -287,12 +287,8 @@ pub(crate) fn method_name(method: &Method) -> &'static str {
 }
 
 fn client_address(extensions: &http::Extensions) -> Option<String> {
-    #[cfg(feature = "axum")]
-    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
-        return Some(ip_text(info.0.ip()));
-    }
-    extensions
-        .get::<SocketAddr>()
+    crate::peer::peer_addr(extensions)
+        .or_else(|| extensions.get::<SocketAddr>().copied())
         .map(|addr| ip_text(addr.ip()))
 }
 
@@ -513,17 +509,7 @@ fn make_span(
             )
         };
     }
-    if level == Level::ERROR {
-        span_at!(Level::ERROR)
-    } else if level == Level::WARN {
-        span_at!(Level::WARN)
-    } else if level == Level::INFO {
-        span_at!(Level::INFO)
-    } else if level == Level::DEBUG {
-        span_at!(Level::DEBUG)
-    } else {
-        span_at!(Level::TRACE)
-    }
+    super::at_level!(level, span_at)
 }
 
 #[cfg(test)]

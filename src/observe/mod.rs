@@ -30,6 +30,25 @@
 //! overrides) and capped before any formatter sees it, so neither the JSON nor
 //! the text formatter can be made to print a forged line.
 
+/// Calls `$emit!(Level::X)` for the runtime `level`: tracing's macros need a
+/// level known at compile time.
+macro_rules! at_level {
+    ($level:expr, $emit:ident) => {
+        if $level == tracing::Level::ERROR {
+            $emit!(tracing::Level::ERROR)
+        } else if $level == tracing::Level::WARN {
+            $emit!(tracing::Level::WARN)
+        } else if $level == tracing::Level::INFO {
+            $emit!(tracing::Level::INFO)
+        } else if $level == tracing::Level::DEBUG {
+            $emit!(tracing::Level::DEBUG)
+        } else {
+            $emit!(tracing::Level::TRACE)
+        }
+    };
+}
+use at_level;
+
 mod body;
 pub(crate) mod escape;
 mod future;

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use tracing::{Level, Span};
+use tracing::Span;
 
 use super::escape::escape;
 use super::layer::{Config, TARGET};
@@ -251,19 +251,7 @@ impl Outcome {
                 )
             };
         }
-        self.span.in_scope(|| {
-            if level == Level::ERROR {
-                outcome_at!(Level::ERROR)
-            } else if level == Level::WARN {
-                outcome_at!(Level::WARN)
-            } else if level == Level::INFO {
-                outcome_at!(Level::INFO)
-            } else if level == Level::DEBUG {
-                outcome_at!(Level::DEBUG)
-            } else {
-                outcome_at!(Level::TRACE)
-            }
-        });
+        self.span.in_scope(|| super::at_level!(level, outcome_at));
     }
 }
 
@@ -271,6 +259,7 @@ impl Outcome {
 mod tests {
     use super::*;
     use crate::input::InputRefusal;
+    use tracing::Level;
 
     fn config(max_error_len: usize) -> Config {
         Config {
