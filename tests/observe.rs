@@ -184,7 +184,7 @@ async fn a_plain_request_id_is_kept_echoed_and_given_to_every_event() {
     assert_eq!(inside["span"]["trace_id"].as_str().unwrap().len(), 32);
     let outcome = log.only_outcome();
     assert_eq!(outcome["level"], "INFO");
-    assert_eq!(outcome["fields"]["request_id"], "req-42.a:b_c");
+    assert_eq!(outcome["span"]["request_id"], "req-42.a:b_c");
     assert_eq!(outcome["span"]["request_id"], "req-42.a:b_c");
     assert_eq!(outcome["fields"]["http.response.status_code"], 200);
     assert_eq!(outcome["fields"]["http.response.body.size"], body.len());
@@ -193,10 +193,7 @@ async fn a_plain_request_id_is_kept_echoed_and_given_to_every_event() {
         .get("http.response.body.complete")
         .is_none());
     assert!(outcome["fields"]["latency_ms"].as_f64().unwrap() >= 0.0);
-    assert_eq!(
-        outcome["fields"]["trace_id"],
-        body.split(' ').nth(1).unwrap()
-    );
+    assert_eq!(outcome["span"]["trace_id"], body.split(' ').nth(1).unwrap());
 }
 
 #[tokio::test]
@@ -228,7 +225,7 @@ async fn unsafe_request_ids_are_replaced_by_generated_ones() {
         assert_generated(&echoed);
         assert!(String::from_utf8(body).unwrap().starts_with(&echoed));
         let outcome = log.only_outcome();
-        assert_eq!(outcome["fields"]["request_id"], echoed.as_str());
+        assert_eq!(outcome["span"]["request_id"], echoed.as_str());
         let refused = outcome["fields"]["request_id.refused"].as_str().unwrap();
         assert!(refused.contains(reason), "{refused}");
         let text = log.text();
@@ -305,7 +302,7 @@ async fn a_valid_traceparent_is_continued() {
     );
     let outcome = log.only_outcome();
     assert_eq!(
-        outcome["fields"]["trace_id"],
+        outcome["span"]["trace_id"],
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
     assert!(outcome["fields"].get("traceparent.refused").is_none());
@@ -395,7 +392,7 @@ async fn malformed_traceparents_start_a_new_trace() {
         assert!(!value.contains(&trace_id[..16]), "{value} was continued");
         assert_ne!(trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         let outcome = log.only_outcome();
-        assert_eq!(outcome["fields"]["trace_id"], trace_id);
+        assert_eq!(outcome["span"]["trace_id"], trace_id);
         assert!(
             outcome["fields"]["traceparent.refused"].is_string(),
             "{value}: {outcome:#}"
@@ -498,19 +495,25 @@ async fn span_fields_follow_opentelemetry_names_with_bounded_values() {
     .await;
     let outcomes = log.outcomes();
     assert_eq!(outcomes.len(), 3);
-    // The event holds what the span does not; the span holds the request.
+    // The span holds what every event in the request needs (ids, method,
+    // route); the outcome event holds the rest, and does not repeat them.
     let user = &outcomes[0]["span"];
-    assert!(outcomes[0]["fields"].get("http.route").is_none());
+    let fields = &outcomes[0]["fields"];
+    assert!(fields.get("http.route").is_none());
+    assert!(fields.get("request_id").is_none());
+    assert!(user.get("url.path").is_none());
+    assert!(user.get("http.response.status_code").is_none());
     assert_eq!(user["http.request.method"], "GET");
     assert_eq!(user["http.route"], "/users/{id}");
-    assert_eq!(user["url.path"], "/users/1234");
-    assert!(user.get("url.query").is_none());
+    assert_eq!(fields["url.path"], "/users/1234");
+    assert_eq!(fields["span_id"].as_str().unwrap().len(), 16);
+    assert!(fields.get("url.query").is_none());
     assert!(
         !log.text().contains("token=abc"),
         "the query string was logged"
     );
     assert_eq!(outcomes[0]["span"]["http.route"], "/users/{id}");
-    assert_eq!(outcomes[0]["span"]["http.response.status_code"], 200);
+    assert_eq!(outcomes[0]["fields"]["http.response.status_code"], 200);
     assert_eq!(outcomes[0]["level"], "INFO");
 
     let unmatched = &outcomes[1];
@@ -521,6 +524,16 @@ async fn span_fields_follow_opentelemetry_names_with_bounded_values() {
     let brew = &outcomes[2];
     assert_eq!(brew["span"]["http.request.method"], "_OTHER");
     assert_eq!(brew["fields"]["http.response.status_code"], 405);
+}
+
+#[tokio::test]
+async fn the_status_goes_on_the_span_only_when_asked() {
+    let (log, _guard) = capture_json();
+    let app = app(ObserveLayer::new().record_status_on_span(true));
+    send(&app, get_request("/users/9").body(Body::empty()).unwrap()).await;
+    let outcome = log.only_outcome();
+    assert_eq!(outcome["span"]["http.response.status_code"], 200);
+    assert_eq!(outcome["fields"]["http.response.status_code"], 200);
 }
 
 #[tokio::test]
@@ -553,7 +566,7 @@ async fn client_address_comes_from_the_connection() {
     assert_eq!(response.status, 200);
     assert_generated(response.header("x-request-id").unwrap());
     let outcome = log.only_outcome();
-    assert_eq!(outcome["span"]["client.address"], "127.0.0.1");
+    assert_eq!(outcome["fields"]["client.address"], "127.0.0.1");
 }
 
 #[tokio::test]
@@ -567,7 +580,7 @@ async fn control_characters_in_the_path_do_not_forge_log_lines() {
     send(&app, get_request(path).body(Body::empty()).unwrap()).await;
     let outcome = log.only_outcome();
     assert_eq!(
-        outcome["span"]["url.path"],
+        outcome["fields"]["url.path"],
         "/x\\u{85}\\u{202e}%0d%0a%1b[31m{\"level\":\"ERROR\"}"
     );
     assert_eq!(log.events().len(), 1);
@@ -643,7 +656,7 @@ async fn a_handler_error_keeps_its_secret_out_of_the_body_and_its_chain_in_the_l
     let outcome = log.only_outcome();
     assert_eq!(outcome["level"], "ERROR");
     let fields = &outcome["fields"];
-    assert_eq!(fields["request_id"], "req-fail-1");
+    assert_eq!(outcome["span"]["request_id"], "req-fail-1");
     assert!(fields["error.type"]
         .as_str()
         .unwrap()
@@ -697,10 +710,7 @@ async fn a_problem_returned_by_a_handler_gets_the_request_id() {
     let problem: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(problem["request_id"], "req-gone-1");
     assert_eq!(problem["detail"], "this item was deleted");
-    assert_eq!(
-        problem["trace_id"],
-        log.only_outcome()["fields"]["trace_id"]
-    );
+    assert_eq!(problem["trace_id"], log.only_outcome()["span"]["trace_id"]);
 }
 
 #[tokio::test]
@@ -725,7 +735,7 @@ async fn long_paths_are_capped_and_levels_and_query_logging_are_configurable() {
     send(&app, get_request("/fail").body(Body::empty()).unwrap()).await;
     let outcomes = log.outcomes();
     assert_eq!(outcomes.len(), 3);
-    let path = outcomes[0]["span"]["url.path"].as_str().unwrap();
+    let path = outcomes[0]["fields"]["url.path"].as_str().unwrap();
     assert!(path.len() < 100, "{path}");
     assert!(path.ends_with("…(+10177 bytes)"), "{path}");
     let query = outcomes[0]["fields"]["url.query"].as_str().unwrap();
@@ -921,7 +931,7 @@ async fn a_request_dropped_before_its_response_still_logs_one_event() {
         .is_err());
     let outcome = log.only_outcome();
     assert_eq!(outcome["level"], "WARN");
-    assert_eq!(outcome["fields"]["request_id"], "req-gone");
+    assert_eq!(outcome["span"]["request_id"], "req-gone");
     assert_eq!(outcome["fields"]["error.type"], "cancelled");
     assert!(outcome["fields"].get("http.response.status_code").is_none());
 }
@@ -948,7 +958,6 @@ async fn a_panic_is_one_error_event_with_the_request_id_and_the_server_keeps_ser
     let outcome = log.only_outcome();
     assert_eq!(outcome["level"], "ERROR");
     let fields = &outcome["fields"];
-    assert_eq!(fields["request_id"], "req-panic");
     assert_eq!(outcome["span"]["request_id"], "req-panic");
     assert_eq!(fields["error.type"], "panic");
     assert_eq!(fields["error.message"], "boom at the handler");
@@ -996,7 +1005,7 @@ async fn a_panic_in_call_is_caught_too() {
     assert_eq!(problem["request_id"], id.as_str());
     let outcome = log.only_outcome();
     assert_eq!(outcome["fields"]["error.message"], "panicked in call");
-    assert_eq!(outcome["fields"]["request_id"], id.as_str());
+    assert_eq!(outcome["span"]["request_id"], id.as_str());
     assert_eq!(outcome["span"]["http.route"], "_unmatched");
 }
 

@@ -2,6 +2,7 @@
 //! formatter sees it, so the text formatter cannot be made to start a forged
 //! line or colour a terminal, and no field grows without bound.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 /// Escapes `text` for a log field and caps it at about `max_len` bytes.
@@ -10,8 +11,21 @@ use std::fmt::Write;
 /// and bidirectional overrides become `\u{..}`; `\r`, `\n`, `\t` and `\\`
 /// get their usual escapes, so the escaped text is unambiguous. Past
 /// `max_len` bytes the rest is cut and replaced by `…(+N bytes)`.
-pub(crate) fn escape(text: &str, max_len: usize) -> String {
-    escape_with_rest(text, max_len, 0)
+///
+/// Text with nothing to escape or cut (nearly all of it) is borrowed, not
+/// copied: the log line is the only place it is needed.
+pub(crate) fn escape(text: &str, max_len: usize) -> Cow<'_, str> {
+    if text.len() <= max_len && is_plain(text.as_bytes()) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(escape_with_rest(text, max_len, 0))
+}
+
+/// Printable ASCII without a backslash: nothing in it to escape.
+fn is_plain(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|byte| (b' '..=b'~').contains(byte) && *byte != b'\\')
 }
 
 /// As [`escape`], where `rest` more bytes were already cut off `text`.
@@ -58,14 +72,20 @@ fn push_escaped(out: &mut String, c: char) {
 
 /// As [`escape`], for bytes that may not be UTF-8 (a header value): invalid
 /// sequences become U+FFFD.
-pub(crate) fn escape_bytes(bytes: &[u8], max_len: usize) -> String {
+pub(crate) fn escape_bytes(bytes: &[u8], max_len: usize) -> Cow<'_, str> {
+    if bytes.len() <= max_len && is_plain(bytes) {
+        // Plain ASCII is UTF-8.
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            return Cow::Borrowed(text);
+        }
+    }
     // Cap before decoding, so a huge value is never copied whole.
     let cut = bytes.len().min(max_len.saturating_mul(4));
-    escape_with_rest(
+    Cow::Owned(escape_with_rest(
         &String::from_utf8_lossy(&bytes[..cut]),
         max_len,
         bytes.len() - cut,
-    )
+    ))
 }
 
 fn needs_escape(c: char) -> bool {

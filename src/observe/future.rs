@@ -144,9 +144,11 @@ fn finish<B: Body<Data = bytes::Bytes>>(
         request_id_value(&outcome),
     );
     outcome.status = Some(parts.status);
-    outcome
-        .span
-        .record("http.response.status_code", parts.status.as_u16());
+    if outcome.config.status_on_span {
+        outcome
+            .span
+            .record("http.response.status_code", parts.status.as_u16());
+    }
     outcome.failure = parts
         .extensions
         .get::<Refused>()
@@ -167,7 +169,9 @@ fn panicked<B: Body<Data = bytes::Bytes>>(
         request_id_value(&outcome),
     );
     outcome.status = Some(response.status());
-    outcome.span.record("http.response.status_code", 500);
+    if outcome.config.status_on_span {
+        outcome.span.record("http.response.status_code", 500);
+    }
     outcome.failure = Some(Failure::Panic { message, site });
     response.map(|body| ObservedBody::new(body, outcome))
 }

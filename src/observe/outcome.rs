@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -5,11 +6,11 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use tracing::Span;
 
-use super::escape::escape;
-use super::layer::{Config, TARGET};
+use super::escape::{escape, escape_bytes};
+use super::layer::{ip_text, Config, RouteTemplate, TARGET};
 use super::metrics::{record_request, RequestLabels};
 use super::panic::PanicSite;
-use super::{RequestId, TraceId};
+use super::{RequestId, SpanId, TraceId};
 use crate::problem::RequestContext;
 use crate::refusal::Refused;
 
@@ -40,16 +41,16 @@ pub(crate) struct Outcome {
     pub(crate) span: Span,
     pub(crate) start: Instant,
     pub(crate) method: &'static str,
-    pub(crate) route: String,
-    pub(crate) path: String,
-    pub(crate) query: Option<String>,
-    pub(crate) client_address: Option<String>,
-    pub(crate) user_agent: Option<String>,
+    pub(crate) route: RouteTemplate,
+    pub(crate) uri: http::Uri,
+    pub(crate) client_address: Option<std::net::IpAddr>,
+    pub(crate) user_agent: Option<http::HeaderValue>,
     pub(crate) headers: Option<String>,
     pub(crate) context: RequestContext,
     pub(crate) request_id: RequestId,
     pub(crate) request_id_refused: Option<String>,
     pub(crate) trace_id: TraceId,
+    pub(crate) span_id: SpanId,
     pub(crate) trace_refused: Option<String>,
     pub(crate) status: Option<StatusCode>,
     pub(crate) failure: Option<Failure>,
@@ -62,24 +63,24 @@ fn millis(duration: Duration) -> f64 {
 
 /// The error fields of the outcome event.
 #[derive(Default)]
-struct ErrorFields {
+struct ErrorFields<'a> {
     error_type: Option<&'static str>,
-    message: Option<String>,
-    chain: Option<String>,
+    message: Option<Cow<'a, str>>,
+    chain: Option<Cow<'a, str>>,
     layer: Option<&'static str>,
     limit: Option<u64>,
     observed: Option<u64>,
-    policy: Option<String>,
-    key: Option<String>,
+    policy: Option<Cow<'a, str>>,
+    key: Option<Cow<'a, str>>,
     budget_ms: Option<f64>,
     elapsed_ms: Option<f64>,
     retry_after_ms: Option<f64>,
-    panic_location: Option<String>,
-    panic_backtrace: Option<String>,
+    panic_location: Option<Cow<'a, str>>,
+    panic_backtrace: Option<Cow<'a, str>>,
 }
 
-impl ErrorFields {
-    fn of(failure: Option<&Failure>, config: &Config) -> Self {
+impl<'a> ErrorFields<'a> {
+    fn of(failure: Option<&'a Failure>, config: &Config) -> Self {
         let max = config.max_error_len;
         match failure {
             None => Self::default(),
@@ -101,12 +102,12 @@ impl ErrorFields {
                         chain.push_str(&message);
                     }
                 }
-                let escaped_message = escape(&message, max);
+                let escaped_message: Cow<'a, str> = Cow::Owned(escape(&message, max).into_owned());
                 // Usually a refusal has no source: the chain is the message.
                 let escaped_chain = if chain == message {
                     escaped_message.clone()
                 } else {
-                    escape(&chain, max)
+                    Cow::Owned(escape(&chain, max).into_owned())
                 };
                 Self {
                     error_type: Some(refusal.error_type()),
@@ -118,11 +119,11 @@ impl ErrorFields {
                     policy: context
                         .policy
                         .as_deref()
-                        .map(|p| escape(p, config.max_field_len)),
+                        .map(|p| Cow::Owned(escape(p, config.max_field_len).into_owned())),
                     key: context
                         .key
                         .as_deref()
-                        .map(|k| escape(k, config.max_field_len)),
+                        .map(|k| Cow::Owned(escape(k, config.max_field_len).into_owned())),
                     budget_ms: context.budget.map(millis),
                     elapsed_ms: context.elapsed.map(millis),
                     retry_after_ms: context.retry_after.map(millis),
@@ -136,10 +137,8 @@ impl ErrorFields {
                     chain: Some(message.clone()),
                     message: Some(message),
                     panic_location: Some(
-                        site.as_ref().map_or_else(
-                            || "unknown".to_owned(),
-                            |site| escape(&site.location, max),
-                        ),
+                        site.as_ref()
+                            .map_or(Cow::Borrowed("unknown"), |site| escape(&site.location, max)),
                     ),
                     panic_backtrace: site
                         .as_ref()
@@ -150,11 +149,10 @@ impl ErrorFields {
             }
             Some(Failure::Cancelled) => Self {
                 error_type: Some("cancelled"),
-                message: Some(
+                message: Some(Cow::Borrowed(
                     "the request was dropped before its response was ready \
-                     (the client went away or an outer layer gave up)"
-                        .to_owned(),
-                ),
+                     (the client went away or an outer layer gave up)",
+                )),
                 ..Self::default()
             },
             Some(Failure::Service(message)) | Some(Failure::Body(message)) => {
@@ -193,7 +191,7 @@ impl Outcome {
         record_request(
             &RequestLabels {
                 method: self.method,
-                route: &self.route,
+                route: self.route.as_str(),
                 status,
                 error_type: if is_error {
                     Some(error.error_type.unwrap_or("_server_error"))
@@ -207,32 +205,45 @@ impl Outcome {
         // The span carries these already; repeat them only when a filter
         // dropped the span, so the one line stays self-contained.
         let span_off = self.span.is_disabled();
-        let repeat = |value: &str| -> Option<String> { span_off.then(|| value.to_owned()) };
-        let (method, route, path, client_address) = (
-            repeat(self.method),
-            repeat(&self.route),
-            repeat(&self.path),
-            self.client_address.as_deref().and_then(repeat),
-        );
+        let max_field_len = config.max_field_len;
+        let (method, route, request_id, trace_id) = if span_off {
+            (
+                Some(self.method),
+                Some(escape(self.route.as_str(), config.max_field_len)),
+                Some(self.request_id.as_str()),
+                Some(&self.trace_id),
+            )
+        } else {
+            (None, None, None, None)
+        };
         macro_rules! outcome_at {
             ($level:expr) => {
                 tracing::event!(
                     target: TARGET,
                     $level,
-                    http.request.method = method.as_deref(),
+                    http.request.method = method,
                     http.route = route.as_deref(),
-                    url.path = path.as_deref(),
-                    url.query = self.query.as_deref(),
+                    url.path = escape(self.uri.path(), max_field_len).as_ref(),
+                    url.query = config
+                        .log_query
+                        .then(|| self.uri.query().map(|q| escape(q, max_field_len)))
+                        .flatten()
+                        .as_deref(),
                     http.response.status_code = status,
                     http.response.body.size = body_bytes,
                     http.response.body.complete = (!body_complete).then_some(false),
                     latency_ms = millis(latency),
-                    client.address = client_address.as_deref(),
-                    user_agent.original = self.user_agent.as_deref(),
+                    client.address = self.client_address.map(ip_text).as_deref(),
+                    user_agent.original = self
+                        .user_agent
+                        .as_ref()
+                        .map(|v| escape_bytes(v.as_bytes(), max_field_len))
+                        .as_deref(),
                     http.request.headers = self.headers.as_deref(),
-                    request_id = self.request_id.as_str(),
+                    request_id = request_id,
                     request_id.refused = self.request_id_refused.as_deref(),
-                    trace_id = %self.trace_id,
+                    trace_id = trace_id.map(tracing::field::display),
+                    span_id = %self.span_id,
                     traceparent.refused = self.trace_refused.as_deref(),
                     error.type = error.error_type,
                     error.message = error.message.as_deref(),
@@ -277,6 +288,7 @@ mod tests {
             client_error_level: Level::WARN,
             server_error_level: Level::ERROR,
             forward_panics: false,
+            status_on_span: false,
         }
     }
 
@@ -289,7 +301,8 @@ mod tests {
 
     #[test]
     fn a_refusal_without_source_logs_its_message_as_the_chain() {
-        let fields = ErrorFields::of(Some(&refused()), &config(2048));
+        let refused = refused();
+        let fields = ErrorFields::of(Some(&refused), &config(2048));
         let expected = "the declared request body of 20 bytes exceeds the limit of 10 bytes";
         assert_eq!(fields.message.as_deref(), Some(expected));
         assert_eq!(fields.chain.as_deref(), Some(expected));
@@ -298,11 +311,12 @@ mod tests {
 
     #[test]
     fn a_cap_applies_to_message_and_chain_alike() {
-        let fields = ErrorFields::of(Some(&refused()), &config(8));
+        let refused = refused();
+        let fields = ErrorFields::of(Some(&refused), &config(8));
         assert_eq!(fields.message.as_deref(), Some("the decl…(+59 bytes)"));
         assert_eq!(fields.chain.as_deref(), Some("the decl…(+59 bytes)"));
         // With no room at all, the chain is cut before its first error.
-        let fields = ErrorFields::of(Some(&refused()), &config(0));
+        let fields = ErrorFields::of(Some(&refused), &config(0));
         assert_eq!(fields.message.as_deref(), Some("…(+67 bytes)"));
         assert_eq!(fields.chain.as_deref(), Some("…(+5 bytes)"));
     }
