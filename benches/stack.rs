@@ -385,19 +385,39 @@ fn profile(spec: &str) {
     if std::env::var("STACK_LOG").as_deref() != Ok("off") {
         init_logging();
     }
-    let (_, service) = all_stacks()
-        .into_iter()
-        .find(|(name, _)| *name == label)
-        .expect("a_bare, b_harden, c_peer or d_peer_same_log");
-    // `STACK_REQUEST=413`: oversized requests instead of admitted ones.
-    let oversized_requests = std::env::var("STACK_REQUEST").as_deref() == Ok("413");
+    // `STACK_REQUEST=413`: oversized requests instead of admitted ones;
+    // `STACK_REQUEST=429`: requests from one peer whose quota is spent.
+    let request = std::env::var("STACK_REQUEST").unwrap_or_default();
+    let service = if request == "429" {
+        match label {
+            "b_harden" => harden_spent_quota(),
+            "c_peer" => peer_with_quota(Duration::from_secs(3600), 1),
+            _ => panic!("STACK_REQUEST=429 profiles b_harden or c_peer"),
+        }
+    } else {
+        let (_, service) = all_stacks()
+            .into_iter()
+            .find(|(name, _)| *name == label)
+            .expect("a_bare, b_harden, c_peer or d_peer_same_log");
+        service
+    };
     runtime().block_on(async {
+        if request == "429" {
+            // Spend the quota; the profile's difference of two counts
+            // leaves this one admitted request out.
+            assert_eq!(send(&service, get_root(PEERS + 2)).await, StatusCode::OK);
+        }
         for n in 0..count {
-            if oversized_requests {
-                let status = send(&service, oversized(n % PEERS)).await;
-                assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-            } else {
-                assert_eq!(send(&service, get_root(n % PEERS)).await, StatusCode::OK);
+            match request.as_str() {
+                "413" => {
+                    let status = send(&service, oversized(n % PEERS)).await;
+                    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+                }
+                "429" => {
+                    let status = send(&service, get_root(PEERS + 2)).await;
+                    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+                }
+                _ => assert_eq!(send(&service, get_root(n % PEERS)).await, StatusCode::OK),
             }
         }
     });

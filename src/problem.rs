@@ -177,8 +177,11 @@ impl Problem {
             Status(u16),
             Member(&'a Value),
         }
-        let type_uri = self.type_uri();
-        let trace_id = self.trace_id.map(|trace| trace.to_string());
+        let mut type_uri = String::with_capacity(TYPE_BASE.len() + self.slug.len());
+        type_uri.push_str(TYPE_BASE);
+        type_uri.push_str(self.slug);
+        let trace_hex = self.trace_id.map(|trace| trace.hex());
+        let trace_id = trace_hex.as_ref().map(|hex| hex.as_str());
         let mut fields: Vec<(&str, Field<'_>)> = Vec::with_capacity(6 + self.members.len());
         fields.push(("type", Field::Text(&type_uri)));
         fields.push(("title", Field::Text(self.title)));

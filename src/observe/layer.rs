@@ -524,7 +524,7 @@ fn make_span(
                 http.request.method = method,
                 http.route = route,
                 request_id = request_id.as_str(),
-                trace_id = %trace.trace_id(),
+                trace_id = trace.trace_id().hex().as_str(),
                 http.response.status_code = tracing::field::Empty,
             )
         };

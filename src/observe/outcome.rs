@@ -87,32 +87,26 @@ impl<'a> ErrorFields<'a> {
             Some(Failure::Refused(refused)) => {
                 let refusal = refused.refusal();
                 let context = refusal.context();
-                // The chain starts with the refusal itself: format it once.
                 let message = refusal.to_string();
-                let mut chain = String::new();
-                for (index, error) in refused.chain().enumerate() {
-                    if chain.len() >= max {
-                        chain.push_str(": …");
-                        break;
-                    }
-                    if index > 0 {
+                // The chain is the message followed by each source; without
+                // a source (most refusals) it would only repeat the message.
+                let escaped_chain = refused.chain().nth(1).is_some().then(|| {
+                    let mut chain = message.clone();
+                    for error in refused.chain().skip(1) {
+                        if chain.len() >= max {
+                            chain.push_str(": …");
+                            break;
+                        }
                         chain.push_str(": ");
                         let _ = write!(chain, "{error}");
-                    } else {
-                        chain.push_str(&message);
                     }
-                }
-                let escaped_message: Cow<'a, str> = Cow::Owned(escape(&message, max).into_owned());
-                // Usually a refusal has no source: the chain is the message.
-                let escaped_chain = if chain == message {
-                    escaped_message.clone()
-                } else {
                     Cow::Owned(escape(&chain, max).into_owned())
-                };
+                });
+                let escaped_message: Cow<'a, str> = Cow::Owned(escape(&message, max).into_owned());
                 Self {
                     error_type: Some(refusal.error_type()),
                     message: Some(escaped_message),
-                    chain: Some(escaped_chain),
+                    chain: escaped_chain,
                     layer: Some(context.layer),
                     limit: context.limit,
                     observed: context.observed,
@@ -134,7 +128,6 @@ impl<'a> ErrorFields<'a> {
                 let message = escape(message, max);
                 Self {
                     error_type: Some("panic"),
-                    chain: Some(message.clone()),
                     message: Some(message),
                     panic_location: Some(
                         site.as_ref()
@@ -162,7 +155,6 @@ impl<'a> ErrorFields<'a> {
                         Some(Failure::Body(_)) => "response_body",
                         _ => "service",
                     }),
-                    chain: Some(message.clone()),
                     message: Some(message),
                     ..Self::default()
                 }
@@ -242,8 +234,8 @@ impl Outcome {
                     http.request.headers = self.headers.as_deref(),
                     request_id = request_id,
                     request_id.refused = self.request_id_refused.as_deref(),
-                    trace_id = trace_id.map(tracing::field::display),
-                    span_id = %self.span_id,
+                    trace_id = trace_id.map(|id| id.hex()).as_ref().map(|hex| hex.as_str()),
+                    span_id = self.span_id.hex().as_str(),
                     traceparent.refused = self.trace_refused.as_deref(),
                     error.type = error.error_type,
                     error.message = error.message.as_deref(),
@@ -300,13 +292,55 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_without_source_logs_its_message_as_the_chain() {
+    fn a_refusal_without_source_logs_its_message_and_no_chain() {
         let refused = refused();
         let fields = ErrorFields::of(Some(&refused), &config(2048));
         let expected = "the declared request body of 20 bytes exceeds the limit of 10 bytes";
         assert_eq!(fields.message.as_deref(), Some(expected));
-        assert_eq!(fields.chain.as_deref(), Some(expected));
+        assert_eq!(fields.chain, None);
         assert_eq!(fields.layer, Some("input"));
+    }
+
+    /// A refusal with a source, as a store failure has.
+    #[derive(Debug)]
+    struct WithSource(std::io::Error);
+
+    impl std::fmt::Display for WithSource {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("the store failed")
+        }
+    }
+
+    impl std::error::Error for WithSource {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    impl crate::refusal::Refusal for WithSource {
+        fn problem(&self) -> crate::problem::Problem {
+            crate::problem::Problem::internal_error()
+        }
+        fn context(&self) -> crate::refusal::RefusalContext {
+            crate::refusal::RefusalContext::new("test")
+        }
+    }
+
+    fn with_source() -> Failure {
+        Failure::Refused(Refused::new(WithSource(std::io::Error::other(
+            "connection refused",
+        ))))
+    }
+
+    #[test]
+    fn a_refusal_with_a_source_logs_the_chain() {
+        let refused = with_source();
+        let fields = ErrorFields::of(Some(&refused), &config(2048));
+        assert_eq!(fields.message.as_deref(), Some("the store failed"));
+        assert_eq!(
+            fields.chain.as_deref(),
+            Some("the store failed: connection refused")
+        );
     }
 
     #[test]
@@ -314,10 +348,13 @@ mod tests {
         let refused = refused();
         let fields = ErrorFields::of(Some(&refused), &config(8));
         assert_eq!(fields.message.as_deref(), Some("the decl…(+59 bytes)"));
-        assert_eq!(fields.chain.as_deref(), Some("the decl…(+59 bytes)"));
-        // With no room at all, the chain is cut before its first error.
+        let refused = with_source();
+        let fields = ErrorFields::of(Some(&refused), &config(8));
+        assert_eq!(fields.message.as_deref(), Some("the stor…(+8 bytes)"));
+        assert_eq!(fields.chain.as_deref(), Some("the stor…(+13 bytes)"));
+        // With no room at all, the chain is cut before its first source.
         let fields = ErrorFields::of(Some(&refused), &config(0));
-        assert_eq!(fields.message.as_deref(), Some("…(+67 bytes)"));
-        assert_eq!(fields.chain.as_deref(), Some("…(+5 bytes)"));
+        assert_eq!(fields.message.as_deref(), Some("…(+16 bytes)"));
+        assert_eq!(fields.chain.as_deref(), Some("…(+21 bytes)"));
     }
 }

@@ -6,6 +6,11 @@ use std::sync::Arc;
 pub struct TraceId([u8; 16]);
 
 impl TraceId {
+    /// The id as 32 hex digits, without formatting.
+    pub(crate) fn hex(&self) -> Hex<32> {
+        Hex::of(&self.0)
+    }
+
     /// The trace id of these bytes, unless they are all zero (invalid in W3C
     /// trace context).
     pub fn from_bytes(bytes: [u8; 16]) -> Option<Self> {
@@ -27,12 +32,35 @@ impl fmt::Display for TraceId {
 /// Writes `bytes` as lowercase hex in one `write_str` (this runs for every
 /// log event, so no per-digit formatting).
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8], buffer: &mut [u8]) -> fmt::Result {
+    fill_hex(bytes, buffer);
+    f.write_str(std::str::from_utf8(buffer).map_err(|_| fmt::Error)?)
+}
+
+fn fill_hex(bytes: &[u8], buffer: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (pair, byte) in buffer.chunks_exact_mut(2).zip(bytes) {
         pair[0] = DIGITS[usize::from(byte >> 4)];
         pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
-    f.write_str(std::str::from_utf8(buffer).map_err(|_| fmt::Error)?)
+}
+
+/// An id in lowercase hex, on the stack: handed to a log field or a JSON
+/// writer as a `&str`, which they write directly, where a `Display` value
+/// goes through the formatting machinery.
+#[derive(Clone, Copy)]
+pub(crate) struct Hex<const N: usize>([u8; N]);
+
+impl<const N: usize> Hex<N> {
+    fn of(bytes: &[u8]) -> Self {
+        let mut buffer = [0; N];
+        fill_hex(bytes, &mut buffer);
+        Self(buffer)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Hex digits are ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 impl fmt::Debug for TraceId {
@@ -55,6 +83,11 @@ impl TraceId {
 pub struct SpanId([u8; 8]);
 
 impl SpanId {
+    /// The id as 16 hex digits, without formatting.
+    pub(crate) fn hex(&self) -> Hex<16> {
+        Hex::of(&self.0)
+    }
+
     /// The span id of these bytes, unless they are all zero.
     pub fn from_bytes(bytes: [u8; 8]) -> Option<Self> {
         (bytes != [0; 8]).then_some(Self(bytes))
