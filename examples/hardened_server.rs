@@ -87,19 +87,34 @@ pub fn routes() -> Router {
         .route("/fail", get(fail))
 }
 
-fn init_logging() {
+/// JSON lines on stdout (text on a terminal). The lines are written by
+/// tracing-appender's worker thread, not by the thread serving the request,
+/// through a buffer it flushes whenever it has caught up: under load one
+/// `write` carries many lines instead of one system call per request. Not
+/// lossy: when the worker falls behind, requests wait rather than lines
+/// being dropped. The guard flushes what is left when `main` returns.
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if std::io::stdout().is_terminal() {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+    let to_terminal = std::io::stdout().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::BufWriter::new(std::io::stdout()));
+    if to_terminal {
+        tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .with_writer(writer)
             .with_env_filter(filter)
             .init();
     }
+    guard
 }
 
 /// The configuration: the file named by `HARDEN_CONFIG`, else the defaults
@@ -123,7 +138,7 @@ fn config() -> Result<HardenConfig, Box<dyn std::error::Error>> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    init_logging();
+    let _log_writer = init_logging();
     // Every layer, in its order (see `tower_harden::Harden`):
     // observe (request id, trace, one span and one outcome event, panics)
     // -> head limits (431/414) -> body limit (413, declared before anything else)
