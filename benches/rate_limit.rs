@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use futures_util::FutureExt;
 use governor::{Quota as GovernorQuota, RateLimiter};
 use http::{Request, Response};
@@ -156,31 +156,39 @@ impl<B> StatusOf for Response<B> {
     }
 }
 
+/// The three services of `service/*`: ours, tower_governor without and
+/// with its headers.
+macro_rules! end_to_end_services {
+    ($ours:ident, $tower_governor_plain:ident, $tower_governor_headers:ident) => {
+        let inner = tower::service_fn(|_request: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        });
+        let ours = RateLimitLayer::in_memory(2 * KEYS as usize).policy(Policy::new(
+            "per-ip",
+            open_quota(),
+            KeySource::peer_ip(),
+        ));
+        let mut $ours = ours.layer(inner);
+        let plain_config = GovernorConfigBuilder::default()
+            .per_nanosecond(1)
+            .burst_size(u32::MAX)
+            .key_extractor(PeerIpKeyExtractor)
+            .finish()
+            .unwrap();
+        let mut $tower_governor_plain = GovernorLayer::new(plain_config).layer(inner);
+        let headers_config = GovernorConfigBuilder::default()
+            .per_nanosecond(1)
+            .burst_size(u32::MAX)
+            .key_extractor(PeerIpKeyExtractor)
+            .use_headers()
+            .finish()
+            .unwrap();
+        let mut $tower_governor_headers = GovernorLayer::new(headers_config).layer(inner);
+    };
+}
+
 fn end_to_end(c: &mut Criterion) {
-    let inner = tower::service_fn(|_request: Request<()>| async {
-        Ok::<_, Infallible>(Response::new(Body::empty()))
-    });
-    let ours = RateLimitLayer::in_memory(2 * KEYS as usize).policy(Policy::new(
-        "per-ip",
-        open_quota(),
-        KeySource::peer_ip(),
-    ));
-    let mut ours = ours.layer(inner);
-    let plain_config = GovernorConfigBuilder::default()
-        .per_nanosecond(1)
-        .burst_size(u32::MAX)
-        .key_extractor(PeerIpKeyExtractor)
-        .finish()
-        .unwrap();
-    let mut tower_governor_plain = GovernorLayer::new(plain_config).layer(inner);
-    let headers_config = GovernorConfigBuilder::default()
-        .per_nanosecond(1)
-        .burst_size(u32::MAX)
-        .key_extractor(PeerIpKeyExtractor)
-        .use_headers()
-        .finish()
-        .unwrap();
-    let mut tower_governor_headers = GovernorLayer::new(headers_config).layer(inner);
+    end_to_end_services!(ours, tower_governor_plain, tower_governor_headers);
 
     let mut group = c.benchmark_group("service");
     group
@@ -279,5 +287,43 @@ fn throughput(c: &mut Criterion) {
     group.finish();
 }
 
+/// `RATE_LIMIT_PROFILE=ours:100k_keys:3000` sends that many requests
+/// through one of the `service/*` services (`ours`, `tower_governor`,
+/// `tower_governor_headers`; `hot_key` or `100k_keys`, each request from a
+/// new address) and exits, for a profiler: under
+/// `valgrind --tool=callgrind`, the instruction count of two runs of
+/// different lengths, over their difference, is the per-request cost, free
+/// of timing noise.
+fn profile(spec: &str) {
+    let mut parts = spec.split(':');
+    let (Some(label), Some(keys), Some(count)) = (parts.next(), parts.next(), parts.next()) else {
+        panic!("RATE_LIMIT_PROFILE=SERVICE:KEYS:COUNT");
+    };
+    let keys = match keys {
+        "hot_key" => 1,
+        "100k_keys" => KEYS,
+        other => panic!("hot_key or 100k_keys, not {other}"),
+    };
+    let count: u32 = count.parse().expect("a request count");
+    end_to_end_services!(ours, tower_governor_plain, tower_governor_headers);
+    for n in 0..count {
+        let request = request(ip(n % keys));
+        let status = match label {
+            "ours" => call(&mut ours, request),
+            "tower_governor" => call(&mut tower_governor_plain, request),
+            "tower_governor_headers" => call(&mut tower_governor_headers, request),
+            other => panic!("ours, tower_governor or tower_governor_headers, not {other}"),
+        };
+        assert_eq!(status, 200);
+    }
+}
+
 criterion_group!(benches, check_latency, end_to_end, throughput);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("RATE_LIMIT_PROFILE") {
+        return profile(&spec);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -56,32 +56,42 @@ pub struct RateLimitHeaders {
 
 impl RateLimitHeaders {
     /// The fields for `checks` and their `decisions` (same order). Policy
-    /// names are written as `sf-string`s: `"` and `\` escaped, characters
+    /// names are written as `sf-string`s: `"` and `\\` escaped, characters
     /// outside printable ASCII dropped.
     pub fn new(checks: &[Check], decisions: &[Decision], legacy: bool) -> Self {
-        Self::with_policy_value(None, checks, decisions, legacy)
+        Self::with_policy_value(None, None, checks, decisions, legacy)
     }
 
     /// As [`new`](Self::new), with the `RateLimit-Policy` value already
     /// made (it depends only on the policies and their quotas, so the layer
-    /// keeps it ready for the common case).
+    /// keeps it ready for the common case), and the fixed text of each
+    /// `RateLimit` item when the checks are exactly the layer's policies.
     pub(crate) fn with_policy_value(
         policy_value: Option<HeaderValue>,
+        prefixes: Option<&StatePrefixes>,
         checks: &[Check],
         decisions: &[Decision],
         legacy: bool,
     ) -> Self {
         let policy = policy_value.or_else(|| policy_header_value(checks));
         let mut state = FieldText::new();
-        for (index, (check, decision)) in checks.iter().zip(decisions).enumerate() {
-            if index > 0 {
-                state.push_str(", ");
+        match prefixes {
+            Some(prefixes) if prefixes.0.len() == checks.len() => {
+                for (prefix, decision) in prefixes.0.iter().zip(decisions) {
+                    state.push_bytes(prefix);
+                    push_state_numbers(&mut state, decision);
+                }
             }
-            write_sf_string(&mut state, &check.policy);
-            state.push_str(";r=");
-            push_number(&mut state, u64::from(decision.remaining));
-            state.push_str(";t=");
-            push_number(&mut state, ceil_seconds(decision.reset_after()));
+            _ => {
+                for (index, (check, decision)) in checks.iter().zip(decisions).enumerate() {
+                    if index > 0 {
+                        state.push_bytes(b", ");
+                    }
+                    write_sf_string(&mut state, &check.policy);
+                    state.push_bytes(b";r=");
+                    push_state_numbers(&mut state, decision);
+                }
+            }
         }
         let legacy = if legacy {
             decisions
@@ -140,23 +150,56 @@ pub(crate) fn policy_header_value(checks: &[Check]) -> Option<HeaderValue> {
     let mut policy = FieldText::new();
     for (index, check) in checks.iter().enumerate() {
         if index > 0 {
-            policy.push_str(", ");
+            policy.push_bytes(b", ");
         }
         write_sf_string(&mut policy, &check.policy);
-        policy.push_str(";q=");
+        policy.push_bytes(b";q=");
         push_number(&mut policy, u64::from(check.quota.burst()));
-        policy.push_str(";w=");
+        policy.push_bytes(b";w=");
         push_number(&mut policy, ceil_seconds(check.quota.window()).max(1));
     }
     policy.value()
 }
 
+/// The fixed text of each policy's `RateLimit` item, `"name";r=` (after
+/// `, ` for all but the first), written once per layer: escaping a name
+/// on every request cost more than the numbers that follow it.
+#[derive(Debug)]
+pub(crate) struct StatePrefixes(Box<[Box<[u8]>]>);
+
+impl StatePrefixes {
+    pub(crate) fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let prefixes = names
+            .into_iter()
+            .enumerate()
+            .map(|(index, name)| {
+                let mut text = FieldText::new();
+                if index > 0 {
+                    text.push_bytes(b", ");
+                }
+                write_sf_string(&mut text, name);
+                text.push_bytes(b";r=");
+                text.as_bytes().into()
+            })
+            .collect();
+        Self(prefixes)
+    }
+}
+
+/// `r` and `t` of one `RateLimit` item, after its `;r=`.
+fn push_state_numbers(out: &mut FieldText, decision: &Decision) {
+    push_number(out, u64::from(decision.remaining));
+    out.push_bytes(b";t=");
+    push_number(out, ceil_seconds(decision.reset_after()));
+}
+
 /// A field value being written: on the stack while it fits (one or two
 /// policies), so that the only allocation is the `HeaderValue`'s own.
+/// Only ASCII is written into it.
 struct FieldText {
     inline: [u8; 160],
     len: usize,
-    spilled: String,
+    spilled: Vec<u8>,
 }
 
 impl FieldText {
@@ -164,39 +207,45 @@ impl FieldText {
         Self {
             inline: [0; 160],
             len: 0,
-            spilled: String::new(),
+            spilled: Vec::new(),
         }
     }
 
-    fn push_str(&mut self, text: &str) {
+    #[inline]
+    fn push_bytes(&mut self, bytes: &[u8]) {
         if self.spilled.is_empty() {
-            if let Some(room) = self.inline.get_mut(self.len..self.len + text.len()) {
-                room.copy_from_slice(text.as_bytes());
-                self.len += text.len();
+            if let Some(room) = self.inline.get_mut(self.len..self.len + bytes.len()) {
+                room.copy_from_slice(bytes);
+                self.len += bytes.len();
                 return;
             }
-            // Only whole `&str`s were copied in: still UTF-8.
-            self.spilled
-                .push_str(std::str::from_utf8(&self.inline[..self.len]).unwrap_or(""));
+            self.spilled.extend_from_slice(&self.inline[..self.len]);
         }
-        self.spilled.push_str(text);
+        self.spilled.extend_from_slice(bytes);
     }
 
-    fn push(&mut self, character: char) {
-        self.push_str(character.encode_utf8(&mut [0; 4]));
+    fn as_bytes(&self) -> &[u8] {
+        if self.spilled.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spilled
+        }
     }
 
     fn value(&self) -> Option<HeaderValue> {
-        let bytes = if self.spilled.is_empty() {
-            &self.inline[..self.len]
-        } else {
-            self.spilled.as_bytes()
-        };
-        HeaderValue::from_bytes(bytes).ok()
+        HeaderValue::from_bytes(self.as_bytes()).ok()
     }
 }
 
 fn push_number(out: &mut FieldText, mut number: u64) {
+    // The usual numbers (`t` in seconds, `r` under a burst of 100) as
+    // fixed-length writes, which compile to plain stores.
+    if number < 10 {
+        return out.push_bytes(&[b'0' + number as u8]);
+    }
+    if number < 100 {
+        return out.push_bytes(&[b'0' + (number / 10) as u8, b'0' + (number % 10) as u8]);
+    }
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
@@ -207,31 +256,31 @@ fn push_number(out: &mut FieldText, mut number: u64) {
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or("0"));
+    out.push_bytes(&digits[start..]);
 }
 
 /// Writes `text` as an RFC 8941 `sf-string`: printable ASCII, with `"` and
-/// `\` escaped; other characters are dropped.
+/// `\\` escaped; other characters are dropped.
 fn write_sf_string(out: &mut FieldText, text: &str) {
-    out.push('"');
+    out.push_bytes(b"\"");
     if text
         .bytes()
         .all(|byte| (b' '..=b'~').contains(&byte) && byte != b'"' && byte != b'\\')
     {
-        out.push_str(text);
-    } else {
-        for character in text.chars() {
-            match character {
-                '"' | '\\' => {
-                    out.push('\\');
-                    out.push(character);
-                }
-                ' '..='~' => out.push(character),
-                _ => {}
-            }
+        out.push_bytes(text.as_bytes());
+        out.push_bytes(b"\"");
+        return;
+    }
+    for byte in text.bytes() {
+        match byte {
+            b'"' | b'\\' => out.push_bytes(&[b'\\', byte]),
+            b' '..=b'~' => out.push_bytes(&[byte]),
+            // The bytes of characters outside printable ASCII (all of
+            // them >= 0x80, never a `"` or `\\`).
+            _ => {}
         }
     }
-    out.push('"');
+    out.push_bytes(b"\"");
 }
 
 #[cfg(test)]
@@ -245,12 +294,12 @@ mod tests {
     fn long_fields_spill_to_the_heap_intact() {
         let mut text = FieldText::new();
         for _ in 0..100 {
-            text.push_str("abc");
-            text.push('é');
+            text.push_bytes(b"abc");
+            text.push_bytes(b"d");
         }
         assert_eq!(
-            text.spilled,
-            "abcé".repeat(100),
+            text.as_bytes(),
+            "abcd".repeat(100).as_bytes(),
             "inline part carried over whole"
         );
     }
@@ -288,5 +337,47 @@ mod tests {
         assert_eq!(headers["retry-after"], "2");
         assert_eq!(headers["x-ratelimit-limit"], "10");
         assert_eq!(headers["x-ratelimit-remaining"], "9");
+    }
+
+    #[test]
+    fn ready_made_prefixes_write_what_the_checks_would() {
+        let quota = Quota::per_second(50).unwrap().with_burst(100).unwrap();
+        let names = ["per-ip", "odd\"name", "é-x"];
+        let checks: Vec<Check> = names
+            .iter()
+            .map(|name| Check {
+                policy: Arc::from(*name),
+                key: KeyHash([0; 16]),
+                quota,
+                cost: 1,
+            })
+            .collect();
+        let decisions: Vec<Decision> = (0..names.len() as u64)
+            .map(|i| quota.decide(i * 500_000_000, 0, 1))
+            .collect();
+        let prefixes = StatePrefixes::new(names);
+        let mut generic = HeaderMap::new();
+        RateLimitHeaders::new(&checks, &decisions, false).apply(&mut generic);
+        let mut ready = HeaderMap::new();
+        RateLimitHeaders::with_policy_value(None, Some(&prefixes), &checks, &decisions, false)
+            .apply(&mut ready);
+        assert_eq!(generic, ready);
+        assert_eq!(
+            ready["ratelimit"],
+            r#""per-ip";r=99;t=1, "odd\"name";r=74;t=1, "-x";r=49;t=2"#
+        );
+    }
+
+    #[test]
+    fn numbers_inline_and_spilled() {
+        for number in [0, 7, 9, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
+            let mut inline = FieldText::new();
+            push_number(&mut inline, number);
+            assert_eq!(inline.as_bytes(), number.to_string().as_bytes());
+            let mut spilled = FieldText::new();
+            spilled.push_bytes(&[b'x'; 150]);
+            push_number(&mut spilled, number);
+            assert_eq!(spilled.as_bytes()[150..], *number.to_string().as_bytes());
+        }
     }
 }

@@ -633,7 +633,12 @@ impl KeySource {
             }
             Self::ClientIp(proxies, grouping) => {
                 let peer = head.peer_addr()?;
-                let client = proxies.client_ip(peer.ip(), head.headers).ok()?;
+                // No trusted proxy (the default): the client is the peer.
+                let client = if proxies.networks.is_empty() {
+                    peer.ip()
+                } else {
+                    proxies.client_ip(peer.ip(), head.headers).ok()?
+                };
                 Some(hasher.ip(grouping.group(client)))
             }
             Self::Header(name) => {
@@ -666,6 +671,23 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn process_hash_is_siphash_of_tag_then_material() {
+        let keyed = SipHasher13::new_with_key(&[7; 16]);
+        let hasher = KeyHasher::with_keying(Keying::Process(keyed));
+        for material in [&b""[..], b"abc", &[9; 63], &[9; 64], &[9; 200]] {
+            let mut expected = keyed;
+            std::hash::Hasher::write_u8(&mut expected, tag::HEADER);
+            std::hash::Hasher::write(&mut expected, material);
+            assert_eq!(
+                hasher.header_value(material),
+                KeyHash(expected.finish128().as_bytes()),
+                "{} bytes",
+                material.len()
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use http::StatusCode;
 use tower_layer::Layer;
 
 use super::gcra::{Clock, MonotonicClock, Quota};
-use super::headers::policy_header_value;
+use super::headers::{policy_header_value, StatePrefixes};
 use super::key::{KeyHasher, KeySource, RequestHead, TrustedProxies};
 use super::memory::MemoryStore;
 use super::service::RateLimit;
@@ -350,6 +350,8 @@ pub(crate) struct Shared<St> {
     /// `RateLimit-Policy` for requests checked by every policy at its own
     /// quota.
     pub(crate) default_policy_value: Option<http::HeaderValue>,
+    /// The fixed text of each policy's `RateLimit` item.
+    pub(crate) state_prefixes: StatePrefixes,
     pub(crate) shadow_log: LogThrottle,
     pub(crate) missing_key_log: LogThrottle,
     pub(crate) store_error_log: LogThrottle,
@@ -377,6 +379,7 @@ impl<St> Shared<St> {
                     })
                     .collect::<Vec<_>>(),
             ),
+            state_prefixes: StatePrefixes::new(layer.policies.iter().map(|policy| &*policy.name)),
             shadow_log: LogThrottle::new(1_000_000_000),
             missing_key_log: LogThrottle::new(10_000_000_000),
             store_error_log: LogThrottle::new(10_000_000_000),

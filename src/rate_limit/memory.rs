@@ -42,6 +42,7 @@
 //! ([`overflows`](MemoryStore::overflows)) and logged with `tracing::warn!`
 //! at most once every 10 seconds, with the counts since the last warning.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::future::{ready, Ready};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -245,6 +246,21 @@ impl<C: Clock> MemoryStore<C> {
             }
         }
         let mut guard = write(shard);
+        if guard.map.len() < guard.capacity {
+            // Room to spare (the usual case): one probe finds the key or
+            // its slot, instead of a lookup and then an insert.
+            return match guard.map.entry(map_key) {
+                // Inserted by another thread between the two locks.
+                Entry::Occupied(tat) => decide_atomically(tat.get(), quota, now, cost),
+                Entry::Vacant(slot) => {
+                    let decision = quota.decide(0, now, cost);
+                    if decision.allowed {
+                        slot.insert(AtomicU64::new(decision.new_tat));
+                    }
+                    decision
+                }
+            };
+        }
         if let Some(tat) = guard.map.get(&map_key) {
             // Inserted by another thread between the two locks.
             return decide_atomically(tat, quota, now, cost);

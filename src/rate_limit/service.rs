@@ -25,11 +25,18 @@ use crate::problem::{Problem, ProblemOr};
 pub struct RateLimit<S, St = MemoryStore> {
     inner: S,
     shared: Arc<Shared<St>>,
+    /// The admitted request's headers while the inner service is called:
+    /// see `call`.
+    parked_headers: Option<RateLimitHeaders>,
 }
 
 impl<S, St> RateLimit<S, St> {
     pub(crate) fn new(inner: S, shared: Arc<Shared<St>>) -> Self {
-        Self { inner, shared }
+        Self {
+            inner,
+            shared,
+            parked_headers: None,
+        }
     }
 
     /// The inner service.
@@ -53,6 +60,7 @@ impl<S: Clone, St> Clone for RateLimit<S, St> {
         Self {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
+            parked_headers: None,
         }
     }
 }
@@ -216,6 +224,7 @@ impl<St: RateLimitStore> Shared<St> {
         };
         let headers = RateLimitHeaders::with_policy_value(
             policy_value,
+            Some(&self.state_prefixes),
             checks,
             decisions.as_slice(),
             self.legacy_headers,
@@ -280,42 +289,84 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let (checks, default_quotas) = match self.shared.prepare(&RequestHead::of(&request)) {
-            Prepared::Checks(checks, default_quotas) => (checks, default_quotas),
-            Prepared::Unchecked => return ResponseFuture::inner(self.inner.call(request), None),
-            Prepared::Refused(refusal) => {
-                return ResponseFuture::refused(Problem::refuse(refusal, request.extensions()))
+        let headers = match self.shared.decide_now(&request) {
+            Now::Admit(headers) => headers,
+            Now::Refuse(response) => return ResponseFuture::refused(response),
+            Now::Later(checks, default_quotas) => {
+                return self.check_later(request, checks, default_quotas)
             }
         };
-        match self.shared.store.try_check_now(&checks) {
+        // The inner future is most of this one's size. The compiler builds
+        // it in place in the returned value, instead of copying it there
+        // twice (some hundreds of bytes, per request), only if nothing that
+        // needs dropping is alive across the inner `call`, where a panic
+        // would have to drop it. So the headers wait in the service, which
+        // drops them if the inner `call` panics (nothing leaks).
+        self.parked_headers = headers;
+        let future = self.inner.call(request);
+        ResponseFuture {
+            state: State::Inner { future },
+            headers: self.parked_headers.take(),
+        }
+    }
+}
+
+/// What `call` learned before calling the inner service.
+enum Now<B> {
+    Admit(Option<RateLimitHeaders>),
+    Refuse(Response<ProblemOr<B>>),
+    /// The store answers asynchronously.
+    Later(CheckList, bool),
+}
+
+impl<St: RateLimitStore> Shared<St> {
+    fn decide_now<ReqBody, B>(&self, request: &Request<ReqBody>) -> Now<B> {
+        let (checks, default_quotas) = match self.prepare(&RequestHead::of(request)) {
+            Prepared::Checks(checks, default_quotas) => (checks, default_quotas),
+            Prepared::Unchecked => return Now::Admit(None),
+            Prepared::Refused(refusal) => {
+                return Now::Refuse(Problem::refuse(refusal, request.extensions()))
+            }
+        };
+        match self.store.try_check_now(&checks) {
             Some(result) => {
-                match self
-                    .shared
-                    .conclude(result, &checks, default_quotas, request.extensions())
-                {
-                    Verdict::Admit(headers) => {
-                        ResponseFuture::inner(self.inner.call(request), headers)
-                    }
-                    Verdict::Refuse(response) => ResponseFuture::refused(response),
+                match self.conclude(result, &checks, default_quotas, request.extensions()) {
+                    Verdict::Admit(headers) => Now::Admit(headers),
+                    Verdict::Refuse(response) => Now::Refuse(response),
                 }
             }
-            None => {
-                let check = self.shared.store.check(&checks);
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture {
-                    state: State::Checking {
-                        check,
-                        pending: Some(Box::new(Pending {
-                            request,
-                            inner,
-                            shared: self.shared.clone(),
-                            checks,
-                            default_quotas,
-                        })),
-                    },
-                }
-            }
+            None => Now::Later(checks, default_quotas),
+        }
+    }
+}
+
+impl<S, St> RateLimit<S, St> {
+    /// The future of a request whose store answers asynchronously.
+    fn check_later<ReqBody, ResBody>(
+        &mut self,
+        request: Request<ReqBody>,
+        checks: CheckList,
+        default_quotas: bool,
+    ) -> ResponseFuture<S, St, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>> + Clone,
+        St: RateLimitStore,
+    {
+        let check = self.shared.store.check(&checks);
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            state: State::Checking {
+                check,
+                pending: Some(Box::new(Pending {
+                    request,
+                    inner,
+                    shared: self.shared.clone(),
+                    checks,
+                    default_quotas,
+                })),
+            },
+            headers: None,
         }
     }
 }
@@ -338,6 +389,8 @@ pin_project! {
     {
         #[pin]
         state: State<S, St, ReqBody, ResBody>,
+        // Beside the state rather than in it: see `RateLimit::call`.
+        headers: Option<RateLimitHeaders>,
     }
 }
 
@@ -357,7 +410,6 @@ pin_project! {
         Inner {
             #[pin]
             future: S::Future,
-            headers: Option<RateLimitHeaders>,
         },
         Refused {
             response: Option<Response<ProblemOr<ResBody>>>,
@@ -370,17 +422,12 @@ where
     S: Service<Request<ReqBody>>,
     St: RateLimitStore,
 {
-    fn inner(future: S::Future, headers: Option<RateLimitHeaders>) -> Self {
-        Self {
-            state: State::Inner { future, headers },
-        }
-    }
-
     fn refused(response: Response<ProblemOr<ResBody>>) -> Self {
         Self {
             state: State::Refused {
                 response: Some(response),
             },
+            headers: None,
         }
     }
 }
@@ -414,20 +461,22 @@ where
                         default_quotas,
                         request.extensions(),
                     ) {
-                        Verdict::Admit(headers) => State::Inner {
-                            future: inner.call(request),
-                            headers,
-                        },
+                        Verdict::Admit(headers) => {
+                            *this.headers = headers;
+                            State::Inner {
+                                future: inner.call(request),
+                            }
+                        }
                         Verdict::Refuse(response) => State::Refused {
                             response: Some(response),
                         },
                     };
                     this.state.set(next);
                 }
-                StateProj::Inner { future, headers } => {
+                StateProj::Inner { future } => {
                     let response = ready!(future.poll(cx))?;
                     let mut response = response.map(ProblemOr::inner);
-                    if let Some(headers) = headers.take() {
+                    if let Some(headers) = this.headers.take() {
                         headers.apply(response.headers_mut());
                     }
                     return Poll::Ready(Ok(response));
