@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::{header::CONTENT_LENGTH, HeaderMap, Request, Response};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -102,6 +103,7 @@ impl<S> Layer<S> for BodyLimitLayer {
         BodyLimit {
             inner,
             layer: *self,
+            next_body_ended: false,
         }
     }
 }
@@ -111,6 +113,11 @@ impl<S> Layer<S> for BodyLimitLayer {
 pub struct BodyLimit<S> {
     inner: S,
     layer: BodyLimitLayer,
+    /// Set by [`Decompress`](super::Decompress) just before it hands a
+    /// request with no content coding on: the body had ended. The body this
+    /// layer then sees is tower-http's decompression wrapper, which does not
+    /// pass `is_end_stream` through.
+    pub(crate) next_body_ended: bool,
 }
 
 impl<S> BodyLimit<S> {
@@ -153,6 +160,7 @@ pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BodyLimit<S>
 where
     S: Service<Request<LimitedBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body,
 {
     type Response = Response<ProblemOr<ResBody>>;
     type Error = S::Error;
@@ -164,6 +172,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let layer = self.layer;
+        let ended_hint = std::mem::take(&mut self.next_body_ended);
         let declared = match layer.counted {
             Counted::Wire => declared_length(request.headers()),
             // After decompression the header describes the compressed bytes.
@@ -178,15 +187,34 @@ where
                 return ResponseFuture::refused(Problem::refuse(refusal, request.extensions()));
             }
         }
-        let guard = BodyGuard::new(layer.limit, layer.ceiling, layer.counted, declared);
-        let (mut parts, body) = request.into_parts();
         // The handles a route uses to raise this request's limit: only
         // worth their allocation when a route may raise it (a route that
         // lowers its limit stacks its own, lower one).
         let route_may_raise = match layer.counted {
             Counted::Wire => layer.ceiling > layer.limit,
-            Counted::Decoded => parts.extensions.get::<WireLimit>().is_some(),
+            Counted::Decoded => request.extensions().get::<WireLimit>().is_some(),
         };
+        // A body that has already ended (no body, `Content-Length: 0`) has
+        // nothing to count and cannot fail, and a declared length within the
+        // limit cannot be refused either: no refusal can come after the call,
+        // so there is no state to share with the body (and axum's own limit
+        // has nothing to refuse).
+        if !route_may_raise
+            && (ended_hint || request.body().is_end_stream())
+            && !matches!(declared, Some(declared) if declared > layer.limit)
+        {
+            let request = request.map(LimitedBody::ended);
+            return ResponseFuture::inner(self.inner.call(request), None);
+        }
+        #[cfg(feature = "axum")]
+        let request = if layer.ceiling > super::axum_default_limit::AXUM_DEFAULT_LIMIT {
+            super::axum_default_limit::disable(request)
+        } else {
+            request
+        };
+        let (mut parts, body) = request.into_parts();
+        let context = RequestContext::from_extensions(&parts.extensions);
+        let guard = BodyGuard::new(layer.limit, layer.ceiling, layer.counted, declared, context);
         if route_may_raise {
             match layer.counted {
                 Counted::Wire => parts.extensions.insert(WireLimit(guard.clone())).is_some(),
@@ -196,13 +224,8 @@ where
                     .is_some(),
             };
         }
-        #[cfg(feature = "axum")]
-        if layer.ceiling > super::axum_default_limit::AXUM_DEFAULT_LIMIT {
-            super::axum_default_limit::disable(&mut parts.extensions);
-        }
-        let context = RequestContext::from_extensions(&parts.extensions);
         let request = Request::from_parts(parts, LimitedBody::new(body, guard.clone()));
-        ResponseFuture::inner(self.inner.call(request), guard, context)
+        ResponseFuture::inner(self.inner.call(request), Some(guard))
     }
 }
 
@@ -218,7 +241,8 @@ pin_project! {
     #[project = StateProj]
     enum State<F, B> {
         Refused { response: Option<Response<ProblemOr<B>>> },
-        Inner { #[pin] future: F, guard: Arc<BodyGuard>, context: RequestContext },
+        // No guard: nothing can be refused after the call.
+        Inner { #[pin] future: F, guard: Option<Arc<BodyGuard>> },
     }
 }
 
@@ -231,13 +255,9 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
-    pub(crate) fn inner(future: F, guard: Arc<BodyGuard>, context: RequestContext) -> Self {
+    pub(crate) fn inner(future: F, guard: Option<Arc<BodyGuard>>) -> Self {
         Self {
-            state: State::Inner {
-                future,
-                guard,
-                context,
-            },
+            state: State::Inner { future, guard },
         }
     }
 }
@@ -253,14 +273,13 @@ where
             StateProj::Refused { response } => Poll::Ready(Ok(response
                 .take()
                 .expect("ResponseFuture polled after completion"))),
-            StateProj::Inner {
-                future,
-                guard,
-                context,
-            } => {
+            StateProj::Inner { future, guard } => {
                 let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(match guard.slot.get() {
-                    Some(refused) => Problem::refuse_with(refused, context.clone()),
+                let refused = guard
+                    .as_ref()
+                    .and_then(|guard| Some((guard.slot.get()?, guard)));
+                Poll::Ready(Ok(match refused {
+                    Some((refused, guard)) => Problem::refuse_with(refused, guard.context.clone()),
                     None => response.map(ProblemOr::inner),
                 }))
             }
