@@ -144,8 +144,9 @@ where
         };
         // With no coding, tower-http hands the body on as it is; the decoded
         // limit inside it cannot see through tower-http's wrapper whether
-        // the body had already ended, so it is told. (A coded body is never
-        // "ended": even an empty one must fail to decode.)
+        // the body had already ended, so it is told. (A coded body is
+        // counted as before, empty or not: what it decodes to, or whether it
+        // decodes at all, is the decoder's to say.)
         self.inner.get_mut().next_body_ended = identity && request.body().is_end_stream();
         RefuseOr::inner(self.inner.call(request))
     }
