@@ -3,12 +3,19 @@
 //! request body the handler reads.
 //!
 //! `cargo bench --bench deadline`
+//!
+//! `DEADLINE_PROFILE=LABEL:BODY:COUNT` (LABEL one of `bare`,
+//! `tower_http_timeout_layer`, `tower_http_timeout_and_body_timeout`,
+//! `tower_harden_deadline`; BODY `empty` or `1k`) sends COUNT requests
+//! through that service and exits, for callgrind: the instructions of 3000
+//! requests minus those of 1000, over 2000, are the per-request cost, free
+//! of timing noise.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
@@ -50,6 +57,64 @@ where
 {
     let response = service.clone().oneshot(request(body)).await.expect("call");
     let _ = response.into_body().collect().await.expect("response body");
+}
+
+async fn repeat<S, B>(service: S, body: &Bytes, count: u32)
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: Body,
+    B::Error: std::fmt::Debug,
+{
+    for _ in 0..count {
+        call(&service, body).await;
+    }
+}
+
+fn profile(spec: &str) {
+    let mut fields = spec.split(':');
+    let (Some(label), Some(body), Some(count), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        panic!("DEADLINE_PROFILE=LABEL:BODY:COUNT");
+    };
+    let body = match body {
+        "empty" => Bytes::new(),
+        "1k" => Bytes::from(vec![b'x'; 1024]),
+        other => panic!("unknown body {other:?}: empty or 1k"),
+    };
+    let count: u32 = count.parse().expect("a request count");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        match label {
+            "bare" => repeat(service_fn(handler::<Full<Bytes>>), &body, count).await,
+            "tower_http_timeout_layer" => {
+                let service =
+                    TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, TIMEOUT)
+                        .layer(service_fn(handler::<Full<Bytes>>));
+                repeat(service, &body, count).await
+            }
+            "tower_http_timeout_and_body_timeout" => {
+                let service =
+                    TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, TIMEOUT).layer(
+                        RequestBodyTimeoutLayer::new(TIMEOUT).layer(service_fn(
+                            handler::<tower_http::timeout::TimeoutBody<Full<Bytes>>>,
+                        )),
+                    );
+                repeat(service, &body, count).await
+            }
+            "tower_harden_deadline" => {
+                let service = RequestDeadlineLayer::new(TIMEOUT).layer(service_fn(
+                    handler::<tower_harden::deadline::TimedBody<Full<Bytes>>>,
+                ));
+                repeat(service, &body, count).await
+            }
+            other => panic!("unknown label {other:?}"),
+        }
+    });
 }
 
 fn bench(c: &mut Criterion) {
@@ -97,4 +162,11 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("DEADLINE_PROFILE") {
+        return profile(&spec);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -63,10 +63,9 @@ pub(crate) struct BodyWatch {
 }
 
 impl BodyWatch {
-    pub(crate) fn new(finished: bool) -> Arc<Self> {
-        let watch = Self::default();
-        watch.finished.store(finished, Ordering::Relaxed);
-        Arc::new(watch)
+    /// The watch of a body that has not ended yet.
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self::default())
     }
 
     pub(crate) fn is_waiting(&self) -> bool {
@@ -90,7 +89,10 @@ pin_project! {
     pub struct TimedBody<B> {
         #[pin]
         inner: B,
-        watch: Arc<BodyWatch>,
+        // `None` for a body that had already ended when the layer saw it: it
+        // never makes the handler wait, so it has nothing to tell the
+        // layer's future (and costs no allocation).
+        watch: Option<Arc<BodyWatch>>,
         timeouts: BodyTimeouts,
         timer: Option<Pin<Box<Sleep>>>,
         waiting_since: Option<Instant>,
@@ -101,7 +103,7 @@ pin_project! {
 }
 
 impl<B> TimedBody<B> {
-    pub(crate) fn new(inner: B, watch: Arc<BodyWatch>, timeouts: BodyTimeouts) -> Self {
+    pub(crate) fn new(inner: B, watch: Option<Arc<BodyWatch>>, timeouts: BodyTimeouts) -> Self {
         Self {
             inner,
             watch,
@@ -172,7 +174,9 @@ where
         if polled.is_ready() {
             if let Some(since) = this.waiting_since.take() {
                 *this.waited += since.elapsed();
-                this.watch.waiting.store(false, Ordering::Relaxed);
+                if let Some(watch) = this.watch {
+                    watch.waiting.store(false, Ordering::Relaxed);
+                }
             }
         }
         match polled {
@@ -186,13 +190,17 @@ where
                 Poll::Ready(Some(Err(TimedBodyError::Read(error.into()))))
             }
             Poll::Ready(None) => {
-                this.watch.finished.store(true, Ordering::Relaxed);
+                if let Some(watch) = this.watch {
+                    watch.finished.store(true, Ordering::Relaxed);
+                }
                 Poll::Ready(None)
             }
             Poll::Pending => {
                 let now = Instant::now();
                 let since = *this.waiting_since.get_or_insert(now);
-                this.watch.waiting.store(true, Ordering::Relaxed);
+                if let Some(watch) = this.watch {
+                    watch.waiting.store(true, Ordering::Relaxed);
+                }
                 let Some((at, idle)) = expiry(this.timeouts, since, *this.waited, *this.received)
                 else {
                     return Poll::Pending;
@@ -230,8 +238,10 @@ where
                         received: *this.received,
                     },
                 };
-                this.watch.waiting.store(false, Ordering::Relaxed);
-                this.watch.slot.set(Refused::new(refusal.clone()));
+                if let Some(watch) = this.watch {
+                    watch.waiting.store(false, Ordering::Relaxed);
+                    watch.slot.set(Refused::new(refusal.clone()));
+                }
                 *this.failed = Some(refusal.clone());
                 Poll::Ready(Some(Err(TimedBodyError::Refused(refusal))))
             }

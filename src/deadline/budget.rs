@@ -167,7 +167,8 @@ pub(crate) struct Scope {
     pub(crate) request: RequestContext,
     /// The request's whole trace context (this server's span, the sampled
     /// flag, `tracestate`), for the `traceparent` of outbound calls.
-    pub(crate) trace: Option<std::sync::Arc<crate::observe::TraceContext>>,
+    /// Kept inline: cloning it is cheaper than an allocation per request.
+    pub(crate) trace: Option<crate::observe::TraceContext>,
 }
 
 tokio::task_local! {
@@ -194,7 +195,7 @@ pub fn current_request() -> Option<RequestContext> {
 
 /// The trace context of the inbound request this code runs for, if a
 /// deadline layer captured it.
-pub(crate) fn current_trace() -> Option<std::sync::Arc<crate::observe::TraceContext>> {
+pub(crate) fn current_trace() -> Option<crate::observe::TraceContext> {
     SCOPE.try_with(|scope| scope.trace.clone()).ok().flatten()
 }
 

@@ -219,25 +219,26 @@ where
         let budget = Budget::effective(layer.timeout, inbound, arrived);
         parts.extensions.insert(budget);
         let context = RequestContext::from_extensions(&parts.extensions);
-        let parts_trace = parts
+        let trace = parts
             .extensions
             .get::<crate::observe::TraceContext>()
-            .cloned()
-            .map(std::sync::Arc::new);
+            .cloned();
         let http1 = parts.version <= Version::HTTP_11;
-        let watch = BodyWatch::new(body.is_end_stream());
+        // A body that has already ended never makes the handler wait for
+        // the client: nothing to watch, and it was read to its end.
+        let watch = (!body.is_end_stream()).then(BodyWatch::new);
         let request =
             Request::from_parts(parts, TimedBody::new(body, watch.clone(), layer.timeouts));
         let scope = Scope {
             budget,
             request: context.clone(),
-            trace: parts_trace,
+            trace,
         };
         let future = sync_in_scope(scope.clone(), || self.inner.call(request));
         ResponseFuture {
             state: State::Running {
                 future: in_scope(scope, future),
-                sleep: tokio::time::sleep_until(budget.deadline()),
+                sleep: None,
                 budget,
                 status: layer.status,
                 watch,
@@ -262,10 +263,13 @@ pin_project! {
     enum State<F, B> {
         Running {
             #[pin] future: TaskLocalFuture<Scope, F>,
-            #[pin] sleep: Sleep,
+            // Made the first time the inner future waits: a request answered
+            // at once never touches the timer, and the timer's bulk stays
+            // off the future, which every layer outside moves.
+            sleep: Option<Pin<Box<Sleep>>>,
             budget: Budget,
             status: StatusCode,
-            watch: Arc<BodyWatch>,
+            watch: Option<Arc<BodyWatch>>,
             context: RequestContext,
             http1: bool,
         },
@@ -293,7 +297,7 @@ where
             } => {
                 if let Poll::Ready(result) = future.poll(cx) {
                     let response = result?;
-                    let outcome = match watch.slot.get() {
+                    let outcome = match watch.as_ref().and_then(|watch| watch.slot.get()) {
                         Some(refused) => {
                             let mut response = Problem::refuse_with(refused, context.clone());
                             if *http1 {
@@ -308,18 +312,24 @@ where
                     });
                     return Poll::Ready(Ok(outcome));
                 }
-                if sleep.poll(cx).is_pending() {
+                let sleep = sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(budget.deadline())));
+                if sleep.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
                 // A slow-client refusal found before the handler answered
                 // still names the client, not the deadline.
-                let refused = watch.slot.get().unwrap_or_else(|| {
+                let watch = watch.as_deref();
+                let refused = watch.and_then(|watch| watch.slot.get()).unwrap_or_else(|| {
                     Refused::new(DeadlineRefusal::Exceeded {
-                        exceeded: DeadlineExceeded::new(budget, watch.is_waiting()),
+                        exceeded: DeadlineExceeded::new(
+                            budget,
+                            watch.is_some_and(BodyWatch::is_waiting),
+                        ),
                         status: *status,
                     })
                 });
-                let close = !watch.is_finished();
+                let close = watch.is_some_and(|watch| !watch.is_finished());
                 (refused, close, context.clone(), *http1)
             }
         };

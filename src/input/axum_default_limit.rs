@@ -3,47 +3,75 @@
 //! axum's body extractors apply their own `DefaultBodyLimit` (2 MB) unless a
 //! request extension says otherwise, and that extension's type is private to
 //! axum. Stacked under our limit, axum's would refuse an upload route that
-//! raised ours, so below our layer we switch axum's off: we let axum's own
-//! `DefaultBodyLimit::disable()` service mark one request once, keep the
-//! extensions it wrote, and copy them onto every request whose limit could
-//! exceed axum's (below it, ours always fires first and axum's never does).
+//! raised ours, so below our layer we switch axum's off on every request
+//! whose limit could exceed axum's (below it, ours always fires first and
+//! axum's never does): we pass the request through axum's own
+//! `DefaultBodyLimit::disable()` service, around an inner service that hands
+//! the request straight back. That costs one extension insert, where copying
+//! a captured extension map costs a map clone and two allocations.
 
 use std::convert::Infallible;
-use std::sync::OnceLock;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::extract::DefaultBodyLimit;
-use futures_util::FutureExt;
-use http::{Extensions, Request};
-use tower::{service_fn, ServiceExt};
+use http::Request;
 use tower_layer::Layer;
+use tower_service::Service;
 
 /// axum's own default body limit (axum-core's `DEFAULT_LIMIT`): 2 MB.
 pub(crate) const AXUM_DEFAULT_LIMIT: u64 = 2_097_152;
 
-fn disabled_marker() -> &'static Extensions {
-    static MARKER: OnceLock<Extensions> = OnceLock::new();
-    MARKER.get_or_init(|| {
-        let capture = service_fn(|request: Request<()>| async move {
-            Ok::<_, Infallible>(request.into_parts().0.extensions)
-        });
-        DefaultBodyLimit::disable()
-            .layer(capture)
-            .oneshot(Request::new(()))
-            .now_or_never()
-            .and_then(Result::ok)
-            .unwrap_or_default()
-    })
+/// Hands the request it is called with back, at once.
+#[derive(Clone, Copy)]
+struct HandBack;
+
+/// The answer of [`HandBack`], taken out without polling.
+struct Done<T>(Option<T>);
+
+// The answer is never pinned (as with `std::future::Ready`).
+impl<T> Unpin for Done<T> {}
+
+impl<T> Future for Done<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<T> {
+        Poll::Ready(self.0.take().expect("Done polled after completion"))
+    }
+}
+
+impl<B> Service<Request<B>> for HandBack {
+    type Response = Request<B>;
+    type Error = Infallible;
+    type Future = Done<Result<Request<B>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        Done(Some(Ok(request)))
+    }
 }
 
 /// Marks a request so that axum's extractors leave its body limit to us.
-pub(crate) fn disable(extensions: &mut Extensions) {
-    extensions.extend(disabled_marker().clone());
+pub(crate) fn disable<B>(request: Request<B>) -> Request<B> {
+    // axum's service inserts its marker and calls the inner service at once
+    // (its future is the inner one's), so the request is back here already.
+    let mut marker = DefaultBodyLimit::disable().layer(HandBack);
+    match marker.call(request).0 {
+        Some(Ok(request)) => request,
+        Some(Err(never)) => match never {},
+        None => unreachable!("HandBack answers at once"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn marker_is_captured() {
-        assert_eq!(super::disabled_marker().len(), 1);
+    fn marker_is_inserted() {
+        let request = super::disable(http::Request::new(()));
+        assert_eq!(request.extensions().len(), 1);
     }
 }

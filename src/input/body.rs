@@ -8,6 +8,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::InputRefusal;
+use crate::problem::RequestContext;
 use crate::refusal::{RefusalSlot, Refused};
 
 /// Errors boxed by this crate for transport failures of an inner body.
@@ -46,6 +47,10 @@ pub(crate) struct BodyGuard {
     pub(crate) ceiling: u64,
     pub(crate) counted: Counted,
     pub(crate) slot: RefusalSlot,
+    /// The request's id and trace, for the problem that replaces the inner
+    /// service's answer; kept here rather than in the response future so
+    /// that the future stays small and cheap to move.
+    pub(crate) context: RequestContext,
 }
 
 impl BodyGuard {
@@ -54,6 +59,7 @@ impl BodyGuard {
         ceiling: u64,
         counted: Counted,
         declared: Option<u64>,
+        context: RequestContext,
     ) -> Arc<Self> {
         Arc::new(Self {
             limit: AtomicU64::new(limit),
@@ -61,6 +67,7 @@ impl BodyGuard {
             ceiling: ceiling.max(limit),
             counted,
             slot: RefusalSlot::default(),
+            context,
         })
     }
 
@@ -100,7 +107,10 @@ pin_project! {
     pub struct LimitedBody<B> {
         #[pin]
         inner: B,
-        guard: Arc<BodyGuard>,
+        // `None` for a body that had already ended when the layer saw it
+        // (`is_end_stream`): it has no byte to count and cannot fail, so it
+        // needs no state shared with the layer's future.
+        guard: Option<Arc<BodyGuard>>,
         seen: u64,
         failed: bool,
         started: bool,
@@ -109,6 +119,15 @@ pin_project! {
 
 impl<B> LimitedBody<B> {
     pub(crate) fn new(inner: B, guard: Arc<BodyGuard>) -> Self {
+        Self::with_guard(inner, Some(guard))
+    }
+
+    /// A body that had ended before it was limited: passed through as is.
+    pub(crate) fn ended(inner: B) -> Self {
+        Self::with_guard(inner, None)
+    }
+
+    fn with_guard(inner: B, guard: Option<Arc<BodyGuard>>) -> Self {
         Self {
             inner,
             guard,
@@ -121,10 +140,11 @@ impl<B> LimitedBody<B> {
 
 impl<B> std::fmt::Debug for LimitedBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LimitedBody")
-            .field("limit", &self.guard.limit())
-            .field("seen", &self.seen)
-            .finish_non_exhaustive()
+        let mut debug = f.debug_struct("LimitedBody");
+        if let Some(guard) = &self.guard {
+            debug.field("limit", &guard.limit());
+        }
+        debug.field("seen", &self.seen).finish_non_exhaustive()
     }
 }
 
@@ -141,22 +161,28 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let limit = this.guard.limit();
+        let Some(guard) = this.guard else {
+            return this
+                .inner
+                .poll_frame(cx)
+                .map_err(|error| BodyError::Read(error.into()));
+        };
+        let limit = guard.limit();
         if *this.failed {
-            let refusal = match this.guard.slot.get() {
+            let refusal = match guard.slot.get() {
                 Some(refused) => refused.downcast_ref::<InputRefusal>().cloned(),
                 None => None,
             };
-            let refusal = refusal.unwrap_or_else(|| this.guard.too_large(limit, *this.seen));
+            let refusal = refusal.unwrap_or_else(|| guard.too_large(limit, *this.seen));
             return Poll::Ready(Some(Err(BodyError::Refused(refusal))));
         }
         if !*this.started {
             *this.started = true;
             // Before the first byte is read (and so before hyper sends
             // `100 Continue`): a declared length over the limit in force.
-            if let Some(refusal) = this.guard.declared_too_large() {
+            if let Some(refusal) = guard.declared_too_large() {
                 *this.failed = true;
-                this.guard.slot.set(Refused::new(refusal.clone()));
+                guard.slot.set(Refused::new(refusal.clone()));
                 return Poll::Ready(Some(Err(BodyError::Refused(refusal))));
             }
         }
@@ -166,8 +192,8 @@ where
                     *this.seen = this.seen.saturating_add(data.remaining() as u64);
                     if *this.seen > limit {
                         *this.failed = true;
-                        let refusal = this.guard.too_large(limit, *this.seen);
-                        this.guard.slot.set(Refused::new(refusal.clone()));
+                        let refusal = guard.too_large(limit, *this.seen);
+                        guard.slot.set(Refused::new(refusal.clone()));
                         return Poll::Ready(Some(Err(BodyError::Refused(refusal))));
                     }
                 }
@@ -180,9 +206,7 @@ where
                 // bubbles the error up would answer); a layer outside this
                 // one that refused first (413, 408) still answers with its
                 // own refusal.
-                this.guard
-                    .slot
-                    .set(Refused::new(InputRefusal::MalformedBody));
+                guard.slot.set(Refused::new(InputRefusal::MalformedBody));
                 Poll::Ready(Some(Err(BodyError::Read(error.into()))))
             }
             Poll::Ready(None) => Poll::Ready(None),

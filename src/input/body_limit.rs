@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::{header::CONTENT_LENGTH, HeaderMap, Request, Response};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -102,6 +103,7 @@ impl<S> Layer<S> for BodyLimitLayer {
         BodyLimit {
             inner,
             layer: *self,
+            next_body_ended: false,
         }
     }
 }
@@ -111,6 +113,11 @@ impl<S> Layer<S> for BodyLimitLayer {
 pub struct BodyLimit<S> {
     inner: S,
     layer: BodyLimitLayer,
+    /// Set by [`Decompress`](super::Decompress) just before it hands a
+    /// request with no content coding on: the body had ended. The body this
+    /// layer then sees is tower-http's decompression wrapper, which does not
+    /// pass `is_end_stream` through.
+    pub(crate) next_body_ended: bool,
 }
 
 impl<S> BodyLimit<S> {
@@ -144,15 +151,32 @@ pub(crate) struct DecodedLimit(pub(crate) Arc<BodyGuard>);
 /// malformed or conflicting one with 400 before we see the request; for other
 /// servers a malformed value counts as absent and the body is still counted.
 pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok())
+    parse_length(headers.get(CONTENT_LENGTH)?.as_bytes())
+}
+
+/// Exactly what `to_str`, `trim` and `parse::<u64>` accept, on the bytes,
+/// in one pass: digits with an optional `+`, between spaces and tabs (the
+/// only whitespace a header value that passes `to_str` can hold).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let start = value.iter().position(|&b| b != b' ' && b != b'\t')?;
+    let end = value.iter().rposition(|&b| b != b' ' && b != b'\t')? + 1;
+    let trimmed = &value[start..end];
+    let digits = trimmed.strip_prefix(b"+").unwrap_or(trimmed);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |length, &digit| {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        length.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+    })
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BodyLimit<S>
 where
     S: Service<Request<LimitedBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body,
 {
     type Response = Response<ProblemOr<ResBody>>;
     type Error = S::Error;
@@ -164,6 +188,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let layer = self.layer;
+        let ended_hint = std::mem::take(&mut self.next_body_ended);
         let declared = match layer.counted {
             Counted::Wire => declared_length(request.headers()),
             // After decompression the header describes the compressed bytes.
@@ -178,15 +203,34 @@ where
                 return ResponseFuture::refused(Problem::refuse(refusal, request.extensions()));
             }
         }
-        let guard = BodyGuard::new(layer.limit, layer.ceiling, layer.counted, declared);
-        let (mut parts, body) = request.into_parts();
         // The handles a route uses to raise this request's limit: only
         // worth their allocation when a route may raise it (a route that
         // lowers its limit stacks its own, lower one).
         let route_may_raise = match layer.counted {
             Counted::Wire => layer.ceiling > layer.limit,
-            Counted::Decoded => parts.extensions.get::<WireLimit>().is_some(),
+            Counted::Decoded => request.extensions().get::<WireLimit>().is_some(),
         };
+        // A body that has already ended (no body, `Content-Length: 0`) has
+        // nothing to count and cannot fail, and a declared length within the
+        // limit cannot be refused either: no refusal can come after the call,
+        // so there is no state to share with the body (and axum's own limit
+        // has nothing to refuse).
+        if !route_may_raise
+            && (ended_hint || request.body().is_end_stream())
+            && !matches!(declared, Some(declared) if declared > layer.limit)
+        {
+            let request = request.map(LimitedBody::ended);
+            return ResponseFuture::inner(self.inner.call(request), None);
+        }
+        #[cfg(feature = "axum")]
+        let request = if layer.ceiling > super::axum_default_limit::AXUM_DEFAULT_LIMIT {
+            super::axum_default_limit::disable(request)
+        } else {
+            request
+        };
+        let (mut parts, body) = request.into_parts();
+        let context = RequestContext::from_extensions(&parts.extensions);
+        let guard = BodyGuard::new(layer.limit, layer.ceiling, layer.counted, declared, context);
         if route_may_raise {
             match layer.counted {
                 Counted::Wire => parts.extensions.insert(WireLimit(guard.clone())).is_some(),
@@ -196,13 +240,8 @@ where
                     .is_some(),
             };
         }
-        #[cfg(feature = "axum")]
-        if layer.ceiling > super::axum_default_limit::AXUM_DEFAULT_LIMIT {
-            super::axum_default_limit::disable(&mut parts.extensions);
-        }
-        let context = RequestContext::from_extensions(&parts.extensions);
         let request = Request::from_parts(parts, LimitedBody::new(body, guard.clone()));
-        ResponseFuture::inner(self.inner.call(request), guard, context)
+        ResponseFuture::inner(self.inner.call(request), Some(guard))
     }
 }
 
@@ -218,7 +257,8 @@ pin_project! {
     #[project = StateProj]
     enum State<F, B> {
         Refused { response: Option<Response<ProblemOr<B>>> },
-        Inner { #[pin] future: F, guard: Arc<BodyGuard>, context: RequestContext },
+        // No guard: nothing can be refused after the call.
+        Inner { #[pin] future: F, guard: Option<Arc<BodyGuard>> },
     }
 }
 
@@ -231,13 +271,9 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
-    pub(crate) fn inner(future: F, guard: Arc<BodyGuard>, context: RequestContext) -> Self {
+    pub(crate) fn inner(future: F, guard: Option<Arc<BodyGuard>>) -> Self {
         Self {
-            state: State::Inner {
-                future,
-                guard,
-                context,
-            },
+            state: State::Inner { future, guard },
         }
     }
 }
@@ -253,17 +289,67 @@ where
             StateProj::Refused { response } => Poll::Ready(Ok(response
                 .take()
                 .expect("ResponseFuture polled after completion"))),
-            StateProj::Inner {
-                future,
-                guard,
-                context,
-            } => {
+            StateProj::Inner { future, guard } => {
                 let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(match guard.slot.get() {
-                    Some(refused) => Problem::refuse_with(refused, context.clone()),
+                let refused = guard
+                    .as_ref()
+                    .and_then(|guard| Some((guard.slot.get()?, guard)));
+                Poll::Ready(Ok(match refused {
+                    Some((refused, guard)) => Problem::refuse_with(refused, guard.context.clone()),
                     None => response.map(ProblemOr::inner),
                 }))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_length;
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    /// The parse this one replaces.
+    fn through_str(value: &[u8]) -> Option<u64> {
+        HeaderValue::from_bytes(value)
+            .ok()?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    }
+
+    #[test]
+    fn accepts_what_str_parsing_accepts() {
+        for value in [
+            &b"0"[..],
+            b"64",
+            b" 64\t",
+            b"+64",
+            b"+",
+            b"-0",
+            b"",
+            b"  ",
+            b"6 4",
+            b"18446744073709551615",
+            b"18446744073709551616",
+            b"00000000000000000000001",
+            "\u{a0}1".as_bytes(),
+        ] {
+            assert_eq!(parse_length(value), through_str(value), "{value:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn same_as_str_parsing(value in proptest::collection::vec(
+            prop_oneof![Just(b' '), Just(b'\t'), Just(b'+'), Just(b'-'), b'0'..=b'9', any::<u8>()],
+            0..24,
+        )) {
+            // Only values a header can hold.
+            prop_assume!(HeaderValue::from_bytes(&value).is_ok());
+            prop_assert_eq!(parse_length(&value), through_str(&value));
         }
     }
 }

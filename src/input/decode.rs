@@ -2,6 +2,7 @@ use std::task::{Context, Poll};
 
 use http::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING};
 use http::{Request, Response};
+use http_body::Body;
 use tower_http::decompression::{RequestDecompression, RequestDecompressionLayer};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -96,6 +97,7 @@ fn accept_encoding(value: &HeaderValue) -> Result<Option<&'static str>, InputRef
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Decompress<S>
 where
     RequestDecompression<BodyLimit<S>>: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: Body,
 {
     type Response = Response<ProblemOr<ResBody>>;
     type Error = <RequestDecompression<BodyLimit<S>> as Service<Request<ReqBody>>>::Error;
@@ -111,19 +113,25 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let mut codings = request.headers().get_all(CONTENT_ENCODING).iter();
         let decision = match (codings.next(), codings.next()) {
-            (None, _) => Ok(None),
+            (None, _) => Ok(Coding::Absent),
             (Some(_), Some(_)) => Err(InputRefusal::UnsupportedEncoding),
-            (Some(value), None) => accept_encoding(value),
+            (Some(value), None) => accept_encoding(value).map(|coding| match coding {
+                Some(coding) => Coding::Decode(coding),
+                None => Coding::Identity,
+            }),
         };
-        match decision {
-            Ok(Some(coding)) => {
+        let identity = match decision {
+            Ok(Coding::Decode(coding)) => {
                 request
                     .headers_mut()
                     .insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
+                false
             }
-            Ok(None) => {
+            Ok(Coding::Identity) => {
                 request.headers_mut().remove(CONTENT_ENCODING);
+                true
             }
+            Ok(Coding::Absent) => true,
             Err(refusal) => {
                 let mut response = Problem::refuse(refusal, request.extensions());
                 // RFC 9110, section 15.5.16 (and RFC 7694): a 415 about the
@@ -133,9 +141,25 @@ where
                     .insert(ACCEPT_ENCODING, HeaderValue::from_static(ACCEPTED_CODINGS));
                 return RefuseOr::refused(response);
             }
-        }
+        };
+        // With no coding, tower-http hands the body on as it is; the decoded
+        // limit inside it cannot see through tower-http's wrapper whether
+        // the body had already ended, so it is told. (A coded body is
+        // counted as before, empty or not: what it decodes to, or whether it
+        // decodes at all, is the decoder's to say.)
+        self.inner.get_mut().next_body_ended = identity && request.body().is_end_stream();
         RefuseOr::inner(self.inner.call(request))
     }
+}
+
+/// What a request's `Content-Encoding` asks of this layer.
+enum Coding {
+    /// No header.
+    Absent,
+    /// `identity`: the header is dropped.
+    Identity,
+    /// One coding tower-http decodes, by its canonical name.
+    Decode(&'static str),
 }
 
 #[cfg(test)]

@@ -79,7 +79,6 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let context = RequestContext::from_extensions(request.extensions());
         let (guard, request) = match request.extensions().get::<WireLimit>() {
             Some(WireLimit(guard)) => {
                 let guard = guard.clone();
@@ -95,11 +94,12 @@ where
                     self.limit,
                     Counted::Wire,
                     declared_length(request.headers()),
+                    RequestContext::from_extensions(request.extensions()),
                 );
                 let mut request =
                     request.map(|body| Body::new(LimitedBody::new(body, guard.clone())));
                 if self.limit > super::axum_default_limit::AXUM_DEFAULT_LIMIT {
-                    super::axum_default_limit::disable(request.extensions_mut());
+                    request = super::axum_default_limit::disable(request);
                 }
                 (guard, request)
             }
@@ -111,6 +111,6 @@ where
                 return ResponseFuture::refused(Problem::refuse(refusal, request.extensions()));
             }
         }
-        ResponseFuture::inner(self.inner.call(request), guard, context)
+        ResponseFuture::inner(self.inner.call(request), Some(guard))
     }
 }
