@@ -462,7 +462,7 @@ impl Harden {
     /// Serves `service` with the connection settings of this stack's
     /// configuration (`[server]`): header-read timeout, keep-alive, header
     /// and HTTP/2 limits, connection cap, drain timeout.
-    pub fn serve<S>(
+    pub fn serve<S: 'static>(
         &self,
         listener: TcpListener,
         service: S,

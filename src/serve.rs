@@ -129,13 +129,32 @@ const MIN_HEADER_BYTES: usize = 8192;
 /// Serves `service` on `listener` with connection-level limits; see the
 /// [module documentation](self) for the defaults. Await the returned
 /// [`Serve`] (after setting any of its options) to run the server.
-pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S, std::future::Pending<()>> {
+pub fn serve<S: 'static>(listener: TcpListener, service: S) -> Serve<S, std::future::Pending<()>> {
     Serve {
         listener,
-        service,
+        service: with_routes_built(service),
         signal: std::future::pending(),
         config: Config::default(),
     }
+}
+
+/// An axum `Router` called as a service before `with_state` turns each
+/// handler into its route, with the route's layers, on every request
+/// (`axum::serve` avoids it by calling `with_state(())` per connection).
+/// Served here, a `Router` gets its routes built once.
+fn with_routes_built<S: 'static>(service: S) -> S {
+    #[cfg(feature = "axum")]
+    {
+        let mut slot = Some(service);
+        if let Some(router) =
+            (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<axum::Router>>()
+        {
+            *router = router.take().map(|router| router.with_state(()));
+        }
+        slot.expect("the slot is refilled above")
+    }
+    #[cfg(not(feature = "axum"))]
+    service
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -602,3 +602,38 @@ mod metrics_counts {
         assert!(recorder.count(evictions, None) >= 1_000 - 64 - 1);
     }
 }
+
+/// Counts the services it makes.
+#[derive(Clone)]
+struct CountingLayer(Arc<AtomicUsize>);
+
+impl<S> tower::Layer<S> for CountingLayer {
+    type Service = S;
+
+    fn layer(&self, inner: S) -> S {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        inner
+    }
+}
+
+#[tokio::test]
+async fn a_served_router_builds_its_routes_and_layers_once_not_per_request() {
+    let made = Arc::new(AtomicUsize::new(0));
+    let harden = Harden::new();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(CountingLayer(made.clone()))
+        .layer(harden.clone().into_layer());
+    let addr = spawn(&harden, app).await;
+    // Building the router applied the layer to each endpoint and fallback;
+    // serving it builds the routes once more, and that is all.
+    let built = made.load(Ordering::Relaxed);
+    for _ in 0..10 {
+        assert_eq!(common::get(addr, "/").await.status, 200);
+    }
+    assert_eq!(
+        made.load(Ordering::Relaxed),
+        built,
+        "layers applied per request"
+    );
+}
