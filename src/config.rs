@@ -392,10 +392,12 @@ pub struct ObserveConfig {
     /// Request headers logged (beside the ones always logged). Secrets
     /// (`authorization`, cookies, API keys) are never logged. Default: none.
     pub log_headers: Vec<String>,
-    /// Also record the status on the request's span (for span exporters
-    /// such as `tracing-opentelemetry`); it is always on the outcome event.
-    /// Default false: see [`ObserveLayer::record_status_on_span`](crate::observe::ObserveLayer::record_status_on_span).
-    pub record_status_on_span: bool,
+    /// The request's span also carries the method and route and records
+    /// the status, as OpenTelemetry's HTTP server span does (for span
+    /// exporters such as `tracing-opentelemetry`); the outcome event always
+    /// has them. Default false: see
+    /// [`ObserveLayer::full_span`](crate::observe::ObserveLayer::full_span).
+    pub full_span: bool,
 }
 
 impl Default for ObserveConfig {
@@ -407,7 +409,7 @@ impl Default for ObserveConfig {
             client_error_level: "warn".into(),
             server_error_level: "error".into(),
             log_headers: Vec::new(),
-            record_status_on_span: false,
+            full_span: false,
         }
     }
 }

@@ -370,7 +370,7 @@ impl Harden {
         let mut layer = ObserveLayer::new()
             .request_id_header(header)
             .trust_inbound_request_id(observe.trust_inbound_request_id)
-            .record_status_on_span(observe.record_status_on_span)
+            .full_span(observe.full_span)
             .levels(
                 validated::level(&observe.success_level, "observe.success_level")?,
                 validated::level(&observe.client_error_level, "observe.client_error_level")?,

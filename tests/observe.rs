@@ -185,7 +185,6 @@ async fn a_plain_request_id_is_kept_echoed_and_given_to_every_event() {
     let outcome = log.only_outcome();
     assert_eq!(outcome["level"], "INFO");
     assert_eq!(outcome["span"]["request_id"], "req-42.a:b_c");
-    assert_eq!(outcome["span"]["request_id"], "req-42.a:b_c");
     assert_eq!(outcome["fields"]["http.response.status_code"], 200);
     assert_eq!(outcome["fields"]["http.response.body.size"], body.len());
     // Only an incomplete body is worth a field.
@@ -495,16 +494,24 @@ async fn span_fields_follow_opentelemetry_names_with_bounded_values() {
     .await;
     let outcomes = log.outcomes();
     assert_eq!(outcomes.len(), 3);
-    // The span holds what every event in the request needs (ids, method,
-    // route); the outcome event holds the rest, and does not repeat them.
-    let user = &outcomes[0]["span"];
+    // The span holds what every event in the request needs (the ids); the
+    // outcome event holds the rest, and does not repeat them.
+    let span = &outcomes[0]["span"];
     let fields = &outcomes[0]["fields"];
-    assert!(fields.get("http.route").is_none());
+    assert_eq!(span["request_id"].as_str().unwrap().len(), 36);
+    assert_eq!(span["trace_id"].as_str().unwrap().len(), 32);
     assert!(fields.get("request_id").is_none());
-    assert!(user.get("url.path").is_none());
-    assert!(user.get("http.response.status_code").is_none());
-    assert_eq!(user["http.request.method"], "GET");
-    assert_eq!(user["http.route"], "/users/{id}");
+    assert!(fields.get("trace_id").is_none());
+    for moved in [
+        "url.path",
+        "http.route",
+        "http.request.method",
+        "http.response.status_code",
+    ] {
+        assert!(span.get(moved).is_none(), "{moved} on the span");
+    }
+    assert_eq!(fields["http.request.method"], "GET");
+    assert_eq!(fields["http.route"], "/users/{id}");
     assert_eq!(fields["url.path"], "/users/1234");
     assert_eq!(fields["span_id"].as_str().unwrap().len(), 16);
     assert!(fields.get("url.query").is_none());
@@ -512,28 +519,35 @@ async fn span_fields_follow_opentelemetry_names_with_bounded_values() {
         !log.text().contains("token=abc"),
         "the query string was logged"
     );
-    assert_eq!(outcomes[0]["span"]["http.route"], "/users/{id}");
     assert_eq!(outcomes[0]["fields"]["http.response.status_code"], 200);
     assert_eq!(outcomes[0]["level"], "INFO");
 
     let unmatched = &outcomes[1];
-    assert_eq!(unmatched["span"]["http.route"], "_unmatched");
+    assert_eq!(unmatched["fields"]["http.route"], "_unmatched");
     assert_eq!(unmatched["fields"]["http.response.status_code"], 404);
     assert_eq!(unmatched["level"], "WARN");
 
     let brew = &outcomes[2];
-    assert_eq!(brew["span"]["http.request.method"], "_OTHER");
+    assert_eq!(brew["fields"]["http.request.method"], "_OTHER");
     assert_eq!(brew["fields"]["http.response.status_code"], 405);
 }
 
 #[tokio::test]
-async fn the_status_goes_on_the_span_only_when_asked() {
+async fn a_full_span_carries_method_route_and_status_as_opentelemetry_does() {
     let (log, _guard) = capture_json();
-    let app = app(ObserveLayer::new().record_status_on_span(true));
+    let app = app(ObserveLayer::new().full_span(true));
     send(&app, get_request("/users/9").body(Body::empty()).unwrap()).await;
     let outcome = log.only_outcome();
-    assert_eq!(outcome["span"]["http.response.status_code"], 200);
-    assert_eq!(outcome["fields"]["http.response.status_code"], 200);
+    let span = &outcome["span"];
+    assert_eq!(span["http.request.method"], "GET");
+    assert_eq!(span["http.route"], "/users/{id}");
+    assert_eq!(span["http.response.status_code"], 200);
+    assert_eq!(span["request_id"].as_str().unwrap().len(), 36);
+    // The event holds the status too, and does not repeat the span.
+    let fields = &outcome["fields"];
+    assert_eq!(fields["http.response.status_code"], 200);
+    assert!(fields.get("http.route").is_none());
+    assert!(fields.get("http.request.method").is_none());
 }
 
 #[tokio::test]
@@ -811,7 +825,7 @@ async fn an_oversized_body_produces_one_event_with_the_input_context() {
     assert_eq!(fields["refusal.layer"], "input");
     assert_eq!(fields["refusal.limit"], 16);
     assert_eq!(fields["refusal.observed"], 100);
-    assert_eq!(outcome["span"]["http.route"], "/echo");
+    assert_eq!(outcome["fields"]["http.route"], "/echo");
     assert!(fields["error.type"]
         .as_str()
         .unwrap()
@@ -1006,7 +1020,7 @@ async fn a_panic_in_call_is_caught_too() {
     let outcome = log.only_outcome();
     assert_eq!(outcome["fields"]["error.message"], "panicked in call");
     assert_eq!(outcome["span"]["request_id"], id.as_str());
-    assert_eq!(outcome["span"]["http.route"], "_unmatched");
+    assert_eq!(outcome["fields"]["http.route"], "_unmatched");
 }
 
 fn header_value<B>(response: &http::Response<B>) -> String {

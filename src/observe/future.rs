@@ -144,7 +144,7 @@ fn finish<B: Body<Data = bytes::Bytes>>(
         request_id_value(&outcome),
     );
     outcome.status = Some(parts.status);
-    if outcome.config.status_on_span {
+    if outcome.config.full_span {
         outcome
             .span
             .record("http.response.status_code", parts.status.as_u16());
@@ -169,7 +169,7 @@ fn panicked<B: Body<Data = bytes::Bytes>>(
         request_id_value(&outcome),
     );
     outcome.status = Some(response.status());
-    if outcome.config.status_on_span {
+    if outcome.config.full_span {
         outcome.span.record("http.response.status_code", 500);
     }
     outcome.failure = Some(Failure::Panic { message, site });

@@ -194,19 +194,22 @@ impl Outcome {
             latency.as_secs_f64(),
         );
 
-        // The span carries these already; repeat them only when a filter
-        // dropped the span, so the one line stays self-contained.
+        // What the span carries is repeated only when a filter dropped the
+        // span, so the one line stays self-contained.
         let span_off = self.span.is_disabled();
         let max_field_len = config.max_field_len;
-        let (method, route, request_id, trace_id) = if span_off {
+        let (request_id, trace_id) = if span_off {
+            (Some(self.request_id.as_str()), Some(&self.trace_id))
+        } else {
+            (None, None)
+        };
+        let (method, route) = if span_off || !config.full_span {
             (
                 Some(self.method),
-                Some(escape(self.route.as_str(), config.max_field_len)),
-                Some(self.request_id.as_str()),
-                Some(&self.trace_id),
+                Some(escape(self.route.as_str(), max_field_len)),
             )
         } else {
-            (None, None, None, None)
+            (None, None)
         };
         macro_rules! outcome_at {
             ($level:expr) => {
@@ -280,7 +283,7 @@ mod tests {
             client_error_level: Level::WARN,
             server_error_level: Level::ERROR,
             forward_panics: false,
-            status_on_span: false,
+            full_span: false,
         }
     }
 
