@@ -222,6 +222,11 @@ fn runtime() -> tokio::runtime::Runtime {
 fn init_logging() {
     // The example server's JSON format, written nowhere (`STACK_LOG=stderr`
     // shows the lines). Global, so the threads of `threads/*` log too.
+    // `STACK_LOG=off`: no subscriber at all (`admitted/*` then measures the
+    // layers alone, like `admitted_no_log/*`; so does `threads/*`).
+    if std::env::var("STACK_LOG").as_deref() == Ok("off") {
+        return;
+    }
     let to_stderr = std::env::var("STACK_LOG").as_deref() == Ok("stderr");
     let subscriber = tracing_subscriber::fmt()
         .json()
@@ -378,9 +383,7 @@ fn scaling(c: &mut Criterion) {
 fn profile(spec: &str) {
     let (label, count) = spec.split_once(':').expect("STACK_PROFILE=LABEL:COUNT");
     let count: u32 = count.parse().expect("a request count");
-    if std::env::var("STACK_LOG").as_deref() != Ok("off") {
-        init_logging();
-    }
+    init_logging();
     // `STACK_REQUEST=413`: oversized requests instead of admitted ones;
     // `STACK_REQUEST=429`: requests from one peer whose quota is spent.
     let request = std::env::var("STACK_REQUEST").unwrap_or_default();

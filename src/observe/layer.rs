@@ -16,7 +16,7 @@ use tracing::{Level, Span};
 use super::body::ObservedBody;
 use super::escape::{escape, escape_bytes};
 use super::future::ResponseFuture;
-use super::outcome::Outcome;
+use super::outcome::{Outcome, OutcomeConfig};
 use super::panic::{install_hook, payload_message, Catching};
 use super::{RequestId, TraceContext, TraceParent, TraceState};
 use crate::problem::RequestContext;
@@ -481,7 +481,7 @@ where
         // counted, unescaped): escaped when, and only if, the event is
         // written.
         let outcome = Outcome {
-            config: config.clone(),
+            config: OutcomeConfig::of(config),
             span: span.clone(),
             start,
             method,

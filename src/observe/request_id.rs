@@ -72,7 +72,14 @@ impl RequestId {
 
     /// A new time-ordered id (UUIDv7).
     pub fn generate() -> Self {
-        let uuid = uuid::Uuid::now_v7();
+        // `Uuid::now_v7` keeps its counter behind one process-wide mutex,
+        // which two threads generating ids contend for on every request;
+        // one context per thread keeps ids time-ordered (to the millisecond
+        // across threads, strictly within one) without the lock.
+        thread_local! {
+            static CONTEXT: uuid::ContextV7 = const { uuid::ContextV7::new() };
+        }
+        let uuid = CONTEXT.with(|context| uuid::Uuid::new_v7(uuid::Timestamp::now(context)));
         let mut buffer = uuid::Uuid::encode_buffer();
         Self(Arc::from(&*uuid.hyphenated().encode_lower(&mut buffer)))
     }
