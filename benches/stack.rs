@@ -136,6 +136,10 @@ fn peer_with_quota(period: Duration, burst: u32) -> Router {
 
 /// The preset's outcome event, written from tower-http's `on_response`.
 fn log_same_outcome<B>(response: &Response<B>, latency: Duration, _span: &tracing::Span) {
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok());
     let client = response
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -149,13 +153,14 @@ fn log_same_outcome<B>(response: &Response<B>, latency: Duration, _span: &tracin
         latency_ms = latency.as_secs_f64() * 1000.0,
         client.address = client.as_deref().unwrap_or("10.0.0.1"),
         user_agent.original = "bench/1.0",
+        request_id,
         span_id = "a8554d97c60bcd27",
         "request completed"
     );
 }
 
 /// The peer stack made to log what the preset logs: the same span fields
-/// (request and trace ids) and the same event fields, so
+/// (request and trace ids) and the same event fields (request id included), so
 /// that both log lines have the same shape and size. It separates the cost
 /// of the stack from the cost of the longer line.
 fn peer_same_log() -> Router {

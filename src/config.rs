@@ -392,10 +392,10 @@ pub struct ObserveConfig {
     /// Request headers logged (beside the ones always logged). Secrets
     /// (`authorization`, cookies, API keys) are never logged. Default: none.
     pub log_headers: Vec<String>,
-    /// The request's span also carries the method and route and records
-    /// the status, as OpenTelemetry's HTTP server span does (for span
-    /// exporters such as `tracing-opentelemetry`); the outcome event always
-    /// has them. Default false: see
+    /// The request's span also carries method, route, path and client
+    /// address and records the status, as OpenTelemetry's HTTP server span
+    /// does (for span exporters such as `tracing-opentelemetry`); the
+    /// outcome event then leaves them to the span. Default false: see
     /// [`ObserveLayer::full_span`](crate::observe::ObserveLayer::full_span).
     pub full_span: bool,
 }

@@ -162,10 +162,19 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let Some(guard) = this.guard else {
-            return this
-                .inner
-                .poll_frame(cx)
-                .map_err(|error| BodyError::Read(error.into()));
+            // The body said it had ended; one that yields bytes anyway
+            // breaks the `http_body` contract, and is not let through
+            // uncounted.
+            return match this.inner.poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame)))
+                    if frame.data_ref().is_some_and(|data| data.has_remaining()) =>
+                {
+                    Poll::Ready(Some(Err(BodyError::Read(
+                        "the request body reported its end, then yielded data".into(),
+                    ))))
+                }
+                polled => polled.map_err(|error| BodyError::Read(error.into())),
+            };
         };
         let limit = guard.limit();
         if *this.failed {
@@ -220,5 +229,41 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+
+    /// A body that claims to have ended and yields a frame anyway.
+    struct Lying(Option<Bytes>);
+
+    impl Body for Lying {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.take().map(|data| Ok(Frame::data(data))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_ended_and_then_yields_data_is_refused_not_passed_uncounted() {
+        let mut lying = LimitedBody::ended(Lying(Some(Bytes::from_static(b"smuggled"))));
+        let frame = lying.frame().await.expect("a frame or an error");
+        assert!(matches!(frame, Err(BodyError::Read(_))));
+        // An honest ended body passes through.
+        let mut honest = LimitedBody::ended(Lying(None));
+        assert!(honest.frame().await.is_none());
     }
 }

@@ -14,8 +14,8 @@
 //! {"timestamp":"2026-11-27T17:41:50.182448Z","level":"ERROR","message":"request completed",
 //!  "http.request.method":"GET","http.route":"/fail","url.path":"/fail",
 //!  "http.response.status_code":500,"http.response.body.size":255,"latency_ms":0.344,
-//!  "user_agent.original":"curl/8.5.0","span_id":"9fd3dee3fb2bd955","error.type":"app::ConnectError",
-//!  "error.message":"the handler failed",
+//!  "user_agent.original":"curl/8.5.0","request_id":"01a21e19-63e6-752d-bbf6-08fc595dc584",
+//!  "span_id":"9fd3dee3fb2bd955","error.type":"app::ConnectError","error.message":"the handler failed",
 //!  "error.chain":"the handler failed: connecting to postgres://app:hunter2@db.internal/app: connection refused",
 //!  "refusal.layer":"handler","target":"tower_harden::observe",
 //!  "span":{"request_id":"01a21e19-63e6-752d-bbf6-08fc595dc584",
@@ -23,10 +23,10 @@
 //! ```
 //!
 //! The span holds what every event inside the request needs to be found
-//! (the request and trace ids); the outcome event holds the rest. The
-//! span's fields are repeated in the event only when a filter dropped the
-//! span. [`ObserveLayer::full_span`] puts the method, route and status on the
-//! span too, for span exporters.
+//! (the request and trace ids); the outcome event holds the rest, and the
+//! request id again. The span's other fields are repeated in the event only
+//! when a filter dropped the span. [`ObserveLayer::full_span`] puts
+//! OpenTelemetry's HTTP server fields on the span too, for span exporters.
 //!
 //! Every piece of untrusted text in it (path, query, header values, ids,
 //! error messages) is escaped (control characters, line separators, bidi

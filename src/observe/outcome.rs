@@ -228,16 +228,16 @@ impl Outcome {
             latency.as_secs_f64(),
         );
 
-        // What the span carries is repeated only when a filter dropped the
-        // span, so the one line stays self-contained.
+        // The request id is always on the event, so that the one line of a
+        // request can be found from a problem body even where spans are not
+        // written (a formatter without `with_current_span`, a log exporter).
+        // What else the span carries is repeated only when a filter dropped
+        // the span.
         let span_off = self.span.is_disabled();
         let max_field_len = config.max_field_len;
-        let (request_id, trace_id) = if span_off {
-            (Some(self.request_id.as_str()), Some(&self.trace_id))
-        } else {
-            (None, None)
-        };
-        let (method, route) = if span_off || !config.full_span {
+        let trace_id = span_off.then_some(&self.trace_id);
+        let on_event = span_off || !config.full_span;
+        let (method, route) = if on_event {
             (
                 Some(self.method),
                 Some(escape(self.route.as_str(), max_field_len)),
@@ -252,7 +252,9 @@ impl Outcome {
                     $level,
                     http.request.method = method,
                     http.route = route.as_deref(),
-                    url.path = escape(self.uri.path(), max_field_len).as_ref(),
+                    url.path = on_event
+                        .then(|| escape(self.uri.path(), max_field_len))
+                        .as_deref(),
                     url.query = config
                         .log_query
                         .then(|| self.uri.query().map(|q| escape(q, max_field_len)))
@@ -262,14 +264,18 @@ impl Outcome {
                     http.response.body.size = body_bytes,
                     http.response.body.complete = (!body_complete).then_some(false),
                     latency_ms = millis(latency),
-                    client.address = self.client_address.map(ip_text).as_deref(),
+                    client.address = self
+                        .client_address
+                        .filter(|_| on_event)
+                        .map(ip_text)
+                        .as_deref(),
                     user_agent.original = self
                         .user_agent
                         .as_ref()
                         .map(|v| escape_bytes(v.as_bytes(), max_field_len))
                         .as_deref(),
                     http.request.headers = self.headers.as_deref(),
-                    request_id = request_id,
+                    request_id = self.request_id.as_str(),
                     request_id.refused = self.request_id_refused.as_deref(),
                     trace_id = trace_id.map(|id| id.hex()).as_ref().map(|hex| hex.as_str()),
                     span_id = self.span_id.hex().as_str(),
