@@ -23,9 +23,13 @@ pub(crate) fn escape(text: &str, max_len: usize) -> Cow<'_, str> {
 
 /// Printable ASCII without a backslash: nothing in it to escape.
 fn is_plain(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .all(|byte| (b' '..=b'~').contains(byte) && *byte != b'\\')
+    bytes.iter().copied().all(is_plain_byte)
+}
+
+/// A printable ASCII byte other than the backslash, which `escape` copies
+/// as it is.
+fn is_plain_byte(byte: u8) -> bool {
+    (b' '..=b'~').contains(&byte) && byte != b'\\'
 }
 
 /// As [`escape`], where `rest` more bytes were already cut off `text`.
@@ -37,7 +41,7 @@ fn escape_with_rest(text: &str, max_len: usize, rest: usize) -> String {
     // bytes and stopped at the same place.
     let plain = text
         .bytes()
-        .position(|byte| !(b' '..=b'~').contains(&byte) || byte == b'\\')
+        .position(|byte| !is_plain_byte(byte))
         .unwrap_or(text.len())
         .min(max_len);
     out.push_str(&text[..plain]);

@@ -67,21 +67,14 @@ pub struct ObserveLayer {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
-    pub(crate) request_id_header: HeaderName,
     pub(crate) max_request_id_len: usize,
     pub(crate) trust_request_id: bool,
     pub(crate) trust_trace_context: bool,
     pub(crate) max_trace_state_len: usize,
-    pub(crate) max_field_len: usize,
-    pub(crate) max_error_len: usize,
     pub(crate) logged_headers: Vec<HeaderName>,
-    pub(crate) log_query: bool,
     pub(crate) span_level: Level,
-    pub(crate) success_level: Level,
-    pub(crate) client_error_level: Level,
-    pub(crate) server_error_level: Level,
-    pub(crate) forward_panics: bool,
-    pub(crate) full_span: bool,
+    /// What each request's outcome takes a copy of.
+    pub(crate) outcome: OutcomeConfig,
 }
 
 impl Default for ObserveLayer {
@@ -114,21 +107,23 @@ impl ObserveLayer {
         install_hook();
         Self {
             config: Arc::new(Config {
-                request_id_header: REQUEST_ID_HEADER,
                 max_request_id_len: RequestId::DEFAULT_MAX_LEN,
                 trust_request_id: true,
                 trust_trace_context: true,
                 max_trace_state_len: TraceState::DEFAULT_MAX_LEN,
-                max_field_len: 256,
-                max_error_len: 2048,
                 logged_headers: Vec::new(),
-                log_query: false,
                 span_level: Level::ERROR,
-                success_level: Level::INFO,
-                client_error_level: Level::WARN,
-                server_error_level: Level::ERROR,
-                forward_panics: false,
-                full_span: false,
+                outcome: OutcomeConfig {
+                    request_id_header: REQUEST_ID_HEADER,
+                    max_field_len: 256,
+                    max_error_len: 2048,
+                    log_query: false,
+                    success_level: Level::INFO,
+                    client_error_level: Level::WARN,
+                    server_error_level: Level::ERROR,
+                    forward_panics: false,
+                    full_span: false,
+                },
             }),
         }
     }
@@ -140,7 +135,7 @@ impl ObserveLayer {
     /// The header that carries the request id, in and out. Default
     /// `x-request-id`, the de facto name (nginx, Heroku, tower-http).
     pub fn request_id_header(mut self, name: HeaderName) -> Self {
-        self.config().request_id_header = name;
+        self.config().outcome.request_id_header = name;
         self
     }
 
@@ -178,14 +173,14 @@ impl ObserveLayer {
     /// The cap, in bytes, on each piece of untrusted request text in the log
     /// (path, query, header values). Default 256.
     pub fn max_field_len(mut self, max_len: usize) -> Self {
-        self.config().max_field_len = max_len;
+        self.config().outcome.max_field_len = max_len;
         self
     }
 
     /// The cap, in bytes, on each error message and on the whole error
     /// chain in the log. Default 2048.
     pub fn max_error_len(mut self, max_len: usize) -> Self {
-        self.config().max_error_len = max_len;
+        self.config().outcome.max_error_len = max_len;
         self
     }
 
@@ -205,7 +200,7 @@ impl ObserveLayer {
     /// Whether to log the query string (escaped and capped) as `url.query`.
     /// Default `false`: query strings often carry tokens and personal data.
     pub fn log_query(mut self, log: bool) -> Self {
-        self.config().log_query = log;
+        self.config().outcome.log_query = log;
         self
     }
 
@@ -221,9 +216,9 @@ impl ObserveLayer {
     /// inner service error). Default `INFO`, `WARN`, `ERROR`.
     pub fn levels(mut self, success: Level, client_error: Level, server_error: Level) -> Self {
         let config = self.config();
-        config.success_level = success;
-        config.client_error_level = client_error;
-        config.server_error_level = server_error;
+        config.outcome.success_level = success;
+        config.outcome.client_error_level = client_error;
+        config.outcome.server_error_level = server_error;
         self
     }
 
@@ -232,7 +227,7 @@ impl ObserveLayer {
     /// to stderr). Default `false`: the panic is reported once, as the
     /// request's outcome event, with its message and location.
     pub fn forward_caught_panics(mut self, forward: bool) -> Self {
-        self.config().forward_panics = forward;
+        self.config().outcome.forward_panics = forward;
         self
     }
 
@@ -250,7 +245,7 @@ impl ObserveLayer {
     /// of all of them. Switch it on when spans are exported
     /// (`tracing-opentelemetry`).
     pub fn full_span(mut self, full: bool) -> Self {
-        self.config().full_span = full;
+        self.config().outcome.full_span = full;
         self
     }
 }
@@ -382,8 +377,11 @@ impl Config {
         if !self.trust_request_id {
             return (RequestId::generate(), None);
         }
-        match only_header(request.headers(), &self.request_id_header) {
-            None if request.headers().contains_key(&self.request_id_header) => {
+        match only_header(request.headers(), &self.outcome.request_id_header) {
+            None if request
+                .headers()
+                .contains_key(&self.outcome.request_id_header) =>
+            {
                 (RequestId::generate(), Some("repeated header".to_owned()))
             }
             None => (RequestId::generate(), None),
@@ -434,7 +432,7 @@ impl Config {
                 }
                 logged.push_str(name.as_str());
                 logged.push_str(": ");
-                logged.push_str(&escape_bytes(value.as_bytes(), self.max_field_len));
+                logged.push_str(&escape_bytes(value.as_bytes(), self.outcome.max_field_len));
             }
         }
         (!logged.is_empty()).then_some(logged)
@@ -471,10 +469,10 @@ where
         let client_address = client_address(request.extensions());
         let headers = config.logged_headers(request.headers());
 
-        let full = config.full_span.then(|| FullSpan {
+        let full = config.outcome.full_span.then(|| FullSpan {
             method,
-            route: escape(route.as_str(), config.max_field_len),
-            path: escape(request.uri().path(), config.max_field_len),
+            route: escape(route.as_str(), config.outcome.max_field_len),
+            path: escape(request.uri().path(), config.outcome.max_field_len),
             client_address: client_address.map(ip_text),
         });
         let span = make_span(config.span_level, full.as_ref(), &request_id, &trace);
@@ -482,7 +480,7 @@ where
         // counted, unescaped): escaped when, and only if, the event is
         // written.
         let outcome = Outcome {
-            config: OutcomeConfig::of(config),
+            config: config.outcome.clone(),
             span: span.clone(),
             start,
             method,
@@ -506,7 +504,7 @@ where
 
         let called = {
             let _entered = span.enter();
-            let catching = Catching::enter(config.forward_panics);
+            let catching = Catching::enter(config.outcome.forward_panics);
             catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
                 .map_err(|payload| (payload_message(&*payload), catching.take_site()))
         };

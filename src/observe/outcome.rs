@@ -6,7 +6,7 @@ use http::StatusCode;
 use tracing::Span;
 
 use super::escape::{escape, escape_bytes};
-use super::layer::{ip_text, Config, RouteTemplate, TARGET};
+use super::layer::{ip_text, RouteTemplate, TARGET};
 use super::metrics::{record_request, RequestLabels};
 use super::panic::PanicSite;
 use super::{RequestId, SpanId, TraceId};
@@ -57,10 +57,10 @@ pub(crate) struct Outcome {
     pub(crate) failure: Option<Failure>,
 }
 
-/// What the outcome of one request needs of the layer's configuration,
-/// copied into it rather than shared: a shared `Arc` is two atomic writes per
-/// request on one cache line, which threads serving requests side by side
-/// take from each other.
+/// The part of the layer's configuration the outcome of a request needs:
+/// each request takes a copy rather than sharing the layer's `Arc`, which
+/// would be two atomic writes per request on one cache line that threads
+/// serving requests side by side take from each other.
 #[derive(Debug, Clone)]
 pub(crate) struct OutcomeConfig {
     pub(crate) request_id_header: HeaderName,
@@ -72,22 +72,6 @@ pub(crate) struct OutcomeConfig {
     pub(crate) server_error_level: Level,
     pub(crate) forward_panics: bool,
     pub(crate) full_span: bool,
-}
-
-impl OutcomeConfig {
-    pub(crate) fn of(config: &Config) -> Self {
-        Self {
-            request_id_header: config.request_id_header.clone(),
-            max_field_len: config.max_field_len,
-            max_error_len: config.max_error_len,
-            log_query: config.log_query,
-            success_level: config.success_level,
-            client_error_level: config.client_error_level,
-            server_error_level: config.server_error_level,
-            forward_panics: config.forward_panics,
-            full_span: config.full_span,
-        }
-    }
 }
 
 /// Milliseconds, to the microsecond (no float noise in the log).
@@ -308,23 +292,17 @@ mod tests {
     use tracing::Level;
 
     fn config(max_error_len: usize) -> OutcomeConfig {
-        OutcomeConfig::of(&Config {
+        OutcomeConfig {
             request_id_header: http::HeaderName::from_static("x-request-id"),
-            max_request_id_len: 64,
-            trust_request_id: true,
-            trust_trace_context: true,
-            max_trace_state_len: 512,
             max_field_len: 256,
             max_error_len,
-            logged_headers: Vec::new(),
             log_query: false,
-            span_level: Level::ERROR,
             success_level: Level::INFO,
             client_error_level: Level::WARN,
             server_error_level: Level::ERROR,
             forward_panics: false,
             full_span: false,
-        })
+        }
     }
 
     fn refused() -> Failure {
