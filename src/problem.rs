@@ -172,55 +172,92 @@ impl Problem {
         // it runs for every refusal, and building the map, or serde's
         // per-byte escaping of text that needs none, cost more than the rest
         // of the refusal.
-        enum Field<'a> {
-            Type,
-            Text(&'a str),
-            Status(u16),
-            Member(&'a Value),
-        }
         let trace_hex = self.trace_id.map(|trace| trace.hex());
-        let mut fields: Vec<(&str, Field<'_>)> = Vec::with_capacity(6 + self.members.len());
-        fields.push(("type", Field::Type));
-        fields.push(("title", Field::Text(self.title)));
-        fields.push(("status", Field::Status(self.status.as_u16())));
-        if let Some(detail) = &self.detail {
-            fields.push(("detail", Field::Text(detail)));
-        }
-        if let Some(id) = &self.request_id {
-            fields.push(("request_id", Field::Text(id.as_str())));
-        }
-        if let Some(trace) = &trace_hex {
-            fields.push(("trace_id", Field::Text(trace.as_str())));
-        }
-        // Members never reuse the names above (`with_member` refuses them).
-        for (name, value) in &self.members {
-            fields.push((name, Field::Member(value)));
-        }
-        if json_map_sorts_keys() {
-            fields.sort_by(|a, b| a.0.cmp(b.0));
-        }
+        // The standard members, each with its `"name":` prefix, in the order
+        // a map writes them: by name, or as inserted (serde_json's
+        // `preserve_order`), where they come before the extension members.
+        let sorted = json_map_sorts_keys();
+        let standard: [(&str, Option<Standard<'_>>); 6] = if sorted {
+            [
+                ("detail", self.detail.as_deref().map(Standard::Text)),
+                (
+                    "request_id",
+                    self.request_id
+                        .as_ref()
+                        .map(|id| Standard::Plain(id.as_str())),
+                ),
+                ("status", Some(Standard::Status(self.status.as_u16()))),
+                ("title", Some(Standard::Text(self.title))),
+                (
+                    "trace_id",
+                    trace_hex.as_ref().map(|hex| Standard::Plain(hex.as_str())),
+                ),
+                ("type", Some(Standard::Type)),
+            ]
+        } else {
+            [
+                ("type", Some(Standard::Type)),
+                ("title", Some(Standard::Text(self.title))),
+                ("status", Some(Standard::Status(self.status.as_u16()))),
+                ("detail", self.detail.as_deref().map(Standard::Text)),
+                (
+                    "request_id",
+                    self.request_id
+                        .as_ref()
+                        .map(|id| Standard::Plain(id.as_str())),
+                ),
+                (
+                    "trace_id",
+                    trace_hex.as_ref().map(|hex| Standard::Plain(hex.as_str())),
+                ),
+            ]
+        };
 
         let mut out = Vec::with_capacity(384);
         out.push(b'{');
-        for (index, (name, field)) in fields.iter().enumerate() {
-            if index > 0 {
+        let mut members = self.members.iter().peekable();
+        let mut first = true;
+        let mut separate = |out: &mut Vec<u8>| {
+            if !std::mem::take(&mut first) {
                 out.push(b',');
             }
-            push_json_string(&mut out, &[name]);
-            out.push(b':');
-            match field {
-                Field::Type => push_json_string(&mut out, &[TYPE_BASE, self.slug]),
-                Field::Text(text) => push_json_string(&mut out, &[text]),
-                Field::Status(status) => {
+        };
+        // Members never reuse the standard names (`with_member` refuses
+        // them), so a merge by name is the map's order.
+        for (name, value) in standard {
+            let Some(value) = value else { continue };
+            while let Some((member, member_value)) =
+                members.next_if(|(member, _)| sorted && member.as_str() < name)
+            {
+                separate(&mut out);
+                if push_json_member(&mut out, member, member_value).is_err() {
+                    return Bytes::new();
+                }
+            }
+            separate(&mut out);
+            // The standard names need no escaping.
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            match value {
+                Standard::Type => push_json_string(&mut out, &[TYPE_BASE, self.slug]),
+                Standard::Text(text) => push_json_string(&mut out, &[text]),
+                Standard::Plain(text) => {
+                    out.push(b'"');
+                    out.extend_from_slice(text.as_bytes());
+                    out.push(b'"');
+                }
+                Standard::Status(status) => {
                     // A StatusCode is three digits, 100 to 999.
                     let digits = [status / 100, status / 10 % 10, status % 10];
                     out.extend(digits.map(|digit| b'0' + digit as u8));
                 }
-                Field::Member(value) => {
-                    if serde_json::to_writer(&mut out, value).is_err() {
-                        return Bytes::new();
-                    }
-                }
+            }
+        }
+        for (member, member_value) in members {
+            separate(&mut out);
+            if push_json_member(&mut out, member, member_value).is_err() {
+                return Bytes::new();
             }
         }
         out.push(b'}');
@@ -262,15 +299,37 @@ impl Problem {
     }
 }
 
+/// A standard member's value in [`Problem::to_json`].
+enum Standard<'a> {
+    /// The `type` URI.
+    Type,
+    /// Text that may need escaping.
+    Text(&'a str),
+    /// Text known to need none (a request id, a hex trace id).
+    Plain(&'a str),
+    /// The status code.
+    Status(u16),
+}
+
+/// Writes `"name":value` for an extension member.
+fn push_json_member(out: &mut Vec<u8>, name: &str, value: &Value) -> serde_json::Result<()> {
+    push_json_string(out, &[name]);
+    out.push(b':');
+    serde_json::to_writer(&mut *out, value)
+}
+
 /// Writes the concatenation of `parts` as a JSON string. Text with nothing
 /// JSON must escape (a control character, a quote, a backslash; serde_json
 /// writes everything else as it is) is copied; other text goes through
 /// serde_json.
 fn push_json_string(out: &mut Vec<u8>, parts: &[&str]) {
-    let plain = parts.iter().all(|part| {
-        part.bytes()
-            .all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\')
+    // No early exit: the loop without one compiles to a vectorized scan.
+    let needs_escape = parts.iter().any(|part| {
+        part.bytes().fold(false, |any, byte| {
+            any | (byte < 0x20) | (byte == b'"') | (byte == b'\\')
+        })
     });
+    let plain = !needs_escape;
     if plain {
         out.push(b'"');
         for part in parts {

@@ -28,11 +28,31 @@ pub trait Refusal: StdError + Send + Sync + 'static {
     fn context(&self) -> RefusalContext;
 
     /// The class of the error, logged as `error.type` (OpenTelemetry's
-    /// name). Default: the refusal's type name. Keep it of low cardinality:
-    /// it is also a metric label.
+    /// name). Keep it of low cardinality: it is also a metric label.
+    ///
+    /// Default: the refusal's type name ([`std::any::type_name`]), which
+    /// names the module the type is defined in and is not promised to stay
+    /// the same across compiler versions: override it with a fixed name
+    /// where logs or dashboards query it. This crate's refusals name the
+    /// case, in snake case: `declared_body_too_large`, `body_too_large`,
+    /// `decoded_body_too_large`, `unsupported_encoding`, `malformed_body`,
+    /// `too_many_headers`, `headers_too_large`, `uri_too_long` (input);
+    /// `deadline_exceeded`, `body_idle`, `body_too_slow` (deadline);
+    /// `quota_exceeded`, `missing_key`, `store_unavailable` (rate limit).
     fn error_type(&self) -> &'static str {
         std::any::type_name::<Self>()
     }
+}
+
+/// A refusal's `Display` as a `String`, in one allocation for a message of
+/// usual length (`to_string` regrows its buffer two or three times on the way
+/// to 70 bytes, and every refusal formats its message twice: problem detail
+/// and log).
+pub(crate) fn message_of<T: fmt::Display + ?Sized>(refusal: &T) -> String {
+    use fmt::Write;
+    let mut message = String::with_capacity(128);
+    let _ = write!(message, "{refusal}");
+    message
 }
 
 /// Structured context of a refusal, logged as fields of the request's outcome

@@ -4,7 +4,7 @@ use http::StatusCode;
 
 use super::BudgetOrigin;
 use crate::problem::Problem;
-use crate::refusal::{Refusal, RefusalContext};
+use crate::refusal::{message_of, Refusal, RefusalContext};
 
 /// A time budget ran out: which one, how large it was, and how long the work
 /// had run.
@@ -48,6 +48,10 @@ impl Refusal for DeadlineExceeded {
         deadline_problem(self, StatusCode::SERVICE_UNAVAILABLE)
     }
 
+    fn error_type(&self) -> &'static str {
+        "deadline_exceeded"
+    }
+
     fn context(&self) -> RefusalContext {
         DeadlineExceeded::context(self)
     }
@@ -55,7 +59,7 @@ impl Refusal for DeadlineExceeded {
 
 fn deadline_problem(exceeded: &DeadlineExceeded, status: StatusCode) -> Problem {
     Problem::new(status, "deadline-exceeded", "Deadline exceeded")
-        .with_detail(exceeded.to_string())
+        .with_detail(message_of(exceeded))
         .with_member("budget_ms", millis(exceeded.budget))
 }
 
@@ -112,7 +116,15 @@ impl Refusal for DeadlineRefusal {
                 "request-timeout",
                 "Request timeout",
             )
-            .with_detail(self.to_string()),
+            .with_detail(message_of(self)),
+        }
+    }
+
+    fn error_type(&self) -> &'static str {
+        match self {
+            Self::Exceeded { .. } => "deadline_exceeded",
+            Self::BodyIdle { .. } => "body_idle",
+            Self::BodyTooSlow { .. } => "body_too_slow",
         }
     }
 

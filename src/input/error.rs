@@ -1,7 +1,7 @@
 use http::StatusCode;
 
 use crate::problem::Problem;
-use crate::refusal::{Refusal, RefusalContext};
+use crate::refusal::{message_of, Refusal, RefusalContext};
 
 /// Why the input layer refused a request.
 ///
@@ -97,10 +97,23 @@ impl Refusal for InputRefusal {
             ),
             Self::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, "uri-too-long", "URI too long"),
         };
-        let problem = Problem::new(status, slug, title).with_detail(self.to_string());
+        let problem = Problem::new(status, slug, title).with_detail(message_of(self));
         match self.limit() {
             Some(limit) => problem.with_member("limit", limit),
             None => problem,
+        }
+    }
+
+    fn error_type(&self) -> &'static str {
+        match self {
+            Self::DeclaredBodyTooLarge { .. } => "declared_body_too_large",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::DecodedBodyTooLarge { .. } => "decoded_body_too_large",
+            Self::UnsupportedEncoding => "unsupported_encoding",
+            Self::MalformedBody => "malformed_body",
+            Self::TooManyHeaders { .. } => "too_many_headers",
+            Self::HeadersTooLarge { .. } => "headers_too_large",
+            Self::UriTooLong { .. } => "uri_too_long",
         }
     }
 

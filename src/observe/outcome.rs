@@ -105,7 +105,7 @@ impl<'a> ErrorFields<'a> {
             Some(Failure::Refused(refused)) => {
                 let refusal = refused.refusal();
                 let context = refusal.context();
-                let message = refusal.to_string();
+                let message = crate::refusal::message_of(refusal);
                 // The chain is the message followed by each source; without
                 // a source (most refusals) it would only repeat the message.
                 let escaped_chain = refused.chain().nth(1).is_some().then(|| {
@@ -120,7 +120,11 @@ impl<'a> ErrorFields<'a> {
                     }
                     Cow::Owned(escape(&chain, max).into_owned())
                 });
-                let escaped_message: Cow<'a, str> = Cow::Owned(escape(&message, max).into_owned());
+                // Text that needs no escape is the message itself: no copy.
+                let escaped_message: Cow<'a, str> = match escape(&message, max) {
+                    Cow::Borrowed(_) => Cow::Owned(message),
+                    Cow::Owned(escaped) => Cow::Owned(escaped),
+                };
                 Self {
                     error_type: Some(refusal.error_type()),
                     message: Some(escaped_message),

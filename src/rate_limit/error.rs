@@ -6,7 +6,7 @@ use http::StatusCode;
 use super::headers::ceil_seconds;
 use super::store::{KeyHash, StoreError};
 use crate::problem::Problem;
-use crate::refusal::{Refusal, RefusalContext};
+use crate::refusal::{message_of, Refusal, RefusalContext};
 
 /// Why the rate limiter refused a request.
 ///
@@ -66,7 +66,7 @@ impl Refusal for RateLimitRefusal {
                 "quota-exceeded",
                 "Quota exceeded",
             )
-            .with_detail(self.to_string())
+            .with_detail(message_of(self))
             .with_member(
                 "violated_policies",
                 policies
@@ -77,7 +77,7 @@ impl Refusal for RateLimitRefusal {
             .with_member("retry_after", ceil_seconds(*retry_after).max(1)),
             Self::MissingKey { status, .. } => {
                 Problem::new(*status, "invalid-input", "Invalid input")
-                    .with_detail(self.to_string())
+                    .with_detail(message_of(self))
             }
             Self::StoreUnavailable { .. } => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -85,6 +85,14 @@ impl Refusal for RateLimitRefusal {
                 "Service unavailable",
             )
             .with_detail("the service is temporarily unavailable"),
+        }
+    }
+
+    fn error_type(&self) -> &'static str {
+        match self {
+            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::MissingKey { .. } => "missing_key",
+            Self::StoreUnavailable { .. } => "store_unavailable",
         }
     }
 
@@ -129,5 +137,6 @@ mod tests {
         assert_eq!(context.layer, "rate_limit");
         assert_eq!(context.key.as_deref(), Some("cdcdcdcdcdcd"));
         assert_eq!(context.policy.as_deref(), Some("per-ip, global"));
+        assert_eq!(refusal.error_type(), "quota_exceeded");
     }
 }
