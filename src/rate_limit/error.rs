@@ -16,7 +16,7 @@ use crate::refusal::{message_of, Refusal, RefusalContext};
 #[non_exhaustive]
 pub enum RateLimitRefusal {
     /// One or more policies have no quota left for the request's key.
-    #[error("rate limit exceeded (policy {}); retry in {} s", join(.policies), ceil_seconds(*.retry_after).max(1))]
+    #[error("rate limit exceeded (policy {}); retry in {} s", PolicyNames(.policies), ceil_seconds(*.retry_after).max(1))]
     QuotaExceeded {
         /// The policies that refused.
         policies: Vec<Arc<str>>,
@@ -46,12 +46,19 @@ pub enum RateLimitRefusal {
     },
 }
 
-fn join(policies: &[Arc<str>]) -> String {
-    policies
-        .iter()
-        .map(|policy| &**policy)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Policy names separated by `, `, written without a joined copy.
+struct PolicyNames<'a>(&'a [Arc<str>]);
+
+impl std::fmt::Display for PolicyNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, policy) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(policy)?;
+        }
+        Ok(())
+    }
 }
 
 impl Refusal for RateLimitRefusal {
@@ -105,7 +112,7 @@ impl Refusal for RateLimitRefusal {
                 retry_after,
                 limit,
             } => context
-                .policy(join(policies))
+                .policy(message_of(&PolicyNames(policies)))
                 .key(key.short())
                 .retry_after(*retry_after)
                 .limit(u64::from(*limit)),
