@@ -34,6 +34,19 @@ pub(crate) enum Failure {
     Cancelled,
 }
 
+impl Failure {
+    /// The `error.type` of the failure (also a metric label).
+    fn error_type(&self) -> &'static str {
+        match self {
+            Failure::Refused(refused) => refused.refusal().error_type(),
+            Failure::Panic { .. } => "panic",
+            Failure::Service(_) => "service",
+            Failure::Body(_) => "response_body",
+            Failure::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Everything the outcome event of one request needs, gathered as the
 /// request goes and emitted once.
 #[derive(Debug)]
@@ -100,6 +113,7 @@ struct ErrorFields<'a> {
 impl<'a> ErrorFields<'a> {
     fn of(failure: Option<&'a Failure>, config: &OutcomeConfig) -> Self {
         let max = config.max_error_len;
+        let error_type = failure.map(Failure::error_type);
         match failure {
             None => Self::default(),
             Some(Failure::Refused(refused)) => {
@@ -126,7 +140,7 @@ impl<'a> ErrorFields<'a> {
                     Cow::Owned(escaped) => Cow::Owned(escaped),
                 };
                 Self {
-                    error_type: Some(refusal.error_type()),
+                    error_type,
                     message: Some(escaped_message),
                     chain: escaped_chain,
                     layer: Some(context.layer),
@@ -149,7 +163,7 @@ impl<'a> ErrorFields<'a> {
             Some(Failure::Panic { message, site }) => {
                 let message = escape(message, max);
                 Self {
-                    error_type: Some("panic"),
+                    error_type,
                     message: Some(message),
                     panic_location: Some(
                         site.as_ref()
@@ -163,7 +177,7 @@ impl<'a> ErrorFields<'a> {
                 }
             }
             Some(Failure::Cancelled) => Self {
-                error_type: Some("cancelled"),
+                error_type,
                 message: Some(Cow::Borrowed(
                     "the request was dropped before its response was ready \
                      (the client went away or an outer layer gave up)",
@@ -173,10 +187,7 @@ impl<'a> ErrorFields<'a> {
             Some(Failure::Service(message)) | Some(Failure::Body(message)) => {
                 let message = escape(message, max);
                 Self {
-                    error_type: Some(match failure {
-                        Some(Failure::Body(_)) => "response_body",
-                        _ => "service",
-                    }),
+                    error_type,
                     message: Some(message),
                     ..Self::default()
                 }
@@ -199,22 +210,35 @@ impl Outcome {
             None => config.server_error_level,
         };
         let latency = self.start.elapsed();
-        let error = ErrorFields::of(self.failure.as_ref(), config);
+        let error_type = self.failure.as_ref().map(Failure::error_type);
         let status = self.status.map(|s| s.as_u16());
-        let is_error = error.error_type.is_some() || status.map_or(true, |s| s >= 500);
+        let is_error = error_type.is_some() || status.map_or(true, |s| s >= 500);
         record_request(
             &RequestLabels {
                 method: self.method,
                 route: self.route.as_str(),
                 status,
                 error_type: if is_error {
-                    Some(error.error_type.unwrap_or("_server_error"))
+                    Some(error_type.unwrap_or("_server_error"))
                 } else {
                     None
                 },
             },
             latency.as_secs_f64(),
         );
+
+        // The error's text (its message formatted, escaped, its chain) is
+        // made only for an event that will be written.
+        macro_rules! enabled_at {
+            ($level:expr) => {
+                tracing::enabled!(target: TARGET, $level)
+            };
+        }
+        let error = if self.failure.is_some() && super::at_level!(level, enabled_at) {
+            ErrorFields::of(self.failure.as_ref(), config)
+        } else {
+            ErrorFields::default()
+        };
 
         // The request id is always on the event, so that the one line of a
         // request can be found from a problem body even where spans are not
