@@ -197,7 +197,7 @@ pub struct InputConfig {
     /// Largest body a route may allow with `RouteBodyLimitLayer`; at least
     /// `max_body`. Default: `max_body` (routes may only lower it).
     pub max_route_body: Option<Size>,
-    /// Most header fields. Default 100.
+    /// Most header fields. Default 96 (under hyper's 100: see `server.max_headers`).
     pub max_headers: usize,
     /// Most header bytes. Default `"16KiB"`.
     pub max_header_bytes: Size,
@@ -259,7 +259,8 @@ pub struct ServerConfig {
     pub header_read_timeout: String,
     /// Idle time before a keep-alive connection is closed. Default `"75s"`.
     pub keep_alive_idle_timeout: String,
-    /// Most header fields hyper reads at all. Default 128: more than
+    /// Most header fields hyper reads at all. Default 100, hyper's own (any
+    /// other value slows hyper's parse of every request): more than
     /// `input.max_headers`, so that the input layer answers with a problem
     /// (hyper's own refusal is a bare 431). Must exceed `input.max_headers`.
     pub max_headers: usize,

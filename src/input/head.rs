@@ -7,9 +7,12 @@ use tower_service::Service;
 use super::InputRefusal;
 use crate::problem::{Problem, ProblemOr, RefuseOr};
 
-/// Default limit on the number of header fields: 100, hyper's own default
-/// for HTTP/1 (`http1_max_headers`).
-pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default limit on the number of header fields: 96, just under hyper's own
+/// HTTP/1 limit of 100 (Envoy's default is 100 too), so that over HTTP/1 this
+/// layer answers an over-limit request with a problem before hyper would
+/// answer it with a bare 431, while hyper keeps its default (see
+/// [`DEFAULT_MAX_HEADERS`](crate::serve::DEFAULT_MAX_HEADERS) in `serve`).
+pub const DEFAULT_MAX_HEADERS: usize = 96;
 
 /// Default limit on header bytes: 16 KiB, Node.js's `--max-http-header-size`
 /// default. Counted as each field's name and value plus 4 bytes (`": "` and
@@ -67,7 +70,7 @@ impl HeadLimitLayer {
         }
     }
 
-    /// The most header fields a request may have. Default: 100.
+    /// The most header fields a request may have. Default: [`DEFAULT_MAX_HEADERS`] (96).
     pub fn max_headers(mut self, max: usize) -> Self {
         self.max_headers = max;
         self

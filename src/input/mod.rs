@@ -6,7 +6,7 @@
 //!
 //! | layer | defends against | answer | default |
 //! |---|---|---|---|
-//! | [`HeadLimitLayer`] | header floods, huge headers, huge URIs | 431 / 414 | 100 fields, 16 KiB, 8 KiB URI |
+//! | [`HeadLimitLayer`] | header floods, huge headers, huge URIs | 431 / 414 | 96 fields, 16 KiB, 8 KiB URI |
 //! | [`BodyLimitLayer`] | huge or endless bodies, lying `Content-Length` | 413 | 1 MiB |
 //! | [`DecompressLayer`] | compression bombs, unknown or nested codings | 413 / 415 | decoded limit = body limit |
 //! | [`RouteBodyLimitLayer`] | one route needing another limit (uploads) | 413 | — |
