@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Instructions per request over HTTP, free of timing noise: each server runs
+# under valgrind's callgrind, answers a warm-up, then REQUESTS keep-alive
+# requests from one curl; callgrind counts what the server did for them
+# (every thread of it: hyper, the layers, the log writer; not the kernel).
+#
+#   benches/http_instructions.sh              # 2000 requests per server
+#   REQUESTS=5000 benches/http_instructions.sh
+#
+# Servers: examples/bare_server (the baseline), examples/hardened_server with
+# benches/load.toml (every request admitted), logging to /dev/null and with
+# RUST_LOG=off, and with the plain defaults (curl is one address: after the
+# burst, every request is a 429). Needs valgrind (installed if missing).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+REQUESTS=${REQUESTS:-2000}
+WARM_UP=${WARM_UP:-200}
+PORT=${PORT:-3931}
+
+if ! command -v valgrind >/dev/null || ! command -v curl >/dev/null; then
+    echo "valgrind or curl is missing: installing them" >&2
+    SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo sudo)
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq valgrind curl
+fi
+
+cargo build --release --example hardened_server --example bare_server >&2
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+OUT=$(mktemp -d)
+SERVER_PID=
+stop_server() {
+    if [ -n "$SERVER_PID" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+    fi
+}
+trap 'stop_server; rm -rf "$OUT"' EXIT
+
+wait_for_port() {
+    for _ in $(seq 1 600); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "server on port $PORT did not start" >&2
+    exit 1
+}
+
+# Sends N requests on one connection (curl reuses it across a URL range;
+# the query differs, the route does not). A 429 is an answer like any other.
+send() {
+    curl -sS "http://127.0.0.1:$PORT/?[1-$1]" >/dev/null
+}
+
+# measure LABEL COMMAND...: prints "LABEL instructions_per_request".
+measure() {
+    local label=$1
+    shift
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/$label" "$@" \
+        >/dev/null 2>"$OUT/$label.log" &
+    SERVER_PID=$!
+    wait_for_port
+    send "$WARM_UP"
+    callgrind_control -z "$SERVER_PID" >/dev/null 2>&1
+    send "$REQUESTS"
+    callgrind_control -d "$SERVER_PID" >/dev/null 2>&1
+    stop_server
+    local total
+    total=$(callgrind_annotate "$OUT/$label".* 2>/dev/null |
+        awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+    echo "$label $((total / REQUESTS))"
+}
+
+unset HARDEN_CONFIG
+export BARE_ADDR="127.0.0.1:$PORT" HARDEN_ADDR="127.0.0.1:$PORT"
+bare=$(measure bare "$TARGET_DIR/release/examples/bare_server")
+logged=$(HARDEN_CONFIG=benches/load.toml RUST_LOG=info \
+    measure harden "$TARGET_DIR/release/examples/hardened_server")
+quiet=$(HARDEN_CONFIG=benches/load.toml RUST_LOG=off \
+    measure harden_quiet "$TARGET_DIR/release/examples/hardened_server")
+defaults=$(RUST_LOG=info measure harden_defaults "$TARGET_DIR/release/examples/hardened_server")
+
+echo
+echo "callgrind, $REQUESTS keep-alive GET / after $WARM_UP, $(date -u +%F)"
+printf '%-34s %14s %16s\n' server "instr/request" "over bare"
+read -r _ bare_ir <<<"$bare"
+for line in "$bare" "$logged" "$quiet" "$defaults"; do
+    read -r label ir <<<"$line"
+    case $label in
+    bare) name="bare axum (baseline)" ;;
+    harden) name="Harden (benches/load.toml)" ;;
+    harden_quiet) name="Harden (load.toml, RUST_LOG=off)" ;;
+    harden_defaults) name="Harden (defaults: 429s)" ;;
+    esac
+    printf '%-34s %14s %16s\n' "$name" "$ir" "$((ir - bare_ir))"
+done
