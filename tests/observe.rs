@@ -1200,3 +1200,47 @@ proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn a_repeated_request_id_or_traceparent_is_trusted_in_neither_copy() {
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for header_name in ["x-request-id", "traceparent"] {
+        let (log, _guard) = capture_json();
+        let app = app(ObserveLayer::new());
+        let value = if header_name == "traceparent" {
+            traceparent
+        } else {
+            "req-twice"
+        };
+        let (response, body) = send(
+            &app,
+            get_request("/fail")
+                .header(header_name, value)
+                .header(header_name, value)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(response.status(), 500);
+        let problem: Value = serde_json::from_slice(&body).unwrap();
+        assert_ne!(problem["request_id"], "req-twice");
+        assert_ne!(problem["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        let outcome = log.only_outcome();
+        let refused_field = if header_name == "traceparent" {
+            "traceparent.refused"
+        } else {
+            "request_id.refused"
+        };
+        assert_eq!(
+            outcome["fields"][refused_field], "repeated header",
+            "{outcome:#}"
+        );
+    }
+    // Absent: nothing refused.
+    let (log, _guard) = capture_json();
+    let app = app(ObserveLayer::new());
+    send(&app, get_request("/fail").body(Body::empty()).unwrap()).await;
+    let outcome = log.only_outcome();
+    assert!(outcome["fields"].get("request_id.refused").is_none());
+    assert!(outcome["fields"].get("traceparent.refused").is_none());
+}

@@ -362,11 +362,21 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 // A `HeaderName`, not a `&str`: a string name is parsed again on every
 // lookup.
-fn only_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
+/// A single-valued header as a request carries it.
+enum SingleHeader<'a> {
+    Absent,
+    /// Two values or more: trust neither.
+    Repeated,
+    Once(&'a [u8]),
+}
+
+fn only_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> SingleHeader<'a> {
     let mut values = headers.get_all(name).iter();
-    let first = values.next()?;
-    // Two values of a single-valued header: trust neither.
-    values.next().is_none().then(|| first.as_bytes())
+    match (values.next(), values.next()) {
+        (None, _) => SingleHeader::Absent,
+        (Some(_), Some(_)) => SingleHeader::Repeated,
+        (Some(value), None) => SingleHeader::Once(value.as_bytes()),
+    }
 }
 
 impl Config {
@@ -378,14 +388,10 @@ impl Config {
             return (RequestId::generate(), None);
         }
         match only_header(request.headers(), &self.outcome.request_id_header) {
-            None if request
-                .headers()
-                .contains_key(&self.outcome.request_id_header) =>
+            SingleHeader::Repeated => (RequestId::generate(), Some("repeated header".to_owned())),
+            SingleHeader::Absent => (RequestId::generate(), None),
+            SingleHeader::Once(value) => match RequestId::try_parse(value, self.max_request_id_len)
             {
-                (RequestId::generate(), Some("repeated header".to_owned()))
-            }
-            None => (RequestId::generate(), None),
-            Some(value) => match RequestId::try_parse(value, self.max_request_id_len) {
                 Ok(id) => (id, None),
                 Err(refusal) => (RequestId::generate(), Some(refusal.to_string())),
             },
@@ -400,11 +406,12 @@ impl Config {
             return (TraceContext::new_root(), None);
         }
         let headers = request.headers();
-        let Some(value) = only_header(headers, &TRACEPARENT) else {
-            let refused = headers
-                .contains_key(&TRACEPARENT)
-                .then(|| "repeated header".to_owned());
-            return (TraceContext::new_root(), refused);
+        let value = match only_header(headers, &TRACEPARENT) {
+            SingleHeader::Absent => return (TraceContext::new_root(), None),
+            SingleHeader::Repeated => {
+                return (TraceContext::new_root(), Some("repeated header".to_owned()))
+            }
+            SingleHeader::Once(value) => value,
         };
         match TraceParent::parse_bytes(value) {
             Ok(parent) => {
