@@ -28,7 +28,7 @@
 //! | layer | defends against | answer | default |
 //! |---|---|---|---|
 //! | [`observe::ObserveLayer`] | failures nobody can trace; forged log lines; lost panics | one span and one outcome event per request, `x-request-id`, 500 for a panic | ids up to 128 plain characters accepted |
-//! | [`input::HeadLimitLayer`] | header floods, huge headers and URIs | 431 / 414 | 100 fields, 16 KiB, 8 KiB URI |
+//! | [`input::HeadLimitLayer`] | header floods, huge headers and URIs | 431 / 414 | 96 fields, 16 KiB, 8 KiB URI |
 //! | [`input::BodyLimitLayer`] | huge or endless bodies, lying `Content-Length` | 413, before any byte is read when declared | 1 MiB |
 //! | [`rate_limit::RateLimitLayer`] | floods from one client, key spoofing, memory blow-up from random keys | 429 with `Retry-After` and `RateLimit` headers | 50/s, burst 100 per client IP; 100,000 keys |
 //! | [`deadline::RequestDeadlineLayer`] | slow handlers; slowloris bodies | 503 / 408 | 10 s; body idle 60 s; 240 B/s after 5 s |

@@ -140,7 +140,7 @@ impl Harden {
         if server.max_headers <= input.max_headers {
             return Err(ConfigError::new(
                 "server.max_headers",
-                "must exceed input.max_headers: hyper would refuse first, with a bare 431",
+                "must exceed input.max_headers (the default is 100, hyper's own): hyper would refuse first, with a bare 431",
             ));
         }
         let head_bytes = validated::size(&input.max_header_bytes, "input.max_header_bytes")?

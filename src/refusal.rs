@@ -190,3 +190,91 @@ impl RefusalSlot {
         self.0.get().cloned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http::StatusCode;
+
+    use super::Refusal;
+    use crate::deadline::{BudgetOrigin, DeadlineExceeded, DeadlineRefusal};
+    use crate::input::InputRefusal;
+    use crate::rate_limit::{KeyHash, RateLimitRefusal, StoreError};
+
+    /// Every case of this crate's refusals has its own `error.type`, and the
+    /// list in `Refusal::error_type`'s documentation is the list of them.
+    #[test]
+    fn every_refusal_case_has_a_distinct_documented_error_type() {
+        let exceeded = DeadlineExceeded {
+            budget: Duration::from_secs(1),
+            elapsed: Duration::from_secs(1),
+            origin: BudgetOrigin::Configured,
+            while_reading_body: false,
+        };
+        let limit = 1;
+        let observed = 2;
+        let refusals: Vec<Box<dyn Refusal>> = vec![
+            Box::new(InputRefusal::DeclaredBodyTooLarge {
+                limit,
+                declared: observed,
+            }),
+            Box::new(InputRefusal::BodyTooLarge { limit, observed }),
+            Box::new(InputRefusal::DecodedBodyTooLarge { limit, observed }),
+            Box::new(InputRefusal::UnsupportedEncoding),
+            Box::new(InputRefusal::MalformedBody),
+            Box::new(InputRefusal::TooManyHeaders { limit, observed }),
+            Box::new(InputRefusal::HeadersTooLarge { limit, observed }),
+            Box::new(InputRefusal::UriTooLong { limit, observed }),
+            Box::new(DeadlineRefusal::Exceeded {
+                exceeded: exceeded.clone(),
+                status: StatusCode::SERVICE_UNAVAILABLE,
+            }),
+            Box::new(DeadlineRefusal::BodyIdle {
+                idle_timeout: Duration::from_secs(1),
+                received: 0,
+            }),
+            Box::new(DeadlineRefusal::BodyTooSlow {
+                min_rate: 2,
+                observed_rate: 1,
+                received: 1,
+                waited: Duration::from_secs(1),
+            }),
+            Box::new(RateLimitRefusal::QuotaExceeded {
+                policies: vec![Arc::from("per-ip")],
+                key: KeyHash([0; 16]),
+                retry_after: Duration::from_secs(1),
+                limit: 1,
+            }),
+            Box::new(RateLimitRefusal::MissingKey {
+                policy: Arc::from("per-user"),
+                status: StatusCode::BAD_REQUEST,
+            }),
+            Box::new(RateLimitRefusal::StoreUnavailable {
+                source: StoreError::Unavailable {
+                    reason: Arc::from("down"),
+                },
+            }),
+        ];
+        let names: Vec<&str> = refusals.iter().map(|r| r.error_type()).collect();
+        let mut distinct = names.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
+        // DeadlineExceeded alone names the same case as DeadlineRefusal::Exceeded.
+        assert_eq!(exceeded.error_type(), "deadline_exceeded");
+        let documented = include_str!("refusal.rs");
+        let documented = &documented[..documented.find("#[cfg(test)]").unwrap()];
+        for name in names {
+            assert!(
+                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{name}"
+            );
+            assert!(
+                documented.contains(&format!("`{name}`")),
+                "{name} is not listed"
+            );
+        }
+    }
+}

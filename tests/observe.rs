@@ -1244,3 +1244,97 @@ async fn a_repeated_request_id_or_traceparent_is_trusted_in_neither_copy() {
     assert!(outcome["fields"].get("request_id.refused").is_none());
     assert!(outcome["fields"].get("traceparent.refused").is_none());
 }
+
+/// The outcome's error fields are made lazily, when the event is written:
+/// filters that decide by span (`[request]=warn`) or by kind of callsite
+/// (events only), per layer or global, must still get them. The refusal is
+/// found while the response body streams, outside the request's span.
+#[test]
+fn a_refusals_fields_reach_a_line_however_the_subscriber_filters() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::{filter, EnvFilter, Layer as _};
+
+    async fn refused_413() {
+        let app = Router::new()
+            .route(
+                "/echo",
+                post(|body: String| async move { body }).layer(BodyLimitLayer::new(16)),
+            )
+            .layer(ObserveLayer::new());
+        let response = app
+            .oneshot(
+                http::Request::post("/echo")
+                    .header("content-length", "100")
+                    .body(Body::from(vec![b'x'; 100]))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 413);
+        response.into_body().collect().await.unwrap();
+    }
+    fn block_on(future: impl std::future::Future<Output = ()>) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future);
+    }
+    fn assert_fields(text: &str, case: &str) {
+        let outcome: Value = text
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .find(|line| line["fields"]["message"] == "request completed")
+            .unwrap_or_else(|| panic!("{case}: no outcome in {text}"));
+        let fields = &outcome["fields"];
+        assert_eq!(
+            fields["error.type"], "declared_body_too_large",
+            "{case}: {text}"
+        );
+        assert_eq!(fields["refusal.layer"], "input", "{case}: {text}");
+        assert_eq!(fields["refusal.limit"], 16, "{case}: {text}");
+        assert!(fields["error.message"].is_string(), "{case}: {text}");
+    }
+
+    let span_directive = || EnvFilter::new("error,[request]=warn");
+    let events_only = || filter::filter_fn(|metadata| metadata.is_event());
+
+    // Per-layer filters.
+    fn per_layer<F>(filter: F, case: &str)
+    where
+        F: tracing_subscriber::layer::Filter<tracing_subscriber::Registry> + Send + Sync + 'static,
+    {
+        let captured = common::logs::Captured::default();
+        let layer = tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(captured.clone())
+            .with_filter(filter);
+        let guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+        block_on(refused_413());
+        drop(guard);
+        assert_fields(&captured.text(), case);
+    }
+    per_layer(span_directive(), "per-layer span directive");
+    per_layer(events_only(), "per-layer events only");
+    // Global filters.
+    let captured = common::logs::Captured::default();
+    let subscriber = tracing_subscriber::registry().with(span_directive()).with(
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(captured.clone()),
+    );
+    let guard = tracing::subscriber::set_default(subscriber);
+    block_on(refused_413());
+    drop(guard);
+    assert_fields(&captured.text(), "global span directive");
+    let captured = common::logs::Captured::default();
+    let subscriber = tracing_subscriber::registry().with(events_only()).with(
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(captured.clone()),
+    );
+    let guard = tracing::subscriber::set_default(subscriber);
+    block_on(refused_413());
+    drop(guard);
+    assert_fields(&captured.text(), "global events only");
+}

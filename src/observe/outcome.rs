@@ -95,7 +95,6 @@ fn millis(duration: Duration) -> f64 {
 /// The error fields of the outcome event.
 #[derive(Default)]
 struct ErrorFields<'a> {
-    error_type: Option<&'static str>,
     message: Option<Cow<'a, str>>,
     chain: Option<Cow<'a, str>>,
     layer: Option<&'static str>,
@@ -113,7 +112,6 @@ struct ErrorFields<'a> {
 impl<'a> ErrorFields<'a> {
     fn of(failure: Option<&'a Failure>, config: &OutcomeConfig) -> Self {
         let max = config.max_error_len;
-        let error_type = failure.map(Failure::error_type);
         match failure {
             None => Self::default(),
             Some(Failure::Refused(refused)) => {
@@ -140,7 +138,6 @@ impl<'a> ErrorFields<'a> {
                     Cow::Owned(escaped) => Cow::Owned(escaped),
                 };
                 Self {
-                    error_type,
                     message: Some(escaped_message),
                     chain: escaped_chain,
                     layer: Some(context.layer),
@@ -163,7 +160,6 @@ impl<'a> ErrorFields<'a> {
             Some(Failure::Panic { message, site }) => {
                 let message = escape(message, max);
                 Self {
-                    error_type,
                     message: Some(message),
                     panic_location: Some(
                         site.as_ref()
@@ -177,7 +173,6 @@ impl<'a> ErrorFields<'a> {
                 }
             }
             Some(Failure::Cancelled) => Self {
-                error_type,
                 message: Some(Cow::Borrowed(
                     "the request was dropped before its response was ready \
                      (the client went away or an outer layer gave up)",
@@ -187,7 +182,6 @@ impl<'a> ErrorFields<'a> {
             Some(Failure::Service(message)) | Some(Failure::Body(message)) => {
                 let message = escape(message, max);
                 Self {
-                    error_type,
                     message: Some(message),
                     ..Self::default()
                 }
@@ -228,17 +222,13 @@ impl Outcome {
         );
 
         // The error's text (its message formatted, escaped, its chain) is
-        // made only for an event that will be written.
-        macro_rules! enabled_at {
-            ($level:expr) => {
-                tracing::enabled!(target: TARGET, $level)
-            };
-        }
-        let error = if self.failure.is_some() && super::at_level!(level, enabled_at) {
-            ErrorFields::of(self.failure.as_ref(), config)
-        } else {
-            ErrorFields::default()
-        };
+        // made on the first use of one of its fields: `event!` evaluates
+        // field values only for an event that is written (to a subscriber or
+        // through the `log` bridge), in its own callsite and span, which an
+        // `enabled!` check made here could not match (span-scoped filters,
+        // filters on the kind of callsite).
+        let error_text = std::cell::OnceCell::new();
+        let error = || error_text.get_or_init(|| ErrorFields::of(self.failure.as_ref(), config));
 
         // The request id is always on the event, so that the one line of a
         // request can be found from a problem body even where spans are not
@@ -292,19 +282,19 @@ impl Outcome {
                     trace_id = trace_id.map(|id| id.hex()).as_ref().map(|hex| hex.as_str()),
                     span_id = self.span_id.hex().as_str(),
                     traceparent.refused = self.trace_refused.as_deref(),
-                    error.type = error.error_type,
-                    error.message = error.message.as_deref(),
-                    error.chain = error.chain.as_deref(),
-                    refusal.layer = error.layer,
-                    refusal.limit = error.limit,
-                    refusal.observed = error.observed,
-                    refusal.policy = error.policy.as_deref(),
-                    refusal.key = error.key.as_deref(),
-                    refusal.budget_ms = error.budget_ms,
-                    refusal.elapsed_ms = error.elapsed_ms,
-                    refusal.retry_after_ms = error.retry_after_ms,
-                    panic.location = error.panic_location.as_deref(),
-                    panic.backtrace = error.panic_backtrace.as_deref(),
+                    error.type = error_type,
+                    error.message = error().message.as_deref(),
+                    error.chain = error().chain.as_deref(),
+                    refusal.layer = error().layer,
+                    refusal.limit = error().limit,
+                    refusal.observed = error().observed,
+                    refusal.policy = error().policy.as_deref(),
+                    refusal.key = error().key.as_deref(),
+                    refusal.budget_ms = error().budget_ms,
+                    refusal.elapsed_ms = error().elapsed_ms,
+                    refusal.retry_after_ms = error().retry_after_ms,
+                    panic.location = error().panic_location.as_deref(),
+                    panic.backtrace = error().panic_backtrace.as_deref(),
                     "request completed"
                 )
             };
