@@ -135,7 +135,15 @@ impl ObserveLayer {
     /// The header that carries the request id, in and out. Default
     /// `x-request-id`, the de facto name (nginx, Heroku, tower-http).
     pub fn request_id_header(mut self, name: HeaderName) -> Self {
-        self.config().outcome.request_id_header = name;
+        // A name parsed at run time (from a config file) is reference
+        // counted, and every request clones it: one shared counter that all
+        // threads write. The default name, however it was made, becomes the
+        // static one, whose clones write nothing.
+        self.config().outcome.request_id_header = if name == REQUEST_ID_HEADER {
+            REQUEST_ID_HEADER
+        } else {
+            name
+        };
         self
     }
 
