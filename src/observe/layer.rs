@@ -545,7 +545,7 @@ fn make_span(
     request_id: &RequestId,
     trace: &TraceContext,
 ) -> Span {
-    let trace_id = trace.trace_id().hex();
+    // Field values are evaluated only for a span that is enabled.
     macro_rules! span_at {
         ($level:expr) => {
             match full {
@@ -558,7 +558,7 @@ fn make_span(
                     url.path = full.path.as_ref(),
                     client.address = full.client_address.as_deref(),
                     request_id = request_id.as_str(),
-                    trace_id = trace_id.as_str(),
+                    trace_id = trace.trace_id().hex().as_str(),
                     http.response.status_code = tracing::field::Empty,
                 ),
                 None => tracing::span!(
@@ -566,7 +566,7 @@ fn make_span(
                     $level,
                     "request",
                     request_id = request_id.as_str(),
-                    trace_id = trace_id.as_str(),
+                    trace_id = trace.trace_id().hex().as_str(),
                 ),
             }
         };
