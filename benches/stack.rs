@@ -25,6 +25,9 @@
 //!
 //! `benches/README.md` says how to read the numbers.
 
+#[path = "support/json_line.rs"]
+mod json_line;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -233,18 +236,32 @@ fn init_logging() {
         return;
     }
     let to_stderr = std::env::var("STACK_LOG").as_deref() == Ok("stderr");
+    let writer = move || -> Box<dyn std::io::Write> {
+        if to_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::sink())
+        }
+    };
+    // `STACK_SUBSCRIBER=hand`: the same line written by `json_line.rs`, a
+    // formatter written for it: how much of a logged request is the
+    // formatter's (see benches/README.md).
+    if std::env::var("STACK_SUBSCRIBER").as_deref() == Ok("hand") {
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(json_line::HandJson)
+            .fmt_fields(json_line::HandJsonFields)
+            .with_writer(writer)
+            .with_max_level(Level::INFO)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        return;
+    }
     let subscriber = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
-        .with_writer(move || -> Box<dyn std::io::Write> {
-            if to_stderr {
-                Box::new(std::io::stderr())
-            } else {
-                Box::new(std::io::sink())
-            }
-        })
+        .with_writer(writer)
         .with_max_level(Level::INFO)
         .finish();
     let _ = tracing::subscriber::set_global_default(subscriber);
