@@ -26,7 +26,11 @@ pub struct HandJson;
 pub struct HandJsonFields;
 
 impl<'writer> FormatFields<'writer> for HandJsonFields {
-    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
         let mut visitor = Members {
             out: &mut writer,
             first: true,
@@ -157,9 +161,9 @@ impl Visit for Members<'_, '_> {
 
 /// A JSON string, escaped as serde_json escapes it.
 fn write_json_str(out: &mut impl Write, text: &str) -> fmt::Result {
-    let needs_escape = text
-        .bytes()
-        .fold(false, |any, byte| any | (byte < 0x20) | (byte == b'"') | (byte == b'\\'));
+    let needs_escape = text.bytes().fold(false, |any, byte| {
+        any | (byte < 0x20) | (byte == b'"') | (byte == b'\\')
+    });
     if !needs_escape {
         out.write_char('"')?;
         out.write_str(text)?;
