@@ -1317,24 +1317,20 @@ fn a_refusals_fields_reach_a_line_however_the_subscriber_filters() {
     per_layer(span_directive(), "per-layer span directive");
     per_layer(events_only(), "per-layer events only");
     // Global filters.
-    let captured = common::logs::Captured::default();
-    let subscriber = tracing_subscriber::registry().with(span_directive()).with(
-        tracing_subscriber::fmt::layer()
+    fn global<L>(filter: L, case: &str)
+    where
+        L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+    {
+        let captured = common::logs::Captured::default();
+        let layer = tracing_subscriber::fmt::layer()
             .json()
-            .with_writer(captured.clone()),
-    );
-    let guard = tracing::subscriber::set_default(subscriber);
-    block_on(refused_413());
-    drop(guard);
-    assert_fields(&captured.text(), "global span directive");
-    let captured = common::logs::Captured::default();
-    let subscriber = tracing_subscriber::registry().with(events_only()).with(
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(captured.clone()),
-    );
-    let guard = tracing::subscriber::set_default(subscriber);
-    block_on(refused_413());
-    drop(guard);
-    assert_fields(&captured.text(), "global events only");
+            .with_writer(captured.clone());
+        let subscriber = tracing_subscriber::registry().with(filter).with(layer);
+        let guard = tracing::subscriber::set_default(subscriber);
+        block_on(refused_413());
+        drop(guard);
+        assert_fields(&captured.text(), case);
+    }
+    global(span_directive(), "global span directive");
+    global(events_only(), "global events only");
 }

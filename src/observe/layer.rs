@@ -113,17 +113,7 @@ impl ObserveLayer {
                 max_trace_state_len: TraceState::DEFAULT_MAX_LEN,
                 logged_headers: Vec::new(),
                 span_level: Level::ERROR,
-                outcome: OutcomeConfig {
-                    request_id_header: REQUEST_ID_HEADER,
-                    max_field_len: 256,
-                    max_error_len: 2048,
-                    log_query: false,
-                    success_level: Level::INFO,
-                    client_error_level: Level::WARN,
-                    server_error_level: Level::ERROR,
-                    forward_panics: false,
-                    full_span: false,
-                },
+                outcome: OutcomeConfig::default(),
             }),
         }
     }

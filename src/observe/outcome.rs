@@ -87,6 +87,23 @@ pub(crate) struct OutcomeConfig {
     pub(crate) full_span: bool,
 }
 
+impl Default for OutcomeConfig {
+    /// The observe layer's defaults.
+    fn default() -> Self {
+        Self {
+            request_id_header: super::REQUEST_ID_HEADER,
+            max_field_len: 256,
+            max_error_len: 2048,
+            log_query: false,
+            success_level: Level::INFO,
+            client_error_level: Level::WARN,
+            server_error_level: Level::ERROR,
+            forward_panics: false,
+            full_span: false,
+        }
+    }
+}
+
 /// Milliseconds, to the microsecond (no float noise in the log).
 fn millis(duration: Duration) -> f64 {
     duration.as_micros() as f64 / 1000.0
@@ -307,19 +324,11 @@ impl Outcome {
 mod tests {
     use super::*;
     use crate::input::InputRefusal;
-    use tracing::Level;
 
     fn config(max_error_len: usize) -> OutcomeConfig {
         OutcomeConfig {
-            request_id_header: http::HeaderName::from_static("x-request-id"),
-            max_field_len: 256,
             max_error_len,
-            log_query: false,
-            success_level: Level::INFO,
-            client_error_level: Level::WARN,
-            server_error_level: Level::ERROR,
-            forward_panics: false,
-            full_span: false,
+            ..OutcomeConfig::default()
         }
     }
 
