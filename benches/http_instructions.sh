@@ -24,27 +24,10 @@ if ! command -v valgrind >/dev/null || ! command -v curl >/dev/null; then
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq valgrind curl
 fi
 
-cargo build --release --example hardened_server --example bare_server >&2
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
+# shellcheck source=support/servers.sh
+. benches/support/servers.sh
 OUT=$(mktemp -d)
-SERVER_PID=
-stop_server() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
-}
 trap 'stop_server; rm -rf "$OUT"' EXIT
-
-wait_for_port() {
-    for _ in $(seq 1 600); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "server on port $PORT did not start" >&2
-    exit 1
-}
 
 # Sends N requests on one connection (curl reuses it across a URL range;
 # the query differs, the route does not). A 429 is an answer like any other.
@@ -59,7 +42,8 @@ measure() {
     valgrind --tool=callgrind --callgrind-out-file="$OUT/$label" "$@" \
         >/dev/null 2>"$OUT/$label.log" &
     SERVER_PID=$!
-    wait_for_port
+    # Valgrind starts a server slowly: up to a minute.
+    wait_for_port "$PORT" 600
     send "$WARM_UP"
     callgrind_control -z "$SERVER_PID" >/dev/null 2>&1
     send "$REQUESTS"

@@ -30,27 +30,9 @@ if ! command -v wrk >/dev/null; then
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk
 fi
 
-cargo build --release --example hardened_server --example bare_server >&2
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-
-SERVER_PID=
-stop_server() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
-}
+# shellcheck source=support/servers.sh
+. benches/support/servers.sh
 trap stop_server EXIT
-
-wait_for_port() {
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "server on port $1 did not start" >&2
-    exit 1
-}
 
 # run LABEL PORT COMMAND...: starts the server, runs wrk, prints
 # "LABEL requests_per_s p99_ms non_2xx".
