@@ -23,8 +23,8 @@
 use axum::routing::post;
 use axum::{Json, Router};
 use http::StatusCode;
+use tower_harden::error::Problem;
 use tower_harden::input::BodyLimitLayer;
-use tower_harden::problem::Problem;
 use unicode_normalization::UnicodeNormalization;
 
 /// Limits on a list of items.

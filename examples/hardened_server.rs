@@ -28,7 +28,7 @@ use axum::extract::{Path, Request};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
-use tower_harden::observe::HandlerError;
+use tower_harden::error::HandlerError;
 use tower_harden::{Harden, HardenConfig};
 use tracing_subscriber::EnvFilter;
 

@@ -36,9 +36,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use tower::{Layer, ServiceExt};
-use tower_harden::deadline::{self, Budget, BudgetOrigin, Outbound, OutboundError, OutboundLayer};
-use tower_harden::observe::{RequestId, TraceId};
-use tower_harden::problem::RequestContext;
+use tower_harden::context::RequestContext;
+use tower_harden::context::{RequestId, TraceId};
+use tower_harden::deadline::{self, Budget, BudgetOrigin};
+use tower_harden::outbound::{Outbound, OutboundError, OutboundLayer};
 
 /// A user id: 1 to 19 ASCII digits, not zero. Only this type goes into a URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

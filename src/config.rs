@@ -211,7 +211,7 @@ impl Default for InputConfig {
             max_body: "1MiB".into(),
             max_decoded_body: "1MiB".into(),
             max_route_body: None,
-            max_headers: crate::input::DEFAULT_MAX_HEADERS,
+            max_headers: crate::input::DEFAULT_MAX_HEADER_FIELDS,
             max_header_bytes: "16KiB".into(),
             max_uri: "8KiB".into(),
         }
@@ -280,7 +280,7 @@ impl Default for ServerConfig {
         Self {
             header_read_timeout: "30s".into(),
             keep_alive_idle_timeout: "75s".into(),
-            max_headers: crate::serve::DEFAULT_MAX_HEADERS,
+            max_headers: crate::serve::DEFAULT_PARSER_MAX_HEADERS,
             max_header_bytes: "64KiB".into(),
             max_concurrent_streams: crate::serve::DEFAULT_MAX_CONCURRENT_STREAMS,
             max_connections: crate::serve::DEFAULT_MAX_CONNECTIONS,

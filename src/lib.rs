@@ -53,18 +53,26 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
-pub mod config;
+#[macro_use]
+mod macros;
+
+// The base: every room may use these, they use nothing above them.
+pub mod context;
+pub mod error;
+pub mod telemetry;
+
+// The layers: each stands alone on the base; none imports another.
 pub mod deadline;
 pub mod input;
 pub mod observe;
-mod peer;
-pub mod preset;
-pub mod problem;
+pub mod outbound;
 pub mod rate_limit;
-pub mod refusal;
+
+// The assembly on top.
+pub mod config;
+pub mod preset;
 pub mod serve;
 
 pub use config::{ConfigError, HardenConfig};
-pub use peer::PeerAddr;
 pub use preset::{Harden, HardenLayer, Hardened};
 pub use serve::serve;

@@ -26,7 +26,7 @@
 //! 5. **Deadline** ([`RequestDeadlineLayer`]): enforces the request's
 //!    budget over the handler and its reading of the body; slow clients get
 //!    408, slow handlers 503. The budget counts from the request's arrival,
-//!    which the observe layer records ([`Arrival`](crate::deadline::Arrival)),
+//!    which the observe layer records ([`Arrival`](crate::context::Arrival)),
 //!    so what the layers above spent (a store round trip) comes out of a
 //!    caller's `x-request-deadline-ms` instead of being added to it. Its body
 //!    timer sees the wire bytes, so the minimum data rate measures the
@@ -46,15 +46,14 @@
 //!     .layer(Harden::new().into_layer());
 //! ```
 
-use std::time::Duration;
-
 use http::{HeaderName, StatusCode};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_layer::{Layer, Stack};
 
 use crate::config::{validated, ConfigError, HardenConfig};
-use crate::deadline::{RequestDeadline, RequestDeadlineLayer, TrustedCallers};
+use crate::context::TrustedNetworks;
+use crate::deadline::{RequestDeadline, RequestDeadlineLayer};
 use crate::input::{
     BodyLimit, BodyLimitLayer, Decompress, DecompressLayer, HeadLimit, HeadLimitLayer,
 };
@@ -63,7 +62,7 @@ use crate::rate_limit::{
     AnyStore, IpGrouping, KeySource, MemoryStore, Policy, ProxyHeader, Quota, RateLimit,
     RateLimitLayer, StoreFailure, TrustedProxies,
 };
-use crate::serve::Serve;
+use crate::serve::{Serve, ServerSettings};
 
 /// The whole hardened stack. Build it from code ([`Harden::new`] and its
 /// builder methods, which start from the defaults) or from a
@@ -80,18 +79,6 @@ pub struct Harden {
     deadline: RequestDeadlineLayer,
     decompress: DecompressLayer,
     server: ServerSettings,
-}
-
-/// Connection settings for [`Harden::serve`].
-#[derive(Debug, Clone)]
-struct ServerSettings {
-    header_read_timeout: Duration,
-    keep_alive_idle_timeout: Duration,
-    max_headers: usize,
-    max_header_bytes: usize,
-    max_concurrent_streams: u32,
-    max_connections: usize,
-    drain_timeout: Duration,
 }
 
 impl Default for Harden {
@@ -190,9 +177,7 @@ impl Harden {
         };
         if !deadline.trusted_callers.is_empty() {
             let networks = validated::cidrs(&deadline.trusted_callers, "deadline.trusted_callers")?;
-            let trusted = TrustedCallers::cidrs(networks.iter().map(ToString::to_string))
-                .map_err(|error| ConfigError::new("deadline.trusted_callers", error.to_string()))?;
-            layer = layer.trust_inbound(trusted);
+            layer = layer.trust_inbound(TrustedNetworks::networks(networks));
         }
         Ok(layer)
     }
@@ -215,7 +200,7 @@ impl Harden {
                     "rate_limit.on_store_failure",
                     format!(
                         "unknown policy `{}` (expected `open`, `closed` or `fallback`)",
-                        crate::observe::escape::escape(other, 64)
+                        crate::telemetry::escape(other, 64)
                     ),
                 ))
             }
@@ -228,7 +213,7 @@ impl Harden {
                     "rate_limit.backend",
                     format!(
                         "unknown backend `{}` (expected `memory` or `redis`)",
-                        crate::observe::escape::escape(other, 64)
+                        crate::telemetry::escape(other, 64)
                     ),
                 ))
             }
@@ -391,14 +376,14 @@ impl Harden {
     fn server_from(config: &HardenConfig) -> Result<ServerSettings, ConfigError> {
         let server = &config.server;
         Ok(ServerSettings {
-            header_read_timeout: validated::duration(
+            header_read_timeout: Some(validated::duration(
                 &server.header_read_timeout,
                 "server.header_read_timeout",
-            )?,
-            keep_alive_idle_timeout: validated::duration(
+            )?),
+            keep_alive_idle_timeout: Some(validated::duration(
                 &server.keep_alive_idle_timeout,
                 "server.keep_alive_idle_timeout",
-            )?,
+            )?),
             max_headers: validated::nonzero(server.max_headers, "server.max_headers")?,
             max_header_bytes: validated::size(&server.max_header_bytes, "server.max_header_bytes")?
                 as usize,
@@ -467,15 +452,7 @@ impl Harden {
         listener: TcpListener,
         service: S,
     ) -> Serve<S, std::future::Pending<()>> {
-        let server = &self.server;
-        crate::serve(listener, service)
-            .header_read_timeout(server.header_read_timeout)
-            .keep_alive_idle_timeout(server.keep_alive_idle_timeout)
-            .max_headers(server.max_headers)
-            .max_header_bytes(server.max_header_bytes)
-            .max_concurrent_streams(server.max_concurrent_streams)
-            .max_connections(server.max_connections)
-            .drain_timeout(server.drain_timeout)
+        crate::serve(listener, service).settings(self.server)
     }
 }
 

@@ -61,24 +61,24 @@ use tokio::time::Instant;
 use tower::util::{Oneshot, ServiceExt};
 use tower_service::Service;
 
-use crate::input::BoxError;
+use crate::error::BoxError;
 
-pub use crate::peer::PeerAddr;
+use crate::context::PeerAddr;
 
 /// Default [header-read timeout](Serve::header_read_timeout): 30 s.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [keep-alive idle timeout](Serve::keep_alive_idle_timeout): 75 s.
 pub const DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
-/// Default [most header fields](Serve::max_headers) hyper reads: 100, hyper's
-/// own default, above [`HeadLimitLayer`](crate::input::HeadLimitLayer)'s 96,
-/// so that layer answers an over-limit request with a problem (hyper's own
-/// refusal is a bare 431 that no layer sees).
+/// Default [most header fields hyper's parser reads](Serve::max_headers): 100,
+/// hyper's own default, above
+/// [`input::DEFAULT_MAX_HEADER_FIELDS`](crate::input::DEFAULT_MAX_HEADER_FIELDS)
+/// (96), so that the head-limit layer answers an over-limit request with a
+/// problem (hyper's own refusal is a bare 431 that no layer sees).
 ///
 /// Any other value costs every request: hyper then builds its header arrays
 /// element by element, on the heap above 100, instead of using its inline
-/// ones (about 2,400 instructions and an allocation per request, measured
-/// under callgrind).
-pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// ones (`benches/README.md` has the measurement).
+pub const DEFAULT_PARSER_MAX_HEADERS: usize = 100;
 /// Default [max header bytes](Serve::max_header_bytes): 64 KiB.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Default [max concurrent HTTP/2 streams](Serve::max_concurrent_streams): 128.
@@ -139,7 +139,7 @@ pub fn serve<S: 'static>(listener: TcpListener, service: S) -> Serve<S, std::fut
         listener,
         service: with_routes_built(service),
         signal: std::future::pending(),
-        config: Config::default(),
+        config: ServerSettings::default(),
     }
 }
 
@@ -162,23 +162,54 @@ fn with_routes_built<S: 'static>(service: S) -> S {
     service
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Config {
-    header_read_timeout: Option<Duration>,
-    keep_alive_idle_timeout: Option<Duration>,
-    max_headers: usize,
-    max_header_bytes: usize,
-    max_concurrent_streams: u32,
-    max_connections: usize,
-    drain_timeout: Duration,
+/// The connection settings of [`serve()`], as one value: what the preset's
+/// `[server]` configuration becomes, and what [`Serve::settings`] takes.
+/// Each field is described at the [`Serve`] method of the same name.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_harden::serve::ServerSettings;
+///
+/// let mut settings = ServerSettings::default();
+/// settings.max_connections = 256;
+/// settings.header_read_timeout = Some(Duration::from_secs(10));
+/// # drop(settings);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerSettings {
+    /// See [`Serve::header_read_timeout`].
+    pub header_read_timeout: Option<Duration>,
+    /// See [`Serve::keep_alive_idle_timeout`].
+    pub keep_alive_idle_timeout: Option<Duration>,
+    /// See [`Serve::max_headers`].
+    pub max_headers: usize,
+    /// See [`Serve::max_header_bytes`].
+    pub max_header_bytes: usize,
+    /// See [`Serve::max_concurrent_streams`].
+    pub max_concurrent_streams: u32,
+    /// See [`Serve::max_connections`].
+    pub max_connections: usize,
+    /// See [`Serve::drain_timeout`].
+    pub drain_timeout: Duration,
 }
 
-impl Default for Config {
+impl ServerSettings {
+    /// The settings as the server applies them: values below what hyper or
+    /// the accept loop can take are raised to their least.
+    fn bounded(mut self) -> Self {
+        self.max_header_bytes = self.max_header_bytes.max(MIN_HEADER_BYTES);
+        self.max_connections = self.max_connections.clamp(1, u32::MAX as usize);
+        self
+    }
+}
+
+impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
             keep_alive_idle_timeout: Some(DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT),
-            max_headers: DEFAULT_MAX_HEADERS,
+            max_headers: DEFAULT_PARSER_MAX_HEADERS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -193,7 +224,7 @@ pub struct Serve<S, F> {
     listener: TcpListener,
     service: S,
     signal: F,
-    config: Config,
+    config: ServerSettings,
 }
 
 impl<S, F> std::fmt::Debug for Serve<S, F> {
@@ -206,6 +237,13 @@ impl<S, F> std::fmt::Debug for Serve<S, F> {
 }
 
 impl<S, F> Serve<S, F> {
+    /// Replaces every connection setting at once (the preset passes its
+    /// `[server]` configuration this way).
+    pub fn settings(mut self, settings: ServerSettings) -> Self {
+        self.config = settings.bounded();
+        self
+    }
+
     /// The address the server listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
@@ -233,7 +271,7 @@ impl<S, F> Serve<S, F> {
     }
 
     /// The most header fields an HTTP/1 request may have; more is answered
-    /// 431 by hyper. Default: [`DEFAULT_MAX_HEADERS`] (100, hyper's; any
+    /// 431 by hyper. Default: [`DEFAULT_PARSER_MAX_HEADERS`] (100, hyper's; any
     /// other value makes hyper's parse slower, see there).
     pub fn max_headers(mut self, max: usize) -> Self {
         self.config.max_headers = max;
@@ -245,7 +283,11 @@ impl<S, F> Serve<S, F> {
     /// At least 8 KiB (hyper's minimum; smaller values are raised to it).
     /// Default: [`DEFAULT_MAX_HEADER_BYTES`] (64 KiB).
     pub fn max_header_bytes(mut self, max: usize) -> Self {
-        self.config.max_header_bytes = max.max(MIN_HEADER_BYTES);
+        self.config = ServerSettings {
+            max_header_bytes: max,
+            ..self.config
+        }
+        .bounded();
         self
     }
 
@@ -261,7 +303,11 @@ impl<S, F> Serve<S, F> {
     /// [`DEFAULT_MAX_CONNECTIONS`] (1024, nginx's shipped
     /// `worker_connections`).
     pub fn max_connections(mut self, max: usize) -> Self {
-        self.config.max_connections = max.clamp(1, u32::MAX as usize);
+        self.config = ServerSettings {
+            max_connections: max,
+            ..self.config
+        }
+        .bounded();
         self
     }
 
@@ -385,7 +431,7 @@ where
     Ok(())
 }
 
-fn hyper_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+fn hyper_builder(config: &ServerSettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let mut http1 = builder.http1();
     http1
@@ -394,7 +440,7 @@ fn hyper_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         .max_buf_size(config.max_header_bytes);
     // Left unset at hyper's default: setting it, even to the default, moves
     // hyper off its inline header arrays.
-    if config.max_headers != DEFAULT_MAX_HEADERS {
+    if config.max_headers != DEFAULT_PARSER_MAX_HEADERS {
         http1.max_headers(config.max_headers);
     }
     builder
@@ -490,14 +536,14 @@ async fn serve_connection<S, B>(
                 let timeout = idle_timeout.unwrap_or_default();
                 let now = Instant::now();
                 match activity.idle_since() {
-                    Some(since) if crate::deadline::instant_after(since, timeout) <= now => {
+                    Some(since) if crate::context::instant_after(since, timeout) <= now => {
                         connection.as_mut().graceful_shutdown();
                         closing = true;
                     }
                     Some(since) => idle
                         .as_mut()
-                        .reset(crate::deadline::instant_after(since, timeout)),
-                    None => idle.as_mut().reset(crate::deadline::instant_after(now, timeout)),
+                        .reset(crate::context::instant_after(since, timeout)),
+                    None => idle.as_mut().reset(crate::context::instant_after(now, timeout)),
                 }
             }
         }

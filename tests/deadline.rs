@@ -22,14 +22,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tower::{service_fn, Layer, ServiceExt};
+use tower_harden::context::PeerAddr;
+use tower_harden::context::RequestContext;
+use tower_harden::context::TrustedNetworks;
+use tower_harden::context::{RequestId, TraceId};
 use tower_harden::deadline::{
-    self, Budget, BudgetOrigin, DeadlineError, DeadlineLayer, DeadlineRefusal, OutboundErrorKind,
-    OutboundLayer, RequestDeadlineLayer, TrustedCallers,
+    self, Budget, BudgetOrigin, CallDeadlineError, CallDeadlineLayer, DeadlineRefusal,
+    RequestDeadlineLayer,
 };
-use tower_harden::observe::{RequestId, TraceId};
-use tower_harden::problem::{RequestContext, PROBLEM_JSON};
-use tower_harden::refusal::Refused;
-use tower_harden::PeerAddr;
+use tower_harden::error::Refused;
+use tower_harden::error::PROBLEM_JSON;
+use tower_harden::outbound::{OutboundErrorKind, OutboundLayer};
 
 /// A request body fed by the test, one chunk at a time.
 fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
@@ -299,7 +302,7 @@ async fn budget_seen(app: &Router, peer: &str, header: Option<&str>) -> String {
 async fn trusted_inbound_deadline_shortens_the_budget_others_do_not() {
     let app = budget_app(
         RequestDeadlineLayer::new(Duration::from_secs(10))
-            .trust_inbound(TrustedCallers::cidrs(["10.0.0.0/8"]).unwrap()),
+            .trust_inbound(TrustedNetworks::cidrs(["10.0.0.0/8"]).unwrap()),
     );
     let trusted = "10.1.2.3:40000";
     assert_eq!(
@@ -345,7 +348,7 @@ async fn trusted_inbound_deadline_is_enforced() {
         )
         .layer(
             RequestDeadlineLayer::new(Duration::from_secs(10))
-                .trust_inbound(TrustedCallers::predicate(|ip| ip.is_loopback())),
+                .trust_inbound(TrustedNetworks::predicate(|ip| ip.is_loopback())),
         );
     let mut request = Request::get("/slow")
         .header("x-request-deadline-ms", "750")
@@ -372,7 +375,7 @@ async fn generic_service_gets_the_typed_error() {
         tokio::time::sleep(Duration::from_secs(30)).await;
         Ok::<_, std::io::Error>(query.len())
     });
-    let bounded = DeadlineLayer::new(Duration::from_secs(2)).layer(slow);
+    let bounded = CallDeadlineLayer::new(Duration::from_secs(2)).layer(slow);
     let started = Instant::now();
     let error = bounded.clone().oneshot("SELECT 1").await.unwrap_err();
     assert_eq!(started.elapsed(), Duration::from_secs(2));
@@ -392,7 +395,7 @@ async fn generic_service_gets_the_typed_error() {
     .await
     .unwrap_err();
     match error {
-        DeadlineError::Exceeded(exceeded) => {
+        CallDeadlineError::Exceeded(exceeded) => {
             assert_eq!(exceeded.origin, BudgetOrigin::Inherited);
             assert_eq!(exceeded.budget, Duration::from_millis(500));
         }
@@ -400,11 +403,11 @@ async fn generic_service_gets_the_typed_error() {
     }
 
     // Inner errors pass through, typed.
-    let failing = DeadlineLayer::new(Duration::from_secs(2)).layer(service_fn(|_: ()| async {
+    let failing = CallDeadlineLayer::new(Duration::from_secs(2)).layer(service_fn(|_: ()| async {
         Err::<(), _>(std::io::Error::other("boom"))
     }));
     match failing.oneshot(()).await {
-        Err(DeadlineError::Inner(error)) => assert_eq!(error.to_string(), "boom"),
+        Err(CallDeadlineError::Inner(error)) => assert_eq!(error.to_string(), "boom"),
         other => panic!("{other:?}"),
     }
 }
@@ -773,7 +776,7 @@ async fn a_handler_passes_its_budget_id_and_trace_to_outbound_calls() {
 
 #[tokio::test(start_paused = true)]
 async fn outbound_calls_are_children_of_this_servers_span_with_the_callers_sampling() {
-    use tower_harden::observe::{TraceContext, TraceParent, TraceState};
+    use tower_harden::context::{TraceContext, TraceParent, TraceState};
     let seen = Arc::new(Mutex::new(Vec::new()));
     let client = OutboundLayer::new(Duration::from_secs(30)).layer(hanging_client(seen.clone()));
     let app = Router::new()
@@ -811,7 +814,7 @@ async fn outbound_calls_are_children_of_this_servers_span_with_the_callers_sampl
 
 #[tokio::test(start_paused = true)]
 async fn the_budget_counts_from_arrival_not_from_the_deadline_layer() {
-    use tower_harden::deadline::Arrival;
+    use tower_harden::context::Arrival;
     let app = Router::new()
         .route(
             "/",

@@ -23,13 +23,14 @@ use http_body_util::BodyExt;
 use proptest::prelude::*;
 use serde_json::Value;
 use tower::{Layer, Service, ServiceExt};
-use tower_harden::input::BodyLimitLayer;
-use tower_harden::observe::{
-    HandlerError, ObserveLayer, RequestId, RequestIdRefusal, TraceContext, TraceId, TraceParent,
-    TraceParentRefusal,
+use tower_harden::context::{
+    RequestId, RequestIdRefusal, TraceContext, TraceId, TraceParent, TraceParentRefusal,
 };
-use tower_harden::problem::{Problem, PROBLEM_JSON};
-use tower_harden::refusal::{Refusal, RefusalContext};
+use tower_harden::error::HandlerError;
+use tower_harden::error::{Problem, PROBLEM_JSON};
+use tower_harden::error::{Refusal, RefusalContext};
+use tower_harden::input::BodyLimitLayer;
+use tower_harden::observe::ObserveLayer;
 
 // ---------------------------------------------------------------------------
 // The app under test
@@ -445,7 +446,7 @@ fn traceparent_refusals_are_typed() {
 
 #[test]
 fn tracestate_is_bounded() {
-    use tower_harden::observe::{TraceState, TraceStateRefusal};
+    use tower_harden::context::{TraceState, TraceStateRefusal};
     let members: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
     assert!(matches!(
         TraceState::parse(&members.join(","), 4096),

@@ -263,7 +263,7 @@ fn a_panic_while_the_body_streams_is_logged_once_and_the_server_keeps_serving() 
 
 #[tokio::test]
 async fn a_handler_error_under_a_compression_layer_is_plain_problem_json() {
-    use tower_harden::observe::HandlerError;
+    use tower_harden::error::HandlerError;
     let harden = Harden::new();
     let app = Router::new()
         .route(
@@ -526,7 +526,7 @@ mod metrics_counts {
     use std::sync::atomic::AtomicU64;
     use std::sync::Mutex;
     use tower::ServiceExt;
-    use tower_harden::PeerAddr;
+    use tower_harden::context::PeerAddr;
 
     /// Counts every counter by name and labels.
     #[derive(Default)]
@@ -603,13 +603,13 @@ mod metrics_counts {
                 }
             });
         });
-        let decisions = tower_harden::observe::metrics::names::RATE_LIMIT_DECISIONS;
+        let decisions = tower_harden::telemetry::metrics::names::RATE_LIMIT_DECISIONS;
         assert_eq!(
             recorder.count(decisions, Some(("outcome", "admitted"))),
             2 + 998
         );
         assert_eq!(recorder.count(decisions, Some(("outcome", "refused"))), 1);
-        let evictions = tower_harden::observe::metrics::names::RATE_LIMIT_EVICTIONS;
+        let evictions = tower_harden::telemetry::metrics::names::RATE_LIMIT_EVICTIONS;
         assert!(recorder.count(evictions, None) >= 1_000 - 64 - 1);
     }
 }

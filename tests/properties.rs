@@ -16,14 +16,14 @@ use http_body_util::Empty;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use tower::{Layer, ServiceExt};
-use tower_harden::deadline::{
-    Budget, RequestDeadlineLayer, TrustedCallers, REQUEST_DEADLINE_HEADER,
-};
-use tower_harden::observe::{
+use tower_harden::context::PeerAddr;
+use tower_harden::context::{
     RequestId, RequestIdRefusal, TraceParent, TraceParentRefusal, TraceState, TraceStateRefusal,
 };
+use tower_harden::context::{TrustedNetworks, REQUEST_DEADLINE_HEADER};
+use tower_harden::deadline::{Budget, RequestDeadlineLayer};
 use tower_harden::rate_limit::{ClientIpError, ProxyHeader, TrustedProxies};
-use tower_harden::{Harden, HardenConfig, PeerAddr};
+use tower_harden::{Harden, HardenConfig};
 
 fn cases() -> ProptestConfig {
     ProptestConfig {
@@ -244,7 +244,7 @@ fn the_deadline_header_only_ever_shortens_the_budget() {
         .build()
         .unwrap();
     let layer = RequestDeadlineLayer::new(CONFIGURED)
-        .trust_inbound(TrustedCallers::cidrs(["127.0.0.1/32"]).unwrap());
+        .trust_inbound(TrustedNetworks::cidrs(["127.0.0.1/32"]).unwrap());
     let service = layer.layer(tower::service_fn(|request: Request<_>| async move {
         let budget = *request.extensions().get::<Budget>().expect("a budget");
         let mut response = Response::new(Empty::<Bytes>::new());

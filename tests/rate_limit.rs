@@ -16,12 +16,13 @@ use futures_util::FutureExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use proptest::prelude::*;
 use tower::{Service, ServiceExt};
+use tower_harden::context::PeerAddr;
+use tower_harden::error::Refused;
 use tower_harden::rate_limit::{
     Check, ClientIpError, Decisions, KeyHash, KeySource, ManualClock, MemoryStore, MissingKey,
-    OverflowPolicy, PeerAddr, Policy, ProxyHeader, Quota, RateLimitLayer, RateLimitRefusal,
-    RateLimitStore, TrustedProxies,
+    OverflowPolicy, Policy, ProxyHeader, Quota, RateLimitLayer, RateLimitRefusal, RateLimitStore,
+    TrustedProxies,
 };
-use tower_harden::refusal::Refused;
 
 /// A well-spread key hash for test key number `n`.
 fn key(n: u64) -> KeyHash {

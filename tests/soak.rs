@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use http::{Request, StatusCode};
 use tower::ServiceExt;
+use tower_harden::context::PeerAddr;
 use tower_harden::rate_limit::AnyStore;
-use tower_harden::{Harden, HardenConfig, PeerAddr};
+use tower_harden::{Harden, HardenConfig};
 
 const REQUESTS: u64 = 1_000_000;
 const MAX_KEYS: usize = 100_000;

@@ -11,8 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::DeadlineRefusal;
-use crate::input::BoxError;
-use crate::refusal::{RefusalSlot, Refused};
+use crate::error::{BoxError, RefusalSlot, Refused};
 
 /// The error of a [`TimedBody`]: the client was too slow, or the inner body
 /// failed.
@@ -135,7 +134,7 @@ fn expiry(
 ) -> Option<(Instant, bool)> {
     let idle = timeouts
         .idle
-        .map(|idle| (super::budget::instant_after(since, idle), true));
+        .map(|idle| (crate::context::instant_after(since, idle), true));
     let rate = timeouts
         .min_rate
         .filter(|rate| rate.bytes_per_second > 0)
@@ -144,7 +143,7 @@ fn expiry(
             let earned = Duration::from_secs_f64(received as f64 / rate.bytes_per_second as f64);
             let allowed = rate.grace.max(earned);
             (
-                super::budget::instant_after(since, allowed.saturating_sub(waited)),
+                crate::context::instant_after(since, allowed.saturating_sub(waited)),
                 false,
             )
         });

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::task::futures::TaskLocalFuture;
 use tokio::time::Instant;
 
-use crate::problem::RequestContext;
+use crate::context::{instant_after, RequestContext};
 
 /// Where a request's time budget came from: which budget ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -141,24 +141,6 @@ impl Budget {
     }
 }
 
-/// `start + duration`, saturating at about 30 years from now instead of
-/// panicking: durations come from configuration and builders, and an
-/// `Instant` overflow must never take a request (or a connection) down.
-pub(crate) fn instant_after(start: Instant, duration: Duration) -> Instant {
-    start
-        .checked_add(duration)
-        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365 * 30))
-}
-
-/// When a request arrived, as a request extension. The outermost layer
-/// ([`ObserveLayer`](crate::observe::ObserveLayer), first in
-/// [`Harden`](crate::Harden)) sets it, so the request deadline counts from
-/// arrival, not from when the request reached the deadline layer: time spent
-/// in the layers before it (a rate-limit store's round trip) is part of the
-/// budget a caller gave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Arrival(pub Instant);
-
 /// What the deadline layers make visible to the code they run: the budget and
 /// the inbound request's id and trace (for the outbound layer to forward).
 #[derive(Debug, Clone)]
@@ -168,7 +150,7 @@ pub(crate) struct Scope {
     /// The request's whole trace context (this server's span, the sampled
     /// flag, `tracestate`), for the `traceparent` of outbound calls.
     /// Kept inline: cloning it is cheaper than an allocation per request.
-    pub(crate) trace: Option<crate::observe::TraceContext>,
+    pub(crate) trace: Option<crate::context::TraceContext>,
 }
 
 tokio::task_local! {
@@ -179,7 +161,7 @@ tokio::task_local! {
 /// if any.
 ///
 /// Set by [`RequestDeadlineLayer`](super::RequestDeadlineLayer),
-/// [`DeadlineLayer`](super::DeadlineLayer) and [`scope`] for the future they
+/// [`CallDeadlineLayer`](super::CallDeadlineLayer) and [`scope`] for the future they
 /// run. Code spawned onto another task does not inherit it: pass the
 /// [`Budget`] along, or wrap the spawned future in [`scope`].
 pub fn current() -> Option<Budget> {
@@ -195,7 +177,7 @@ pub fn current_request() -> Option<RequestContext> {
 
 /// The trace context of the inbound request this code runs for, if a
 /// deadline layer captured it.
-pub(crate) fn current_trace() -> Option<crate::observe::TraceContext> {
+pub(crate) fn current_trace() -> Option<crate::context::TraceContext> {
     SCOPE.try_with(|scope| scope.trace.clone()).ok().flatten()
 }
 
@@ -206,7 +188,7 @@ pub(crate) fn current_trace() -> Option<crate::observe::TraceContext> {
 /// ```
 /// use std::time::Duration;
 /// use tower_harden::deadline::{self, Budget, BudgetOrigin};
-/// use tower_harden::problem::RequestContext;
+/// use tower_harden::context::RequestContext;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let budget = Budget::new(Duration::from_secs(1), BudgetOrigin::Configured);

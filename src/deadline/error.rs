@@ -3,8 +3,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::BudgetOrigin;
-use crate::problem::Problem;
-use crate::refusal::{message_of, Refusal, RefusalContext};
+use crate::error::{message_of, Problem, ProblemType, Refusal, RefusalContext};
 
 /// A time budget ran out: which one, how large it was, and how long the work
 /// had run.
@@ -58,7 +57,7 @@ impl Refusal for DeadlineExceeded {
 }
 
 fn deadline_problem(exceeded: &DeadlineExceeded, status: StatusCode) -> Problem {
-    Problem::new(status, "deadline-exceeded", "Deadline exceeded")
+    Problem::of(ProblemType::DEADLINE_EXCEEDED, status)
         .with_detail(message_of(exceeded))
         .with_member("budget_ms", millis(exceeded.budget))
 }
@@ -111,12 +110,10 @@ impl Refusal for DeadlineRefusal {
     fn problem(&self) -> Problem {
         match self {
             Self::Exceeded { exceeded, status } => deadline_problem(exceeded, *status),
-            Self::BodyIdle { .. } | Self::BodyTooSlow { .. } => Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request-timeout",
-                "Request timeout",
-            )
-            .with_detail(message_of(self)),
+            Self::BodyIdle { .. } | Self::BodyTooSlow { .. } => {
+                Problem::of(ProblemType::REQUEST_TIMEOUT, StatusCode::REQUEST_TIMEOUT)
+                    .with_detail(message_of(self))
+            }
         }
     }
 
@@ -153,10 +150,10 @@ impl Refusal for DeadlineRefusal {
     }
 }
 
-/// The error of a [`Deadline`](super::Deadline) service: its budget ran out,
+/// The error of a [`CallDeadline`](super::CallDeadline) service: its budget ran out,
 /// or the inner service failed.
 #[derive(Debug, thiserror::Error)]
-pub enum DeadlineError<E> {
+pub enum CallDeadlineError<E> {
     /// The budget ran out; the inner future was dropped.
     #[error(transparent)]
     Exceeded(DeadlineExceeded),
@@ -165,7 +162,7 @@ pub enum DeadlineError<E> {
     Inner(#[source] E),
 }
 
-impl<E> DeadlineError<E> {
+impl<E> CallDeadlineError<E> {
     /// The exceeded deadline, if that is what happened.
     pub fn exceeded(&self) -> Option<&DeadlineExceeded> {
         match self {

@@ -10,48 +10,44 @@
 //! | [`RequestDeadlineLayer`] | slow handlers (and the body read they wait on) | 503 `deadline-exceeded` | 10 s |
 //! | same, body idle timeout | a client that stops sending its body | 408 `request-timeout`, `Connection: close` | 60 s (nginx `client_body_timeout`) |
 //! | same, minimum body rate | a client that trickles its body | 408 `request-timeout`, `Connection: close` | 240 B/s after 5 s (Kestrel) |
-//! | [`DeadlineLayer`] | any slow `Service<Req>` (a query, a cache call) | [`DeadlineError::Exceeded`] | — |
-//! | [`OutboundLayer`] | a slow or huge upstream answer; budgets that ignore the caller | [`OutboundError`] | 10 s, 50 ms margin, 1 MiB |
+//! | [`CallDeadlineLayer`] | any slow `Service<Req>` (a query, a cache call) | [`CallDeadlineError::Exceeded`] | — |
 //!
 //! The request's [`Budget`] is a request extension and, for the code the
 //! request runs, [`current()`]; the request's id and trace ride along
-//! ([`current_request()`]) so the [`OutboundLayer`] forwards them with the
-//! remaining deadline in [`REQUEST_DEADLINE_HEADER`]. A trusted caller may
-//! shorten a request's deadline with that same header.
+//! ([`current_request()`]) so the
+//! [`OutboundLayer`](crate::outbound::OutboundLayer) forwards them with the
+//! remaining deadline in
+//! [`REQUEST_DEADLINE_HEADER`](crate::context::REQUEST_DEADLINE_HEADER). A
+//! trusted caller may shorten a request's deadline with that same header.
 //!
 //! ```
 //! use std::time::Duration;
 //! use axum::{routing::post, Router};
-//! use tower_harden::deadline::{RequestDeadlineLayer, TrustedCallers};
+//! use tower_harden::context::TrustedNetworks;
+//! use tower_harden::deadline::RequestDeadlineLayer;
 //!
 //! let app: Router = Router::new()
 //!     .route("/echo", post(|body: String| async move { body }))
 //!     .layer(
 //!         RequestDeadlineLayer::new(Duration::from_secs(10))
 //!             .min_body_rate(240, Duration::from_secs(5))
-//!             .trust_inbound(TrustedCallers::cidrs(["10.0.0.0/8"]).unwrap()),
+//!             .trust_inbound(TrustedNetworks::cidrs(["10.0.0.0/8"]).unwrap()),
 //!     );
 //! ```
 
 mod body;
 mod budget;
-mod client;
 mod error;
 mod inbound;
 mod request;
 mod service;
 
 pub use body::{MinDataRate, TimedBody, TimedBodyError};
-pub(crate) use budget::instant_after;
-pub use budget::{current, current_request, scope, Arrival, Budget, BudgetOrigin};
-pub use client::{
-    Outbound, OutboundError, OutboundErrorKind, OutboundLayer, DEFAULT_OUTBOUND_MARGIN,
-    DEFAULT_OUTBOUND_TIMEOUT, REQUEST_ID_HEADER, TRACEPARENT_HEADER,
-};
-pub use error::{DeadlineError, DeadlineExceeded, DeadlineRefusal};
-pub use inbound::{InvalidCidr, TrustedCallers, REQUEST_DEADLINE_HEADER};
+pub(crate) use budget::current_trace;
+pub use budget::{current, current_request, scope, Budget, BudgetOrigin};
+pub use error::{CallDeadlineError, DeadlineExceeded, DeadlineRefusal};
 pub use request::{
-    RequestDeadline, RequestDeadlineLayer, ResponseFuture, DEFAULT_BODY_IDLE_TIMEOUT,
+    RequestDeadline, RequestDeadlineFuture, RequestDeadlineLayer, DEFAULT_BODY_IDLE_TIMEOUT,
     DEFAULT_REQUEST_DEADLINE,
 };
-pub use service::{Deadline, DeadlineFuture, DeadlineLayer};
+pub use service::{CallDeadline, CallDeadlineFuture, CallDeadlineLayer};

@@ -15,10 +15,10 @@ use tower_service::Service;
 
 use super::body::{BodyTimeouts, BodyWatch, MinDataRate, TimedBody};
 use super::budget::{in_scope, sync_in_scope, Scope};
-use super::inbound::{inbound_deadline, peer_ip, REQUEST_DEADLINE_HEADER};
-use super::{Budget, DeadlineExceeded, DeadlineRefusal, TrustedCallers};
-use crate::problem::{Problem, ProblemOr, RequestContext};
-use crate::refusal::Refused;
+use super::inbound::{inbound_deadline, peer_ip};
+use super::{Budget, DeadlineExceeded, DeadlineRefusal};
+use crate::context::{RequestContext, TrustedNetworks, REQUEST_DEADLINE_HEADER};
+use crate::error::{Problem, ProblemOr, Refused};
 
 /// The default request deadline: 10 s.
 ///
@@ -70,7 +70,7 @@ pub struct RequestDeadlineLayer {
     timeout: Duration,
     status: StatusCode,
     timeouts: BodyTimeouts,
-    trusted: TrustedCallers,
+    trusted: TrustedNetworks,
     header: HeaderName,
 }
 
@@ -91,7 +91,7 @@ impl RequestDeadlineLayer {
                 idle: Some(DEFAULT_BODY_IDLE_TIMEOUT),
                 min_rate: Some(MinDataRate::KESTREL),
             },
-            trusted: TrustedCallers::nobody(),
+            trusted: TrustedNetworks::nobody(),
             header: REQUEST_DEADLINE_HEADER,
         }
     }
@@ -135,8 +135,8 @@ impl RequestDeadlineLayer {
     /// [`REQUEST_DEADLINE_HEADER`]. The peer address comes from the
     /// [`PeerAddr`](crate::PeerAddr) extension that [`serve`](crate::serve())
     /// sets, or axum's `ConnectInfo<SocketAddr>`; without either, nobody is
-    /// trusted. Default: [`TrustedCallers::nobody`].
-    pub fn trust_inbound(mut self, trusted: TrustedCallers) -> Self {
+    /// trusted. Default: [`TrustedNetworks::nobody`].
+    pub fn trust_inbound(mut self, trusted: TrustedNetworks) -> Self {
         self.trusted = trusted;
         self
     }
@@ -173,20 +173,7 @@ pub struct RequestDeadline<S> {
 }
 
 impl<S> RequestDeadline<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestDeadline<S>
@@ -196,7 +183,7 @@ where
 {
     type Response = Response<ProblemOr<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = RequestDeadlineFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -214,14 +201,14 @@ where
         };
         let arrived = parts
             .extensions
-            .get::<super::Arrival>()
+            .get::<crate::context::Arrival>()
             .map(|arrival| arrival.0);
         let budget = Budget::effective(layer.timeout, inbound, arrived);
         parts.extensions.insert(budget);
         let context = RequestContext::from_extensions(&parts.extensions);
         let trace = parts
             .extensions
-            .get::<crate::observe::TraceContext>()
+            .get::<crate::context::TraceContext>()
             .cloned();
         let http1 = parts.version <= Version::HTTP_11;
         // A body that has already ended never makes the handler wait for
@@ -235,7 +222,7 @@ where
             trace,
         };
         let future = sync_in_scope(scope.clone(), || self.inner.call(request));
-        ResponseFuture {
+        RequestDeadlineFuture {
             state: State::Running {
                 future: in_scope(scope, future),
                 sleep: None,
@@ -251,7 +238,7 @@ where
 
 pin_project! {
     /// The response future of [`RequestDeadline`].
-    pub struct ResponseFuture<F, B> {
+    pub struct RequestDeadlineFuture<F, B> {
         #[pin]
         state: State<F, B>,
     }
@@ -277,7 +264,7 @@ pin_project! {
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B>
+impl<F, B, E> Future for RequestDeadlineFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
@@ -285,7 +272,7 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let (refused, close, context, http1) = match self.as_mut().project().state.project() {
-            StateProj::Done { .. } => panic!("ResponseFuture polled after completion"),
+            StateProj::Done { .. } => panic!("RequestDeadlineFuture polled after completion"),
             StateProj::Running {
                 future,
                 sleep,

@@ -10,7 +10,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::budget::{current_request, in_scope, sync_in_scope, Scope};
-use super::{Budget, DeadlineError, DeadlineExceeded};
+use super::{Budget, CallDeadlineError, DeadlineExceeded};
 
 /// A deadline for any [`Service`], HTTP or not: the inner future gets the
 /// smaller of this layer's timeout and the enclosing scope's remaining budget
@@ -24,16 +24,16 @@ use super::{Budget, DeadlineError, DeadlineExceeded};
 /// ```
 /// use std::time::Duration;
 /// use tower::{service_fn, Layer, ServiceExt};
-/// use tower_harden::deadline::{BudgetOrigin, DeadlineError, DeadlineLayer};
+/// use tower_harden::deadline::{BudgetOrigin, CallDeadlineError, CallDeadlineLayer};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let slow_query = service_fn(|_: &str| async {
 ///     tokio::time::sleep(Duration::from_secs(5)).await;
 ///     Ok::<_, std::io::Error>(42)
 /// });
-/// let bounded = DeadlineLayer::new(Duration::from_millis(300)).layer(slow_query);
+/// let bounded = CallDeadlineLayer::new(Duration::from_millis(300)).layer(slow_query);
 /// match bounded.oneshot("SELECT 42").await {
-///     Err(DeadlineError::Exceeded(exceeded)) => {
+///     Err(CallDeadlineError::Exceeded(exceeded)) => {
 ///         assert_eq!(exceeded.budget, Duration::from_millis(300));
 ///         assert_eq!(exceeded.origin, BudgetOrigin::Configured);
 ///     }
@@ -42,67 +42,54 @@ use super::{Budget, DeadlineError, DeadlineExceeded};
 /// # }
 /// ```
 #[derive(Debug, Clone, Copy)]
-pub struct DeadlineLayer {
+pub struct CallDeadlineLayer {
     timeout: Duration,
 }
 
-impl DeadlineLayer {
+impl CallDeadlineLayer {
     /// A deadline of `timeout` on each call.
     pub fn new(timeout: Duration) -> Self {
         Self { timeout }
     }
 }
 
-impl<S> Layer<S> for DeadlineLayer {
-    type Service = Deadline<S>;
+impl<S> Layer<S> for CallDeadlineLayer {
+    type Service = CallDeadline<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Deadline {
+        CallDeadline {
             inner,
             timeout: self.timeout,
         }
     }
 }
 
-/// The service of [`DeadlineLayer`].
+/// The service of [`CallDeadlineLayer`].
 #[derive(Debug, Clone)]
-pub struct Deadline<S> {
+pub struct CallDeadline<S> {
     inner: S,
     timeout: Duration,
 }
 
-impl<S> Deadline<S> {
+impl<S> CallDeadline<S> {
     /// Wraps `inner` with a deadline of `timeout` per call.
     pub fn new(inner: S, timeout: Duration) -> Self {
         Self { inner, timeout }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 }
 
-impl<S, Req> Service<Req> for Deadline<S>
+impl<S, Req> Service<Req> for CallDeadline<S>
 where
     S: Service<Req>,
 {
     type Response = S::Response;
-    type Error = DeadlineError<S::Error>;
-    type Future = DeadlineFuture<S::Future>;
+    type Error = CallDeadlineError<S::Error>;
+    type Future = CallDeadlineFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(DeadlineError::Inner)
+        self.inner.poll_ready(cx).map_err(CallDeadlineError::Inner)
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
@@ -113,7 +100,7 @@ where
             trace: super::budget::current_trace(),
         };
         let future = sync_in_scope(scope.clone(), || self.inner.call(request));
-        DeadlineFuture {
+        CallDeadlineFuture {
             state: State::Running {
                 future: in_scope(scope, future),
             },
@@ -124,8 +111,8 @@ where
 }
 
 pin_project! {
-    /// The response future of [`Deadline`].
-    pub struct DeadlineFuture<F> {
+    /// The response future of [`CallDeadline`].
+    pub struct CallDeadlineFuture<F> {
         #[pin]
         state: State<F>,
         #[pin]
@@ -143,24 +130,24 @@ pin_project! {
     }
 }
 
-impl<F, T, E> Future for DeadlineFuture<F>
+impl<F, T, E> Future for CallDeadlineFuture<F>
 where
     F: Future<Output = Result<T, E>>,
 {
-    type Output = Result<T, DeadlineError<E>>;
+    type Output = Result<T, CallDeadlineError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let StateProj::Running { future } = this.state.as_mut().project() else {
-            panic!("DeadlineFuture polled after completion");
+            panic!("CallDeadlineFuture polled after completion");
         };
         let output = match future.poll(cx) {
-            Poll::Ready(result) => result.map_err(DeadlineError::Inner),
+            Poll::Ready(result) => result.map_err(CallDeadlineError::Inner),
             Poll::Pending => {
                 if this.sleep.poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                Err(DeadlineError::Exceeded(DeadlineExceeded::new(
+                Err(CallDeadlineError::Exceeded(DeadlineExceeded::new(
                     this.budget,
                     false,
                 )))

@@ -8,8 +8,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::InputRefusal;
-use crate::problem::RequestContext;
-use crate::refusal::{RefusalSlot, Refused};
+use crate::context::RequestContext;
+use crate::error::{RefusalSlot, Refused};
 
 /// Errors boxed by this crate for transport failures of an inner body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -3,7 +3,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::{header::CONTENT_LENGTH, HeaderMap, Request, Response};
+use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -11,7 +11,8 @@ use tower_service::Service;
 
 use super::body::{BodyGuard, Counted, LimitedBody};
 use super::InputRefusal;
-use crate::problem::{Problem, ProblemOr, RequestContext};
+use crate::context::{declared_length, RequestContext};
+use crate::error::{Problem, ProblemOr};
 
 /// The default body limit: 1 MiB.
 ///
@@ -121,20 +122,7 @@ pub struct BodyLimit<S> {
 }
 
 impl<S> BodyLimit<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 }
 
 /// The request's wire body limit, for a route that raises or lowers it.
@@ -147,32 +135,6 @@ pub(crate) struct WireLimit(pub(crate) Arc<BodyGuard>);
 #[cfg_attr(not(feature = "axum"), allow(dead_code))]
 pub(crate) struct DecodedLimit(pub(crate) Arc<BodyGuard>);
 
-/// The declared `Content-Length`, if present and well-formed. hyper refuses a
-/// malformed or conflicting one with 400 before we see the request; for other
-/// servers a malformed value counts as absent and the body is still counted.
-pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    parse_length(headers.get(CONTENT_LENGTH)?.as_bytes())
-}
-
-/// Exactly what `to_str`, `trim` and `parse::<u64>` accept, on the bytes,
-/// in one pass: digits with an optional `+`, between spaces and tabs (the
-/// only whitespace a header value that passes `to_str` can hold).
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let start = value.iter().position(|&b| b != b' ' && b != b'\t')?;
-    let end = value.iter().rposition(|&b| b != b' ' && b != b'\t')? + 1;
-    let trimmed = &value[start..end];
-    let digits = trimmed.strip_prefix(b"+").unwrap_or(trimmed);
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |length, &digit| {
-        if !digit.is_ascii_digit() {
-            return None;
-        }
-        length.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
-    })
-}
-
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BodyLimit<S>
 where
     S: Service<Request<LimitedBody<ReqBody>>, Response = Response<ResBody>>,
@@ -180,7 +142,7 @@ where
 {
     type Response = Response<ProblemOr<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = BodyLimitFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -200,7 +162,7 @@ where
                     limit: layer.limit,
                     declared,
                 };
-                return ResponseFuture::refused(Problem::refuse(refusal, request.extensions()));
+                return BodyLimitFuture::refused(Problem::refuse(refusal, request.extensions()));
             }
         }
         // The handles a route uses to raise this request's limit: only
@@ -220,7 +182,7 @@ where
             && !matches!(declared, Some(declared) if declared > layer.limit)
         {
             let request = request.map(LimitedBody::ended);
-            return ResponseFuture::inner(self.inner.call(request), None);
+            return BodyLimitFuture::inner(self.inner.call(request), None);
         }
         #[cfg(feature = "axum")]
         let request = if layer.ceiling > super::axum_default_limit::AXUM_DEFAULT_LIMIT {
@@ -241,13 +203,13 @@ where
             };
         }
         let request = Request::from_parts(parts, LimitedBody::new(body, guard.clone()));
-        ResponseFuture::inner(self.inner.call(request), Some(guard))
+        BodyLimitFuture::inner(self.inner.call(request), Some(guard))
     }
 }
 
 pin_project! {
     /// The response future of [`BodyLimit`].
-    pub struct ResponseFuture<F, B> {
+    pub struct BodyLimitFuture<F, B> {
         #[pin]
         state: State<F, B>,
     }
@@ -262,7 +224,7 @@ pin_project! {
     }
 }
 
-impl<F, B> ResponseFuture<F, B> {
+impl<F, B> BodyLimitFuture<F, B> {
     pub(crate) fn refused(response: Response<ProblemOr<B>>) -> Self {
         Self {
             state: State::Refused {
@@ -278,7 +240,7 @@ impl<F, B> ResponseFuture<F, B> {
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B>
+impl<F, B, E> Future for BodyLimitFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
@@ -288,7 +250,7 @@ where
         match self.project().state.project() {
             StateProj::Refused { response } => Poll::Ready(Ok(response
                 .take()
-                .expect("ResponseFuture polled after completion"))),
+                .expect("BodyLimitFuture polled after completion"))),
             StateProj::Inner { future, guard } => {
                 let response = ready!(future.poll(cx))?;
                 let refused = guard
@@ -299,57 +261,6 @@ where
                     None => response.map(ProblemOr::inner),
                 }))
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_length;
-    use http::HeaderValue;
-    use proptest::prelude::*;
-
-    /// The parse this one replaces.
-    fn through_str(value: &[u8]) -> Option<u64> {
-        HeaderValue::from_bytes(value)
-            .ok()?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse::<u64>()
-            .ok()
-    }
-
-    #[test]
-    fn accepts_what_str_parsing_accepts() {
-        for value in [
-            &b"0"[..],
-            b"64",
-            b" 64\t",
-            b"+64",
-            b"+",
-            b"-0",
-            b"",
-            b"  ",
-            b"6 4",
-            b"18446744073709551615",
-            b"18446744073709551616",
-            b"00000000000000000000001",
-            "\u{a0}1".as_bytes(),
-        ] {
-            assert_eq!(parse_length(value), through_str(value), "{value:?}");
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn same_as_str_parsing(value in proptest::collection::vec(
-            prop_oneof![Just(b' '), Just(b'\t'), Just(b'+'), Just(b'-'), b'0'..=b'9', any::<u8>()],
-            0..24,
-        )) {
-            // Only values a header can hold.
-            prop_assume!(HeaderValue::from_bytes(&value).is_ok());
-            prop_assert_eq!(parse_length(&value), through_str(&value));
         }
     }
 }

@@ -1,7 +1,6 @@
 use http::StatusCode;
 
-use crate::problem::Problem;
-use crate::refusal::{message_of, Refusal, RefusalContext};
+use crate::error::{message_of, Problem, ProblemType, Refusal, RefusalContext};
 
 /// Why the input layer refused a request.
 ///
@@ -72,32 +71,25 @@ pub enum InputRefusal {
 
 impl Refusal for InputRefusal {
     fn problem(&self) -> Problem {
-        let (status, slug, title) = match self {
+        let (kind, status) = match self {
             Self::DeclaredBodyTooLarge { .. }
             | Self::BodyTooLarge { .. }
             | Self::DecodedBodyTooLarge { .. } => (
+                ProblemType::PAYLOAD_TOO_LARGE,
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Payload too large",
             ),
             Self::UnsupportedEncoding => (
+                ProblemType::UNSUPPORTED_ENCODING,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-encoding",
-                "Unsupported content encoding",
             ),
-            Self::MalformedBody => (
-                StatusCode::BAD_REQUEST,
-                "malformed-body",
-                "Malformed request body",
-            ),
+            Self::MalformedBody => (ProblemType::MALFORMED_BODY, StatusCode::BAD_REQUEST),
             Self::TooManyHeaders { .. } | Self::HeadersTooLarge { .. } => (
+                ProblemType::HEADERS_TOO_LARGE,
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "headers-too-large",
-                "Request header fields too large",
             ),
-            Self::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, "uri-too-long", "URI too long"),
+            Self::UriTooLong { .. } => (ProblemType::URI_TOO_LONG, StatusCode::URI_TOO_LONG),
         };
-        let problem = Problem::new(status, slug, title).with_detail(message_of(self));
+        let problem = Problem::of(kind, status).with_detail(message_of(self));
         match self.limit() {
             Some(limit) => problem.with_member("limit", limit),
             None => problem,

@@ -5,14 +5,14 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::InputRefusal;
-use crate::problem::{Problem, ProblemOr, RefuseOr};
+use crate::error::{Problem, ProblemOr, RefuseOr};
 
 /// Default limit on the number of header fields: 96, just under hyper's own
 /// HTTP/1 limit of 100 (Envoy's default is 100 too), so that over HTTP/1 this
 /// layer answers an over-limit request with a problem before hyper would
 /// answer it with a bare 431, while hyper keeps its default (see
-/// [`DEFAULT_MAX_HEADERS`](crate::serve::DEFAULT_MAX_HEADERS) in `serve`).
-pub const DEFAULT_MAX_HEADERS: usize = 96;
+/// [`DEFAULT_PARSER_MAX_HEADERS`](crate::serve::DEFAULT_PARSER_MAX_HEADERS) in `serve`).
+pub const DEFAULT_MAX_HEADER_FIELDS: usize = 96;
 
 /// Default limit on header bytes: 16 KiB, Node.js's `--max-http-header-size`
 /// default. Counted as each field's name and value plus 4 bytes (`": "` and
@@ -32,7 +32,7 @@ pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
 /// `max_buf_size`/`max_headers`); they make the limits precise, explicit and
 /// answered with a problem body.
 ///
-/// Defaults: [`DEFAULT_MAX_HEADERS`], [`DEFAULT_MAX_HEADER_BYTES`],
+/// Defaults: [`DEFAULT_MAX_HEADER_FIELDS`], [`DEFAULT_MAX_HEADER_BYTES`],
 /// [`DEFAULT_MAX_URI_BYTES`].
 ///
 /// ```
@@ -64,13 +64,13 @@ impl HeadLimitLayer {
     /// The default limits.
     pub fn new() -> Self {
         Self {
-            max_headers: DEFAULT_MAX_HEADERS,
+            max_headers: DEFAULT_MAX_HEADER_FIELDS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_uri_bytes: DEFAULT_MAX_URI_BYTES,
         }
     }
 
-    /// The most header fields a request may have. Default: [`DEFAULT_MAX_HEADERS`] (96).
+    /// The most header fields a request may have. Default: [`DEFAULT_MAX_HEADER_FIELDS`] (96).
     pub fn max_headers(mut self, max: usize) -> Self {
         self.max_headers = max;
         self
@@ -146,15 +146,7 @@ pub struct HeadLimit<S> {
 }
 
 impl<S> HeadLimit<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HeadLimit<S>

@@ -30,19 +30,19 @@
 mod axum_default_limit;
 mod body;
 mod body_limit;
-mod decode;
+mod decompress;
 mod error;
 mod head;
 #[cfg(feature = "axum")]
 mod route;
 
 pub use body::{BodyError, BoxError, LimitedBody};
-pub(crate) use body_limit::declared_length;
-pub use body_limit::{BodyLimit, BodyLimitLayer, ResponseFuture, DEFAULT_BODY_LIMIT};
-pub use decode::{Decompress, DecompressLayer};
+pub use body_limit::{BodyLimit, BodyLimitFuture, BodyLimitLayer, DEFAULT_BODY_LIMIT};
+pub use decompress::{Decompress, DecompressLayer};
 pub use error::InputRefusal;
 pub use head::{
-    HeadLimit, HeadLimitLayer, DEFAULT_MAX_HEADERS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_URI_BYTES,
+    HeadLimit, HeadLimitLayer, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_FIELDS,
+    DEFAULT_MAX_URI_BYTES,
 };
 #[cfg(feature = "axum")]
 pub use route::{RouteBodyLimit, RouteBodyLimitLayer};

@@ -6,9 +6,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body::{BodyGuard, Counted, LimitedBody};
-use super::body_limit::{declared_length, DecodedLimit, ResponseFuture, WireLimit};
+use super::body_limit::{BodyLimitFuture, DecodedLimit, WireLimit};
 use super::InputRefusal;
-use crate::problem::{Problem, RequestContext};
+use crate::context::{declared_length, RequestContext};
+use crate::error::Problem;
 
 /// Sets the body limit of one axum route, raising or lowering the limit of
 /// the [`BodyLimitLayer`](super::BodyLimitLayer) around the router.
@@ -66,13 +67,17 @@ pub struct RouteBodyLimit<S> {
     limit: u64,
 }
 
+impl<S> RouteBodyLimit<S> {
+    inner_service_accessors!();
+}
+
 impl<S, ResBody> Service<Request<Body>> for RouteBodyLimit<S>
 where
     S: Service<Request<Body>, Response = Response<ResBody>>,
 {
-    type Response = Response<crate::problem::ProblemOr<ResBody>>;
+    type Response = Response<crate::error::ProblemOr<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = BodyLimitFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -108,9 +113,9 @@ where
         if let Some(declared) = declared_length(request.headers()) {
             if declared > limit {
                 let refusal = InputRefusal::DeclaredBodyTooLarge { limit, declared };
-                return ResponseFuture::refused(Problem::refuse(refusal, request.extensions()));
+                return BodyLimitFuture::refused(Problem::refuse(refusal, request.extensions()));
             }
         }
-        ResponseFuture::inner(self.inner.call(request), Some(guard))
+        BodyLimitFuture::inner(self.inner.call(request), Some(guard))
     }
 }

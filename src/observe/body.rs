@@ -10,7 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::outcome::{Failure, Outcome};
 use super::panic::Catching;
-use crate::problem::ProblemOr;
+use crate::error::ProblemOr;
 
 pin_project! {
     /// The response body of [`Observe`](super::Observe): the inner body (or a

@@ -11,25 +11,23 @@ use pin_project_lite::pin_project;
 use tracing::Span;
 
 use super::body::ObservedBody;
-use super::handler_error::ProblemAwaitingContext;
 use super::outcome::{Failure, Outcome};
 use super::panic::{Catching, PanicSite};
-use crate::problem::{Problem, ProblemOr};
-use crate::refusal::Refused;
+use crate::error::{Problem, ProblemAwaitingContext, ProblemOr, Refused, PROBLEM_JSON};
 
 pin_project! {
     /// The response future of [`Observe`](super::Observe).
     ///
     /// Dropped before it finishes (the client went away, an outer timeout
     /// gave up), it still logs the request's outcome event, as cancelled.
-    pub struct ResponseFuture<F> {
+    pub struct ObserveFuture<F> {
         #[pin]
         state: State<F>,
         span: Span,
         outcome: Option<Box<Outcome>>,
     }
 
-    impl<F> PinnedDrop for ResponseFuture<F> {
+    impl<F> PinnedDrop for ObserveFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(mut outcome) = this.outcome.take() {
@@ -48,7 +46,7 @@ pin_project! {
     }
 }
 
-impl<F> ResponseFuture<F> {
+impl<F> ObserveFuture<F> {
     pub(crate) fn new(
         called: Result<F, (String, Option<PanicSite>)>,
         span: Span,
@@ -66,7 +64,7 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F>
+impl<F, B, E> Future for ObserveFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: Body<Data = bytes::Bytes>,
@@ -129,7 +127,7 @@ fn finish<B: Body<Data = bytes::Bytes>>(
             parts.headers.remove(http::header::CONTENT_ENCODING);
             parts.headers.insert(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static(crate::problem::PROBLEM_JSON),
+                http::HeaderValue::from_static(PROBLEM_JSON),
             );
             ProblemOr::problem(
                 problem

@@ -1,4 +1,3 @@
-use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -7,25 +6,22 @@ use std::time::Instant;
 use http::header::{
     HeaderName, AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE, USER_AGENT,
 };
-use http::{HeaderMap, Method, Request, Response};
+use http::{HeaderMap, Request, Response};
 use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::{Level, Span};
 
 use super::body::ObservedBody;
-use super::escape::{escape, escape_bytes};
-use super::future::ResponseFuture;
+use super::fields::{client_address, ip_text, method_name, RouteTemplate, TARGET};
+use super::future::ObserveFuture;
 use super::outcome::{Outcome, OutcomeConfig};
 use super::panic::{install_hook, payload_message, Catching};
-use super::{RequestId, TraceContext, TraceParent, TraceState};
-use crate::problem::RequestContext;
-
-/// The name of the request id header: `x-request-id`.
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The `tracing` target of the span and the outcome event.
-pub const TARGET: &str = "tower_harden::observe";
+use crate::context::{
+    RequestContext, RequestId, TraceContext, TraceParent, TraceState, REQUEST_ID_HEADER,
+    TRACEPARENT_HEADER, TRACESTATE_HEADER,
+};
+use crate::telemetry::{escape, escape_bytes};
 
 /// Observes every request: correlation ids, one span, one outcome event,
 /// panics caught, metrics.
@@ -44,7 +40,7 @@ pub const TARGET: &str = "tower_harden::observe";
 ///   with a problem that holds the request id;
 /// - logs one outcome event when the response body is done (latency and
 ///   bytes), at a level by status, with the error chain and refusal context
-///   of a [`Refused`](crate::refusal::Refused) found in the response.
+///   of a [`Refused`](crate::error::Refused) found in the response.
 ///
 /// With axum, add it with `Router::layer`: axum runs it for each route after
 /// routing (and for the fallback), so `http.route` is the matched route
@@ -267,96 +263,8 @@ pub struct Observe<S> {
 }
 
 impl<S> Observe<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 }
-
-/// The method as OpenTelemetry names it: one of the known methods, or
-/// `_OTHER`, so a client cannot mint new label values.
-pub(crate) fn method_name(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::CONNECT => "CONNECT",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::PATCH => "PATCH",
-        _ => "_OTHER",
-    }
-}
-
-fn client_address(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
-    crate::peer::peer_addr(extensions)
-        .or_else(|| extensions.get::<SocketAddr>().copied())
-        .map(|addr| addr.ip())
-}
-
-/// `ip.to_string()`, with IPv4 (the common case) written by hand: the
-/// formatting machinery cost about 1% of a logged request.
-pub(crate) fn ip_text(ip: std::net::IpAddr) -> String {
-    let std::net::IpAddr::V4(v4) = ip else {
-        return ip.to_string();
-    };
-    let mut text = String::with_capacity(15);
-    for (index, octet) in v4.octets().into_iter().enumerate() {
-        if index > 0 {
-            text.push('.');
-        }
-        if octet >= 100 {
-            text.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            text.push(char::from(b'0' + octet / 10 % 10));
-        }
-        text.push(char::from(b'0' + octet % 10));
-    }
-    text
-}
-
-/// The route template axum matched, kept by reference count until the
-/// outcome event.
-#[derive(Debug, Clone)]
-pub(crate) struct RouteTemplate {
-    #[cfg(feature = "axum")]
-    matched: Option<axum::extract::MatchedPath>,
-}
-
-impl RouteTemplate {
-    fn of(extensions: &http::Extensions) -> Self {
-        let _ = extensions;
-        Self {
-            #[cfg(feature = "axum")]
-            matched: extensions.get::<axum::extract::MatchedPath>().cloned(),
-        }
-    }
-
-    /// The template, or `_unmatched`.
-    pub(crate) fn as_str(&self) -> &str {
-        #[cfg(feature = "axum")]
-        if let Some(matched) = &self.matched {
-            return matched.as_str();
-        }
-        "_unmatched"
-    }
-}
-
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 // A `HeaderName`, not a `&str`: a string name is parsed again on every
 // lookup.
@@ -404,7 +312,7 @@ impl Config {
             return (TraceContext::new_root(), None);
         }
         let headers = request.headers();
-        let value = match only_header(headers, &TRACEPARENT) {
+        let value = match only_header(headers, &TRACEPARENT_HEADER) {
             SingleHeader::Absent => return (TraceContext::new_root(), None),
             SingleHeader::Repeated => {
                 return (TraceContext::new_root(), Some("repeated header".to_owned()))
@@ -414,7 +322,7 @@ impl Config {
         match TraceParent::parse_bytes(value) {
             Ok(parent) => {
                 let joined = headers
-                    .get_all(&TRACESTATE)
+                    .get_all(&TRACESTATE_HEADER)
                     .iter()
                     .map(|v| v.to_str().unwrap_or("\u{0}"))
                     .collect::<Vec<_>>()
@@ -452,7 +360,7 @@ where
 {
     type Response = Response<ObservedBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ObserveFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -464,7 +372,7 @@ where
         let (request_id, request_id_refused) = config.request_id(&request);
         let (trace, trace_refused) = config.trace_context(&request);
         let extensions = request.extensions_mut();
-        extensions.insert(crate::deadline::Arrival(tokio::time::Instant::now()));
+        extensions.insert(crate::context::Arrival(tokio::time::Instant::now()));
         extensions.insert(request_id.clone());
         extensions.insert(trace.trace_id());
         extensions.insert(trace.clone());
@@ -513,7 +421,7 @@ where
             catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
                 .map_err(|payload| (payload_message(&*payload), catching.take_site()))
         };
-        ResponseFuture::new(called, span, Box::new(outcome))
+        ObserveFuture::new(called, span, Box::new(outcome))
     }
 }
 
@@ -562,24 +470,4 @@ fn make_span(
         };
     }
     super::at_level!(level, span_at)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ip_text_is_display() {
-        use std::net::{IpAddr, Ipv4Addr};
-        for a in [0u8, 1, 9, 10, 42, 99, 100, 109, 110, 199, 200, 255] {
-            for b in [0u8, 7, 10, 100, 255] {
-                let ip = IpAddr::V4(Ipv4Addr::new(a, b, 255 - a, b / 3));
-                assert_eq!(ip_text(ip), ip.to_string());
-            }
-        }
-        let v6: IpAddr = "2001:db8::1".parse().unwrap();
-        assert_eq!(ip_text(v6), "2001:db8::1");
-        let mapped: IpAddr = "::ffff:1.2.3.4".parse().unwrap();
-        assert_eq!(ip_text(mapped), mapped.to_string());
-    }
 }

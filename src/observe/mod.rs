@@ -1,9 +1,13 @@
-//! Correlation and observation: request ids, trace context, one span and one
-//! outcome event per request, caught panics, a handler error type, metrics.
+//! Observation: one span and one outcome event per request, request ids and
+//! trace context taken in (or made), caught panics.
 //!
 //! [`ObserveLayer`] is the one layer to add; see its documentation for what
-//! it does for each request. [`HandlerError`] is the error type for handlers
-//! whose failures should reach the log whole and the client safe.
+//! it does for each request. The values it puts on each request
+//! ([`RequestId`](crate::context::RequestId),
+//! [`TraceContext`](crate::context::TraceContext)) live in
+//! [`context`](crate::context); the error type for handlers whose failures
+//! should reach the log whole and the client safe is
+//! [`HandlerError`](crate::error::HandlerError).
 //!
 //! # What a failed request looks like in the log
 //!
@@ -53,23 +57,13 @@ macro_rules! at_level {
 use at_level;
 
 mod body;
-pub(crate) mod escape;
+mod fields;
 mod future;
-mod handler_error;
 mod layer;
-pub mod metrics;
 mod outcome;
 mod panic;
-mod request_id;
-mod trace_context;
 
 pub use body::ObservedBody;
-pub use future::ResponseFuture;
-pub use handler_error::HandlerError;
-#[cfg(feature = "axum")]
-pub(crate) use handler_error::ProblemAwaitingContext;
-pub use layer::{Observe, ObserveLayer, REQUEST_ID_HEADER, TARGET};
-pub use request_id::{RequestId, RequestIdRefusal};
-pub use trace_context::{
-    SpanId, TraceContext, TraceId, TraceParent, TraceParentRefusal, TraceState, TraceStateRefusal,
-};
+pub use fields::TARGET;
+pub use future::ObserveFuture;
+pub use layer::{Observe, ObserveLayer};

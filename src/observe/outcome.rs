@@ -5,13 +5,12 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use tracing::Span;
 
-use super::escape::{escape, escape_bytes};
-use super::layer::{ip_text, RouteTemplate, TARGET};
-use super::metrics::{record_request, RequestLabels};
+use super::fields::{ip_text, RouteTemplate, TARGET};
 use super::panic::PanicSite;
-use super::{RequestId, SpanId, TraceId};
-use crate::problem::RequestContext;
-use crate::refusal::Refused;
+use crate::context::{RequestContext, RequestId, SpanId, TraceId, REQUEST_ID_HEADER};
+use crate::error::Refused;
+use crate::telemetry::metrics::{record_request, RequestLabels};
+use crate::telemetry::{escape, escape_bytes};
 use http::HeaderName;
 use tracing::Level;
 
@@ -91,7 +90,7 @@ impl Default for OutcomeConfig {
     /// The observe layer's defaults.
     fn default() -> Self {
         Self {
-            request_id_header: super::REQUEST_ID_HEADER,
+            request_id_header: REQUEST_ID_HEADER,
             max_field_len: 256,
             max_error_len: 2048,
             log_query: false,
@@ -134,7 +133,7 @@ impl<'a> ErrorFields<'a> {
             Some(Failure::Refused(refused)) => {
                 let refusal = refused.refusal();
                 let context = refusal.context();
-                let message = crate::refusal::message_of(refusal);
+                let message = crate::error::message_of(refusal);
                 // The chain is the message followed by each source; without
                 // a source (most refusals) it would only repeat the message.
                 let escaped_chain = refused.chain().nth(1).is_some().then(|| {
@@ -365,12 +364,12 @@ mod tests {
         }
     }
 
-    impl crate::refusal::Refusal for WithSource {
-        fn problem(&self) -> crate::problem::Problem {
-            crate::problem::Problem::internal_error()
+    impl crate::error::Refusal for WithSource {
+        fn problem(&self) -> crate::error::Problem {
+            crate::error::Problem::internal_error()
         }
-        fn context(&self) -> crate::refusal::RefusalContext {
-            crate::refusal::RefusalContext::new("test")
+        fn context(&self) -> crate::error::RefusalContext {
+            crate::error::RefusalContext::new("test")
         }
     }
 

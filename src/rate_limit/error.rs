@@ -5,8 +5,7 @@ use http::StatusCode;
 
 use super::headers::ceil_seconds;
 use super::store::{KeyHash, StoreError};
-use crate::problem::Problem;
-use crate::refusal::{message_of, Refusal, RefusalContext};
+use crate::error::{message_of, Problem, ProblemType, Refusal, RefusalContext};
 
 /// Why the rate limiter refused a request.
 ///
@@ -68,28 +67,22 @@ impl Refusal for RateLimitRefusal {
                 policies,
                 retry_after,
                 ..
-            } => Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "quota-exceeded",
-                "Quota exceeded",
-            )
-            .with_detail(message_of(self))
-            .with_member(
-                "violated_policies",
-                policies
-                    .iter()
-                    .map(|policy| serde_json::Value::from(&**policy))
-                    .collect::<Vec<_>>(),
-            )
-            .with_member("retry_after", ceil_seconds(*retry_after).max(1)),
+            } => Problem::of(ProblemType::QUOTA_EXCEEDED, StatusCode::TOO_MANY_REQUESTS)
+                .with_detail(message_of(self))
+                .with_member(
+                    "violated_policies",
+                    policies
+                        .iter()
+                        .map(|policy| serde_json::Value::from(&**policy))
+                        .collect::<Vec<_>>(),
+                )
+                .with_member("retry_after", ceil_seconds(*retry_after).max(1)),
             Self::MissingKey { status, .. } => {
-                Problem::new(*status, "invalid-input", "Invalid input")
-                    .with_detail(message_of(self))
+                Problem::of(ProblemType::INVALID_INPUT, *status).with_detail(message_of(self))
             }
-            Self::StoreUnavailable { .. } => Problem::new(
+            Self::StoreUnavailable { .. } => Problem::of(
+                ProblemType::SERVICE_UNAVAILABLE,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "service-unavailable",
-                "Service unavailable",
             )
             .with_detail("the service is temporarily unavailable"),
         }

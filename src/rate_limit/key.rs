@@ -33,8 +33,7 @@ use ipnet::IpNet;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 use super::store::KeyHash;
-
-pub use crate::peer::PeerAddr;
+use crate::context::TrustedNetworks;
 
 /// An authenticated principal (user id, client id) put into the request's
 /// extensions by an authentication layer that runs before the rate limiter.
@@ -68,7 +67,7 @@ impl<'a> RequestHead<'a> {
     /// The TCP peer's address: [`PeerAddr`], or axum's
     /// `ConnectInfo<SocketAddr>`.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        crate::peer::peer_addr(self.extensions)
+        crate::context::peer_addr(self.extensions)
     }
 }
 
@@ -361,7 +360,7 @@ const MAX_ENTRY_LEN: usize = 96;
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
-    networks: Vec<IpNet>,
+    networks: TrustedNetworks,
     header: ProxyHeader,
     max_hops: Option<usize>,
 }
@@ -373,15 +372,21 @@ impl TrustedProxies {
     }
 
     /// Trusts one more network (a single proxy is a /32 or /128).
-    pub fn trust(mut self, network: IpNet) -> Self {
-        self.networks.push(network.trunc());
-        self
+    pub fn trust(self, network: IpNet) -> Self {
+        self.trust_all([network])
     }
 
     /// Trusts every network of `networks`.
     pub fn trust_all(mut self, networks: impl IntoIterator<Item = IpNet>) -> Self {
-        self.networks
-            .extend(networks.into_iter().map(|network| network.trunc()));
+        self.networks = std::mem::take(&mut self.networks).with(networks);
+        self
+    }
+
+    /// Trusts these peers as proxies (replacing the networks trusted so
+    /// far): the same [`TrustedNetworks`] the deadline layer takes for its
+    /// trusted callers.
+    pub fn networks(mut self, networks: TrustedNetworks) -> Self {
+        self.networks = networks;
         self
     }
 
@@ -400,8 +405,7 @@ impl TrustedProxies {
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.networks.iter().any(|network| network.contains(&ip))
+        self.networks.is_trusted(ip)
     }
 
     /// The client's address, given the TCP peer's and the request's headers.
@@ -634,7 +638,7 @@ impl KeySource {
             Self::ClientIp(proxies, grouping) => {
                 let peer = head.peer_addr()?;
                 // No trusted proxy (the default): the client is the peer.
-                let client = if proxies.networks.is_empty() {
+                let client = if proxies.networks.trusts_nobody() {
                     peer.ip()
                 } else {
                     proxies.client_ip(peer.ip(), head.headers).ok()?

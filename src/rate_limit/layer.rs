@@ -1,5 +1,4 @@
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use http::StatusCode;
@@ -11,6 +10,7 @@ use super::key::{KeyHasher, KeySource, RequestHead, TrustedProxies};
 use super::memory::MemoryStore;
 use super::service::RateLimit;
 use super::store::{Check, KeyHash};
+use crate::telemetry::LogThrottle;
 
 /// Default sustained rate of [`Policy::per_client_ip`]: 50 requests per
 /// second per client.
@@ -388,43 +388,5 @@ impl<St> Shared<St> {
 
     pub(crate) fn now(&self) -> u64 {
         self.clock.now_nanos()
-    }
-}
-
-/// Lets one log event through per interval and counts the others.
-pub(crate) struct LogThrottle {
-    interval_ns: u64,
-    next_at: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl LogThrottle {
-    pub(crate) fn new(interval_ns: u64) -> Self {
-        Self {
-            interval_ns,
-            next_at: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(events suppressed since the last one)` if this event may be
-    /// logged.
-    pub(crate) fn allow(&self, now: u64) -> Option<u64> {
-        let next_at = self.next_at.load(Ordering::Relaxed);
-        if now >= next_at
-            && self
-                .next_at
-                .compare_exchange(
-                    next_at,
-                    now.saturating_add(self.interval_ns),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            return Some(self.suppressed.swap(0, Ordering::Relaxed));
-        }
-        self.suppressed.fetch_add(1, Ordering::Relaxed);
-        None
     }
 }

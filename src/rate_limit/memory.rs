@@ -533,8 +533,8 @@ fn write(lock: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
 }
 
 fn eviction_metric(evicted: u64) {
-    crate::observe::metrics::increment(
-        crate::observe::metrics::names::RATE_LIMIT_EVICTIONS,
+    crate::telemetry::metrics::increment(
+        crate::telemetry::metrics::names::RATE_LIMIT_EVICTIONS,
         &[],
         evicted,
     );

@@ -43,7 +43,7 @@ pub use any_store::AnyStore;
 pub use error::RateLimitRefusal;
 pub use gcra::{Clock, Decision, ManualClock, MonotonicClock, Quota, QuotaError};
 pub use key::{
-    ClientIpError, CustomKeyFn, IpGrouping, KeyHasher, KeySource, PeerAddr, Principal, ProxyHeader,
+    ClientIpError, CustomKeyFn, IpGrouping, KeyHasher, KeySource, Principal, ProxyHeader,
     RequestHead, TrustedProxies, DEFAULT_MAX_HOPS,
 };
 pub use layer::{
@@ -53,5 +53,5 @@ pub use layer::{
 pub use memory::{MemoryStore, OverflowPolicy};
 #[cfg(feature = "redis")]
 pub use redis::{LocalFallback, RedisStore, RedisStoreBuilder, RedisStoreError, RedisStoreStats};
-pub use service::{RateLimit, ResponseFuture};
+pub use service::{RateLimit, RateLimitFuture};
 pub use store::{Check, Decisions, KeyHash, RateLimitStore, StoreError};

@@ -890,8 +890,8 @@ impl Breaker {
 }
 
 fn redis_metric(kind: &'static str) {
-    crate::observe::metrics::increment(
-        crate::observe::metrics::names::REDIS_FAILURES,
+    crate::telemetry::metrics::increment(
+        crate::telemetry::metrics::names::REDIS_FAILURES,
         &[("kind", kind)],
         1,
     );

@@ -14,7 +14,7 @@ use super::key::RequestHead;
 use super::layer::{MissingKey, Policy, Shared, StoreFailure};
 use super::memory::MemoryStore;
 use super::store::{Check, Decisions, RateLimitStore, StoreError};
-use crate::problem::{Problem, ProblemOr};
+use crate::error::{Problem, ProblemOr};
 
 /// The service of [`RateLimitLayer`](super::RateLimitLayer).
 ///
@@ -39,15 +39,7 @@ impl<S, St> RateLimit<S, St> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 
     /// The store.
     pub fn store(&self) -> &Arc<St> {
@@ -263,7 +255,7 @@ impl<St: RateLimitStore> Shared<St> {
 
     fn log_shadow(&self, refusal: &RateLimitRefusal) {
         if let Some(suppressed) = self.shadow_log.allow(self.now()) {
-            let context = crate::refusal::Refusal::context(refusal);
+            let context = crate::error::Refusal::context(refusal);
             tracing::warn!(
                 policy = context.policy.as_deref().unwrap_or(""),
                 key = context.key.as_deref().unwrap_or(""),
@@ -282,7 +274,7 @@ where
 {
     type Response = Response<ProblemOr<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, St, ReqBody, ResBody>;
+    type Future = RateLimitFuture<S, St, ReqBody, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -291,7 +283,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let headers = match self.shared.decide_now(&request) {
             Now::Admit(headers) => headers,
-            Now::Refuse(response) => return ResponseFuture::refused(response),
+            Now::Refuse(response) => return RateLimitFuture::refused(response),
             Now::Later(checks, default_quotas) => {
                 return self.check_later(request, checks, default_quotas)
             }
@@ -304,7 +296,7 @@ where
         // drops them if the inner `call` panics (nothing leaks).
         self.parked_headers = headers;
         let future = self.inner.call(request);
-        ResponseFuture {
+        RateLimitFuture {
             state: State::Inner { future },
             headers: self.parked_headers.take(),
         }
@@ -347,7 +339,7 @@ impl<S, St> RateLimit<S, St> {
         request: Request<ReqBody>,
         checks: CheckList,
         default_quotas: bool,
-    ) -> ResponseFuture<S, St, ReqBody, ResBody>
+    ) -> RateLimitFuture<S, St, ReqBody, ResBody>
     where
         S: Service<Request<ReqBody>> + Clone,
         St: RateLimitStore,
@@ -355,7 +347,7 @@ impl<S, St> RateLimit<S, St> {
         let check = self.shared.store.check(&checks);
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture {
+        RateLimitFuture {
             state: State::Checking {
                 check,
                 pending: Some(Box::new(Pending {
@@ -382,7 +374,7 @@ struct Pending<S, St, ReqBody> {
 
 pin_project! {
     /// The response future of [`RateLimit`].
-    pub struct ResponseFuture<S, St, ReqBody, ResBody>
+    pub struct RateLimitFuture<S, St, ReqBody, ResBody>
     where
         S: Service<Request<ReqBody>>,
         St: RateLimitStore,
@@ -417,7 +409,7 @@ pin_project! {
     }
 }
 
-impl<S, St, ReqBody, ResBody> ResponseFuture<S, St, ReqBody, ResBody>
+impl<S, St, ReqBody, ResBody> RateLimitFuture<S, St, ReqBody, ResBody>
 where
     S: Service<Request<ReqBody>>,
     St: RateLimitStore,
@@ -432,7 +424,7 @@ where
     }
 }
 
-impl<S, St, ReqBody, ResBody> Future for ResponseFuture<S, St, ReqBody, ResBody>
+impl<S, St, ReqBody, ResBody> Future for RateLimitFuture<S, St, ReqBody, ResBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     St: RateLimitStore,
@@ -447,7 +439,7 @@ where
                     let result = ready!(check.poll(cx));
                     let pending = *pending
                         .take()
-                        .expect("ResponseFuture polled after completion");
+                        .expect("RateLimitFuture polled after completion");
                     let Pending {
                         request,
                         mut inner,
@@ -484,7 +476,7 @@ where
                 StateProj::Refused { response } => {
                     return Poll::Ready(Ok(response
                         .take()
-                        .expect("ResponseFuture polled after completion")));
+                        .expect("RateLimitFuture polled after completion")));
                 }
             }
         }
@@ -508,8 +500,8 @@ fn warn_no_peer_once(policy: &str) {
 }
 
 fn decision_metric(outcome: &'static str) {
-    crate::observe::metrics::increment(
-        crate::observe::metrics::names::RATE_LIMIT_DECISIONS,
+    crate::telemetry::metrics::increment(
+        crate::telemetry::metrics::names::RATE_LIMIT_DECISIONS,
         &[("outcome", outcome)],
         1,
     );

@@ -1,13 +1,13 @@
+//! [`HandlerError`]: the error type for handlers.
+
 use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt;
 
 use http::StatusCode;
 
-use crate::problem::Problem;
-use crate::refusal::{Refusal, RefusalContext};
-
-type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+use super::{BoxError, Problem, ProblemType, Refusal, RefusalContext, Refused};
+use crate::context::RequestContext;
 
 /// The error type for handlers: `?` on any error gives the client a 500
 /// problem saying only "internal error" (plus the request id), and gives the
@@ -18,14 +18,15 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// [`Problem`] through [`HandlerError::problem`].
 ///
 /// The response carries the failure in its extensions as a
-/// [`Refused`](crate::refusal::Refused), so the
-/// [`ObserveLayer`](super::ObserveLayer) logs it once, in the request's
+/// [`Refused`], so the
+/// [`ObserveLayer`](crate::observe::ObserveLayer) logs it once, in the request's
 /// outcome event, and fills in the request id and trace id of the problem
 /// body.
 ///
 /// ```
 /// use axum::{routing::get, Router};
-/// use tower_harden::observe::{HandlerError, ObserveLayer};
+/// use tower_harden::error::HandlerError;
+/// use tower_harden::observe::ObserveLayer;
 ///
 /// async fn report() -> Result<String, HandlerError> {
 ///     let text = std::fs::read_to_string("/no/such/file")?; // a 500 for the client
@@ -56,20 +57,15 @@ impl HandlerError {
     /// A 400 problem with a detail written for the client.
     pub fn bad_request(detail: impl Into<Cow<'static, str>>) -> Self {
         Self::problem(
-            Problem::new(StatusCode::BAD_REQUEST, "invalid-input", "Invalid input")
-                .with_detail(detail),
+            Problem::of(ProblemType::INVALID_INPUT, StatusCode::BAD_REQUEST).with_detail(detail),
         )
     }
 
     /// A 422 problem with a detail written for the client.
     pub fn unprocessable(detail: impl Into<Cow<'static, str>>) -> Self {
         Self::problem(
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-input",
-                "Invalid input",
-            )
-            .with_detail(detail),
+            Problem::of(ProblemType::INVALID_INPUT, StatusCode::UNPROCESSABLE_ENTITY)
+                .with_detail(detail),
         )
     }
 
@@ -186,8 +182,8 @@ impl axum::response::IntoResponse for HandlerError {
     fn into_response(self) -> axum::response::Response {
         let problem = self.failure.problem.clone();
         let mut response = Problem::refuse_with::<axum::body::Body>(
-            crate::refusal::Refused::new(self.failure),
-            crate::problem::RequestContext::default(),
+            Refused::new(self.failure),
+            RequestContext::default(),
         )
         .map(axum::body::Body::new);
         response

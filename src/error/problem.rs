@@ -1,67 +1,24 @@
-//! RFC 9457 problem details: the one place a refusal becomes a response.
-//!
-//! Every layer of this crate that refuses a request answers with an
-//! `application/problem+json` body built here:
-//!
-//! ```json
-//! {"type":"https://docs.rs/tower-harden/latest/tower_harden/problem/index.html#payload-too-large",
-//!  "title":"Payload too large","status":413,
-//!  "detail":"the request body exceeds the limit of 1048576 bytes",
-//!  "request_id":"0192f5c1-..."}
-//! ```
-//!
-//! The `type` URI points at this page, so a client that follows it finds the
-//! meaning of each problem type below. `detail` is written for the client and
-//! never holds internal error text: a 5xx always says only what failed in
-//! general terms, while the typed [`Refusal`] that caused it rides in the
-//! response's extensions (as [`Refused`]) for the logging layer.
-//!
-//! # Problem types
-//!
-//! | `type` fragment | status | raised by |
-//! |---|---|---|
-//! | <span id="payload-too-large">`payload-too-large`</span> | 413 | body limit, declared or streamed, wire or decoded |
-//! | <span id="unsupported-encoding">`unsupported-encoding`</span> | 415 | a `Content-Encoding` the server does not decode |
-//! | <span id="headers-too-large">`headers-too-large`</span> | 431 | too many header fields or too many header bytes |
-//! | <span id="uri-too-long">`uri-too-long`</span> | 414 | request target longer than the limit |
-//! | <span id="request-timeout">`request-timeout`</span> | 408 | the client sent its body too slowly |
-//! | <span id="deadline-exceeded">`deadline-exceeded`</span> | 503 | the server could not answer within the request deadline |
-//! | <span id="quota-exceeded">`quota-exceeded`</span> | 429 | a rate-limit policy refused the request |
-//! | <span id="invalid-input">`invalid-input`</span> | 400/422 | a handler refused the content of a request |
-//! | <span id="internal-error">`internal-error`</span> | 500 | a handler failed or panicked |
-//! | <span id="service-unavailable">`service-unavailable`</span> | 503 | a dependency (for example the rate-limit store) is unavailable |
-//!
-//! [`Refusal`]: crate::refusal::Refusal
-//! [`Refused`]: crate::refusal::Refused
+//! [`Problem`]: what a client is told when a request is refused.
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Extensions, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
-use pin_project_lite::pin_project;
 use serde_json::{Map, Value};
 
-use crate::observe::{RequestId, TraceId};
-use crate::refusal::{Refusal, Refused};
+use super::json::{json_map_sorts_keys, push_json_member, push_json_string, Standard};
+use super::{ProblemOr, ProblemType, Refusal, Refused, TYPE_BASE};
+use crate::context::{RequestContext, RequestId, TraceId};
 
 /// The media type of every problem body (RFC 9457, section 3).
 pub const PROBLEM_JSON: &str = "application/problem+json";
-
-/// Where the `type` URIs of this crate's problems point: the documentation of
-/// this module, one anchor per problem type.
-pub const TYPE_BASE: &str = "https://docs.rs/tower-harden/latest/tower_harden/problem/index.html#";
 
 /// An RFC 9457 problem: what a client is told when a request is refused.
 ///
 /// ```
 /// use http::StatusCode;
-/// use tower_harden::problem::Problem;
+/// use tower_harden::error::Problem;
 ///
 /// let problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-input", "Invalid input")
 ///     .with_detail("item 3 is longer than 64 characters")
@@ -97,12 +54,24 @@ impl Problem {
         }
     }
 
+    /// A problem of one of this crate's types.
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_harden::error::{Problem, ProblemType};
+    ///
+    /// let problem = Problem::of(ProblemType::INVALID_INPUT, StatusCode::BAD_REQUEST);
+    /// assert_eq!(problem.slug(), "invalid-input");
+    /// ```
+    pub fn of(kind: ProblemType, status: StatusCode) -> Self {
+        Self::new(status, kind.slug(), kind.title())
+    }
+
     /// The generic 500 problem: says nothing about the cause.
     pub fn internal_error() -> Self {
-        Self::new(
+        Self::of(
+            ProblemType::INTERNAL_ERROR,
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal-error",
-            "Internal error",
         )
         .with_detail("internal error")
     }
@@ -299,90 +268,12 @@ impl Problem {
     }
 }
 
-/// A standard member's value in [`Problem::to_json`].
-enum Standard<'a> {
-    /// The `type` URI.
-    Type,
-    /// Text that may need escaping.
-    Text(&'a str),
-    /// Text known to need none (a request id, a hex trace id).
-    Plain(&'a str),
-    /// The status code.
-    Status(u16),
-}
-
-/// Writes `"name":value` for an extension member.
-fn push_json_member(out: &mut Vec<u8>, name: &str, value: &Value) -> serde_json::Result<()> {
-    push_json_string(out, &[name]);
-    out.push(b':');
-    serde_json::to_writer(&mut *out, value)
-}
-
-/// Writes the concatenation of `parts` as a JSON string. Text with nothing
-/// JSON must escape (a control character, a quote, a backslash; serde_json
-/// writes everything else as it is) is copied; other text goes through
-/// serde_json.
-fn push_json_string(out: &mut Vec<u8>, parts: &[&str]) {
-    // No early exit: the loop without one compiles to a vectorized scan.
-    let needs_escape = parts.iter().any(|part| {
-        part.bytes().fold(false, |any, byte| {
-            any | (byte < 0x20) | (byte == b'"') | (byte == b'\\')
-        })
-    });
-    let plain = !needs_escape;
-    if plain {
-        out.push(b'"');
-        for part in parts {
-            out.extend_from_slice(part.as_bytes());
-        }
-        out.push(b'"');
-    } else {
-        let joined = parts.concat();
-        // Writing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &joined);
-    }
-}
-
-/// Whether `serde_json::Map` iterates its keys sorted (its default, a
-/// `BTreeMap`) or in insertion order (when some crate in the build enables
-/// serde_json's `preserve_order`): [`Problem::to_json`] writes its members
-/// in the order a map would.
-fn json_map_sorts_keys() -> bool {
-    static SORTS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SORTS.get_or_init(|| {
-        let mut map = Map::new();
-        map.insert("b".to_owned(), Value::Null);
-        map.insert("a".to_owned(), Value::Null);
-        map.keys().next().map(String::as_str) == Some("a")
-    })
-}
-
-/// What a problem needs to know of the request it answers: its id and trace,
-/// captured from the request's extensions (where the observe layer puts them).
-#[derive(Debug, Clone, Default)]
-pub struct RequestContext {
-    /// The request id.
-    pub request_id: Option<RequestId>,
-    /// The trace id.
-    pub trace_id: Option<TraceId>,
-}
-
-impl RequestContext {
-    /// The context found in a request's extensions.
-    pub fn from_extensions(extensions: &Extensions) -> Self {
-        Self {
-            request_id: extensions.get::<RequestId>().cloned(),
-            trace_id: extensions.get::<TraceId>().copied(),
-        }
-    }
-}
-
 /// A handler's problem does not know its request: the observe layer fills in
 /// `request_id` and `trace_id` on its way out.
 #[cfg(feature = "axum")]
 impl axum::response::IntoResponse for Problem {
     fn into_response(self) -> axum::response::Response {
-        let awaiting = crate::observe::ProblemAwaitingContext(self.clone());
+        let awaiting = super::handler_error::ProblemAwaitingContext(self.clone());
         let mut response =
             Problem::into_response::<axum::body::Body>(self).map(axum::body::Body::new);
         response.extensions_mut().insert(awaiting);
@@ -390,138 +281,10 @@ impl axum::response::IntoResponse for Problem {
     }
 }
 
-pin_project! {
-    /// A response body that is either the inner service's body or a problem
-    /// written by one of this crate's layers.
-    ///
-    /// Each layer keeps the inner body type inside, so no body is boxed and
-    /// the inner service's error type is kept.
-    #[project = ProblemOrProj]
-    #[allow(missing_docs)] // the fields are described by their variants
-    pub enum ProblemOr<B> {
-        /// The inner service's body, untouched.
-        Inner { #[pin] body: B },
-        /// A problem+json body.
-        Problem { body: Full<Bytes> },
-    }
-}
-
-impl<B> ProblemOr<B> {
-    /// Wraps the inner service's body.
-    pub fn inner(body: B) -> Self {
-        Self::Inner { body }
-    }
-
-    /// A problem body.
-    pub fn problem(json: Bytes) -> Self {
-        Self::Problem {
-            body: Full::new(json),
-        }
-    }
-}
-
-impl<B> Default for ProblemOr<B>
-where
-    B: Default,
-{
-    fn default() -> Self {
-        Self::inner(B::default())
-    }
-}
-
-impl<B> Body for ProblemOr<B>
-where
-    B: Body<Data = Bytes>,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.project() {
-            ProblemOrProj::Inner { body } => body.poll_frame(cx),
-            ProblemOrProj::Problem { body } => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-                Poll::Ready(Some(Err(never))) => match never {},
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Inner { body } => body.is_end_stream(),
-            Self::Problem { body } => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Inner { body } => body.size_hint(),
-            Self::Problem { body } => body.size_hint(),
-        }
-    }
-}
-
-pin_project! {
-    /// The response future of a layer that either refuses a request at once
-    /// or hands it to the inner service.
-    pub struct RefuseOr<F, B> {
-        #[pin]
-        state: RefuseOrState<F, B>,
-    }
-}
-
-pin_project! {
-    #[project = RefuseOrProj]
-    enum RefuseOrState<F, B> {
-        Refused { response: Option<Response<ProblemOr<B>>> },
-        Inner { #[pin] future: F },
-    }
-}
-
-impl<F, B> RefuseOr<F, B> {
-    /// A future that answers with this refusal.
-    pub fn refused(response: Response<ProblemOr<B>>) -> Self {
-        Self {
-            state: RefuseOrState::Refused {
-                response: Some(response),
-            },
-        }
-    }
-
-    /// A future that answers with the inner service's response.
-    pub fn inner(future: F) -> Self {
-        Self {
-            state: RefuseOrState::Inner { future },
-        }
-    }
-}
-
-impl<F, B, E> Future for RefuseOr<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<ProblemOr<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            RefuseOrProj::Refused { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("RefuseOr polled after completion"))),
-            RefuseOrProj::Inner { future } => future
-                .poll(cx)
-                .map(|result| result.map(|response| response.map(ProblemOr::inner))),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::Full;
 
     /// The map-based body `to_json` wrote before it wrote the fields
     /// directly: the bytes must not change.

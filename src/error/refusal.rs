@@ -1,22 +1,11 @@
-//! The error model: every refusal is a typed value that carries its context.
-//!
-//! A layer that refuses a request builds a value of its own error type (for
-//! example [`InputRefusal`](crate::input::InputRefusal)), which implements
-//! [`Refusal`]: it knows its client-safe [`Problem`] and its [`RefusalContext`]
-//! (which layer, which limit, what was observed, which key, which budget).
-//! [`Problem::refuse`] turns it into the response and stores it in the
-//! response's extensions as [`Refused`], where the observe layer finds it and
-//! logs it once, with its whole `source()` chain.
-//!
-//! Handlers can take part with their own errors: implement [`Refusal`] for
-//! them, or use the crate's handler error type (see the `observe` module).
+//! [`Refusal`]: a typed refusal and the context it carries.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::problem::Problem;
+use super::Problem;
 
 /// A typed refusal of a request: an error that knows what the client may be
 /// told and what the operator needs to know.

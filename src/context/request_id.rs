@@ -1,3 +1,5 @@
+//! The request id: accepted when plain, generated otherwise.
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -8,7 +10,7 @@ use std::sync::Arc;
 /// problem body, and available to handlers as a request extension.
 ///
 /// ```
-/// use tower_harden::observe::RequestId;
+/// use tower_harden::context::RequestId;
 ///
 /// assert!(RequestId::parse("req-42.a:b_c").is_some());
 /// assert!(RequestId::parse("evil\r\nlog line").is_none());
@@ -37,7 +39,7 @@ impl RequestId {
     /// characters of `[A-Za-z0-9._:-]`, and says why not otherwise.
     ///
     /// ```
-    /// use tower_harden::observe::{RequestId, RequestIdRefusal};
+    /// use tower_harden::context::{RequestId, RequestIdRefusal};
     ///
     /// assert_eq!(RequestId::try_parse(b"", 128), Err(RequestIdRefusal::Empty));
     /// assert_eq!(

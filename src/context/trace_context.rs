@@ -1,3 +1,5 @@
+//! W3C Trace Context: trace and span ids, `traceparent`, `tracestate`.
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -164,7 +166,7 @@ pub enum TraceParentRefusal {
 /// is read by its first 55 characters when the next one is a `-` or the end.
 ///
 /// ```
-/// use tower_harden::observe::{TraceParent, TraceParentRefusal};
+/// use tower_harden::context::{TraceParent, TraceParentRefusal};
 ///
 /// let parent = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
 /// assert_eq!(parent.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
@@ -330,7 +332,7 @@ impl TraceState {
     /// Validates a `tracestate` value of at most `max_len` bytes.
     ///
     /// ```
-    /// use tower_harden::observe::TraceState;
+    /// use tower_harden::context::TraceState;
     ///
     /// assert!(TraceState::parse("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", 512).is_ok());
     /// assert!(TraceState::parse("Rojo=1", 512).is_err());
@@ -469,6 +471,11 @@ impl TraceContext {
     /// The `traceparent` an outbound call made for this request sends: this
     /// trace, with this server's span as the parent.
     pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, self.flags)
+        traceparent(self.trace_id, self.span_id, self.flags)
     }
+}
+
+/// A version-00 `traceparent` value.
+pub(crate) fn traceparent(trace_id: TraceId, parent_id: SpanId, flags: u8) -> String {
+    format!("00-{trace_id}-{parent_id}-{flags:02x}")
 }

@@ -9,7 +9,7 @@ use tower_service::Service;
 
 use super::body_limit::{BodyLimit, BodyLimitLayer};
 use super::InputRefusal;
-use crate::problem::{Problem, ProblemOr, RefuseOr};
+use crate::error::{Problem, ProblemOr, RefuseOr};
 
 /// Decompresses request bodies and bounds the decoded bytes.
 ///
@@ -66,6 +66,25 @@ impl<S> Layer<S> for DecompressLayer {
 #[derive(Debug, Clone)]
 pub struct Decompress<S> {
     inner: RequestDecompression<BodyLimit<S>>,
+}
+
+// Written out, not `inner_service_accessors!`: the user's service sits two
+// wrappers down (tower-http's decoder, then the decoded-body limit).
+impl<S> Decompress<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref().get_ref()
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut().get_mut()
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner().into_inner()
+    }
 }
 
 /// The codings this layer decodes, as an `Accept-Encoding` value.

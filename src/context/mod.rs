@@ -1,0 +1,32 @@
+//! The identity of a request and of its peer, shared by every layer: request
+//! id, trace context, peer address, trusted networks, arrival time, and the
+//! header names this crate reads and writes.
+//!
+//! This room imports nothing else from the crate; every other room may use
+//! it. The observe layer fills these values in (as request extensions), the
+//! deadline, rate-limit and outbound layers read them, and problem bodies
+//! name the request with them.
+
+mod headers;
+mod networks;
+mod peer;
+mod request;
+mod request_id;
+mod time;
+mod trace_context;
+
+pub(crate) use headers::declared_length;
+pub use headers::{
+    REQUEST_DEADLINE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER,
+};
+pub use networks::{InvalidCidr, TrustedNetworks};
+pub(crate) use peer::peer_addr;
+pub use peer::PeerAddr;
+pub use request::RequestContext;
+pub use request_id::{RequestId, RequestIdRefusal};
+pub(crate) use time::instant_after;
+pub use time::Arrival;
+pub(crate) use trace_context::traceparent;
+pub use trace_context::{
+    SpanId, TraceContext, TraceId, TraceParent, TraceParentRefusal, TraceState, TraceStateRefusal,
+};

@@ -1,0 +1,184 @@
+//! Which peers are trusted: one type for every place that believes a peer
+//! (callers that may shorten a deadline, proxies whose forwarding headers
+//! are read).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+/// A set of trusted peers: networks in CIDR form, or a predicate. Decided on
+/// the peer address of the connection (never on a forwarded header, which
+/// any client can write).
+///
+/// The default trusts nobody.
+///
+/// ```
+/// use tower_harden::context::TrustedNetworks;
+///
+/// let trusted = TrustedNetworks::cidrs(["10.0.0.0/8", "::1/128"]).unwrap();
+/// assert!(trusted.is_trusted("10.1.2.3".parse().unwrap()));
+/// assert!(!trusted.is_trusted("192.0.2.1".parse().unwrap()));
+/// assert!(TrustedNetworks::cidrs(["10.0.0.0/33"]).is_err());
+/// ```
+#[derive(Clone, Default)]
+pub struct TrustedNetworks(Trust);
+
+#[derive(Clone, Default)]
+enum Trust {
+    #[default]
+    Nobody,
+    Networks(Arc<[IpNet]>),
+    Predicate(Arc<dyn Fn(IpAddr) -> bool + Send + Sync>),
+}
+
+impl TrustedNetworks {
+    /// Trusts nobody (the default).
+    pub fn nobody() -> Self {
+        Self(Trust::Nobody)
+    }
+
+    /// Trusts peers inside any of these networks, given as text
+    /// (`10.0.0.0/8`, `fd00::/8`, or a single address).
+    pub fn cidrs<I>(networks: I) -> Result<Self, InvalidCidr>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let networks = networks
+            .into_iter()
+            .map(|network| {
+                let text = network.as_ref();
+                // Configuration text, but still bounded in the error it goes into.
+                parse_network(text).ok_or_else(|| InvalidCidr(text.chars().take(64).collect()))
+            })
+            .collect::<Result<Vec<IpNet>, _>>()?;
+        Ok(Self::networks(networks))
+    }
+
+    /// Trusts peers inside any of these networks (host bits are ignored:
+    /// `10.1.2.3/8` is `10.0.0.0/8`). No network at all trusts nobody.
+    pub fn networks(networks: impl IntoIterator<Item = IpNet>) -> Self {
+        let networks: Arc<[IpNet]> = networks.into_iter().map(|net| net.trunc()).collect();
+        if networks.is_empty() {
+            Self(Trust::Nobody)
+        } else {
+            Self(Trust::Networks(networks))
+        }
+    }
+
+    /// Trusts peers for which `predicate` returns true.
+    pub fn predicate(predicate: impl Fn(IpAddr) -> bool + Send + Sync + 'static) -> Self {
+        Self(Trust::Predicate(Arc::new(predicate)))
+    }
+
+    /// These networks and `more`.
+    pub fn with(self, more: impl IntoIterator<Item = IpNet>) -> Self {
+        match self.0 {
+            Trust::Nobody => Self::networks(more),
+            Trust::Networks(networks) => Self::networks(networks.iter().copied().chain(more)),
+            Trust::Predicate(predicate) => {
+                let more: Arc<[IpNet]> = more.into_iter().map(|net| net.trunc()).collect();
+                Self::predicate(move |ip| predicate(ip) || more.iter().any(|net| net.contains(&ip)))
+            }
+        }
+    }
+
+    /// Whether `peer` is trusted. An IPv4-mapped IPv6 address is judged as
+    /// the IPv4 address it maps.
+    pub fn is_trusted(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        match &self.0 {
+            Trust::Nobody => false,
+            Trust::Networks(networks) => networks.iter().any(|network| network.contains(&peer)),
+            Trust::Predicate(predicate) => predicate(peer),
+        }
+    }
+
+    /// Whether this set trusts nobody at all (the check can be skipped).
+    pub fn trusts_nobody(&self) -> bool {
+        matches!(self.0, Trust::Nobody)
+    }
+}
+
+impl fmt::Debug for TrustedNetworks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Trust::Nobody => f.write_str("TrustedNetworks::Nobody"),
+            Trust::Networks(networks) => f.debug_tuple("TrustedNetworks").field(networks).finish(),
+            Trust::Predicate(_) => f.write_str("TrustedNetworks::Predicate"),
+        }
+    }
+}
+
+/// A network given as text that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid network (expected an IP address or address/prefix): {0:?}")]
+pub struct InvalidCidr(String);
+
+/// Parses a network in CIDR form (`10.0.0.0/8`, `fd00::/8`) or a single
+/// address (a /32 or /128). Configuration text: surrounding blanks are
+/// ignored.
+pub(crate) fn parse_network(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn networks_and_addresses_parse() {
+        assert_eq!(
+            parse_network(" 10.0.0.0/8 "),
+            Some("10.0.0.0/8".parse().unwrap())
+        );
+        assert_eq!(parse_network("::1"), Some("::1/128".parse().unwrap()));
+        assert_eq!(parse_network("10.0.0.0/33"), None);
+        assert_eq!(parse_network("example.com"), None);
+    }
+
+    #[test]
+    fn cidrs_match_their_networks() {
+        let trusted = TrustedNetworks::cidrs(["10.0.0.0/8", "fd00::/8", "192.0.2.7"]).unwrap();
+        assert!(trusted.is_trusted("10.255.0.1".parse().unwrap()));
+        assert!(trusted.is_trusted("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(trusted.is_trusted("fd12::1".parse().unwrap()));
+        assert!(trusted.is_trusted("192.0.2.7".parse().unwrap()));
+        assert!(!trusted.is_trusted("192.0.2.8".parse().unwrap()));
+        assert!(!trusted.is_trusted("11.0.0.1".parse().unwrap()));
+        let everyone = TrustedNetworks::cidrs(["0.0.0.0/0"]).unwrap();
+        assert!(everyone.is_trusted("203.0.113.9".parse().unwrap()));
+        assert!(!TrustedNetworks::nobody().is_trusted("127.0.0.1".parse().unwrap()));
+        assert!(TrustedNetworks::cidrs(Vec::<String>::new())
+            .unwrap()
+            .trusts_nobody());
+        for invalid in ["10.0.0.0/33", "::/129", "nope", "10.0.0.0/x", ""] {
+            assert!(TrustedNetworks::cidrs([invalid]).is_err(), "{invalid}");
+        }
+    }
+
+    #[test]
+    fn with_adds_networks_to_any_kind() {
+        let more = ["192.0.2.0/24".parse().unwrap()];
+        let ip = |text: &str| text.parse().unwrap();
+        let nobody = TrustedNetworks::nobody().with(more);
+        assert!(nobody.is_trusted(ip("192.0.2.9")));
+        let predicate = TrustedNetworks::predicate(|ip| ip.is_loopback()).with(more);
+        assert!(predicate.is_trusted(ip("127.0.0.1")));
+        assert!(predicate.is_trusted(ip("192.0.2.9")));
+        assert!(!predicate.is_trusted(ip("198.51.100.1")));
+    }
+
+    proptest! {
+        #[test]
+        fn cidr_parser_never_panics(text in ".{0,48}") {
+            let _ = TrustedNetworks::cidrs([text]);
+        }
+    }
+}
