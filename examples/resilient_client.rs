@@ -36,9 +36,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use tower::{Layer, ServiceExt};
-use tower_harden::context::RequestContext;
-use tower_harden::context::{RequestId, TraceId};
-use tower_harden::deadline::{self, Budget, BudgetOrigin};
+use tower_harden::context::{self, Budget, BudgetOrigin, RequestContext, RequestId, TraceId};
 use tower_harden::outbound::{Outbound, OutboundError, OutboundLayer};
 
 /// A user id: 1 to 19 ASCII digits, not zero. Only this type goes into a URL.
@@ -251,7 +249,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     for (raw_id, what, caller_budget) in cases {
         println!("{what}:");
         let budget = Budget::new(caller_budget, BudgetOrigin::Configured);
-        let outcome = deadline::scope(budget, inbound.clone(), async {
+        let outcome = context::scope(budget, inbound.clone(), async {
             let id = UserId::parse(raw_id)?;
             fetch_profile(&client, &base, id).await
         })

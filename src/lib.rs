@@ -50,7 +50,13 @@
 //! - `metrics`: request duration and counts through the `metrics` facade.
 //!
 //! [tower]: https://docs.rs/tower
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 #[macro_use]

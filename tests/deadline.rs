@@ -22,16 +22,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tower::{service_fn, Layer, ServiceExt};
-use tower_harden::context::PeerAddr;
-use tower_harden::context::RequestContext;
-use tower_harden::context::TrustedNetworks;
-use tower_harden::context::{RequestId, TraceId};
-use tower_harden::deadline::{
-    self, Budget, BudgetOrigin, CallDeadlineError, CallDeadlineLayer, DeadlineRefusal,
-    RequestDeadlineLayer,
+use tower_harden::context::{
+    self, Budget, BudgetOrigin, PeerAddr, RequestContext, RequestId, TraceId, TrustedNetworks,
 };
-use tower_harden::error::Refused;
-use tower_harden::error::PROBLEM_JSON;
+use tower_harden::deadline::{
+    CallDeadlineError, CallDeadlineLayer, DeadlineRefusal, RequestDeadlineLayer,
+};
+use tower_harden::error::{Refused, PROBLEM_JSON};
 use tower_harden::outbound::{OutboundErrorKind, OutboundLayer};
 
 /// A request body fed by the test, one chunk at a time.
@@ -269,7 +266,7 @@ fn budget_app(layer: RequestDeadlineLayer) -> Router {
         .route(
             "/budget",
             get(|Extension(budget): Extension<Budget>| async move {
-                let current = deadline::current().expect("a budget in scope");
+                let current = context::current_budget().expect("a budget in scope");
                 assert_eq!(current, budget);
                 format!(
                     "{} {}",
@@ -387,7 +384,7 @@ async fn generic_service_gets_the_typed_error() {
 
     // Inside a request with less time left, the request's budget runs out.
     let outer = Budget::new(Duration::from_millis(500), BudgetOrigin::Configured);
-    let error = deadline::scope(
+    let error = context::scope(
         outer,
         RequestContext::default(),
         bounded.clone().oneshot("q"),
@@ -451,7 +448,7 @@ async fn client_layer_uses_the_smaller_of_own_timeout_and_remaining_budget() {
         .layer(hanging_client(seen.clone()));
     let caller = Budget::new(Duration::from_secs(2), BudgetOrigin::Configured);
     let started = Instant::now();
-    let error = deadline::scope(caller, context.clone(), client.clone().oneshot(get_user()))
+    let error = context::scope(caller, context.clone(), client.clone().oneshot(get_user()))
         .await
         .unwrap_err();
     assert_eq!(started.elapsed(), Duration::from_millis(1900));
@@ -476,7 +473,7 @@ async fn client_layer_uses_the_smaller_of_own_timeout_and_remaining_budget() {
     let client = OutboundLayer::new(Duration::from_secs(1)).layer(hanging_client(seen.clone()));
     let caller = Budget::new(Duration::from_secs(10), BudgetOrigin::Configured);
     let started = Instant::now();
-    let error = deadline::scope(caller, context.clone(), client.clone().oneshot(get_user()))
+    let error = context::scope(caller, context.clone(), client.clone().oneshot(get_user()))
         .await
         .unwrap_err();
     assert_eq!(started.elapsed(), Duration::from_secs(1));
@@ -490,7 +487,7 @@ async fn client_layer_uses_the_smaller_of_own_timeout_and_remaining_budget() {
     // No budget left after the margin: the call is not made.
     let calls_before = seen.lock().unwrap().len();
     let caller = Budget::new(Duration::from_millis(30), BudgetOrigin::Configured);
-    let error = deadline::scope(caller, context, client.oneshot(get_user()))
+    let error = context::scope(caller, context, client.oneshot(get_user()))
         .await
         .unwrap_err();
     assert!(matches!(
@@ -744,7 +741,7 @@ async fn a_handler_passes_its_budget_id_and_trace_to_outbound_calls() {
             get(move || {
                 let client = client.clone();
                 async move {
-                    let context = deadline::current_request().expect("a request in scope");
+                    let context = context::current_request().expect("a request in scope");
                     assert_eq!(context.request_id.unwrap().as_str(), "req-7");
                     // Half the budget is gone before the call.
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -819,7 +816,7 @@ async fn the_budget_counts_from_arrival_not_from_the_deadline_layer() {
         .route(
             "/",
             get(|| async {
-                let budget = deadline::current().expect("a budget in scope");
+                let budget = context::current_budget().expect("a budget in scope");
                 budget.remaining().as_millis().to_string()
             }),
         )

@@ -26,9 +26,7 @@ use tower::{Layer, Service, ServiceExt};
 use tower_harden::context::{
     RequestId, RequestIdRefusal, TraceContext, TraceId, TraceParent, TraceParentRefusal,
 };
-use tower_harden::error::HandlerError;
-use tower_harden::error::{Problem, PROBLEM_JSON};
-use tower_harden::error::{Refusal, RefusalContext};
+use tower_harden::error::{HandlerError, Problem, Refusal, RefusalContext, PROBLEM_JSON};
 use tower_harden::input::BodyLimitLayer;
 use tower_harden::observe::ObserveLayer;
 

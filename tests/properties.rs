@@ -16,12 +16,11 @@ use http_body_util::Empty;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use tower::{Layer, ServiceExt};
-use tower_harden::context::PeerAddr;
 use tower_harden::context::{
-    RequestId, RequestIdRefusal, TraceParent, TraceParentRefusal, TraceState, TraceStateRefusal,
+    Budget, PeerAddr, RequestId, RequestIdRefusal, TraceParent, TraceParentRefusal, TraceState,
+    TraceStateRefusal, TrustedNetworks, REQUEST_DEADLINE_HEADER,
 };
-use tower_harden::context::{TrustedNetworks, REQUEST_DEADLINE_HEADER};
-use tower_harden::deadline::{Budget, RequestDeadlineLayer};
+use tower_harden::deadline::RequestDeadlineLayer;
 use tower_harden::rate_limit::{ClientIpError, ProxyHeader, TrustedProxies};
 use tower_harden::{Harden, HardenConfig};
 

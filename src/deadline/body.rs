@@ -161,6 +161,9 @@ where
     type Data = B::Data;
     type Error = TimedBodyError;
 
+    // Long for a reason: one pass over the frame's outcomes (data, trailers,
+    // end, error, pending) with the idle and rate timers beside each; split,
+    // the timer state would travel through every helper.
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

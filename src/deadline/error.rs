@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use super::BudgetOrigin;
+use crate::context::BudgetOrigin;
 use crate::error::{message_of, Problem, ProblemType, Refusal, RefusalContext};
 
 /// A time budget ran out: which one, how large it was, and how long the work
@@ -25,7 +25,7 @@ pub struct DeadlineExceeded {
 }
 
 impl DeadlineExceeded {
-    pub(crate) fn new(budget: &super::Budget, while_reading_body: bool) -> Self {
+    pub(crate) fn new(budget: &crate::context::Budget, while_reading_body: bool) -> Self {
         Self {
             budget: budget.total(),
             elapsed: budget.elapsed(),

@@ -12,9 +12,11 @@
 //! | same, minimum body rate | a client that trickles its body | 408 `request-timeout`, `Connection: close` | 240 B/s after 5 s (Kestrel) |
 //! | [`CallDeadlineLayer`] | any slow `Service<Req>` (a query, a cache call) | [`CallDeadlineError::Exceeded`] | — |
 //!
-//! The request's [`Budget`] is a request extension and, for the code the
-//! request runs, [`current()`]; the request's id and trace ride along
-//! ([`current_request()`]) so the
+//! The request's [`Budget`](crate::context::Budget) is a request extension
+//! and, for the code the request runs,
+//! [`current_budget()`](crate::context::current_budget); the request's id and
+//! trace ride along ([`current_request()`](crate::context::current_request))
+//! so the
 //! [`OutboundLayer`](crate::outbound::OutboundLayer) forwards them with the
 //! remaining deadline in
 //! [`REQUEST_DEADLINE_HEADER`](crate::context::REQUEST_DEADLINE_HEADER). A
@@ -36,15 +38,12 @@
 //! ```
 
 mod body;
-mod budget;
 mod error;
 mod inbound;
 mod request;
 mod service;
 
 pub use body::{MinDataRate, TimedBody, TimedBodyError};
-pub(crate) use budget::current_trace;
-pub use budget::{current, current_request, scope, Budget, BudgetOrigin};
 pub use error::{CallDeadlineError, DeadlineExceeded, DeadlineRefusal};
 pub use request::{
     RequestDeadline, RequestDeadlineFuture, RequestDeadlineLayer, DEFAULT_BODY_IDLE_TIMEOUT,

@@ -14,9 +14,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body::{BodyTimeouts, BodyWatch, MinDataRate, TimedBody};
-use super::budget::{in_scope, sync_in_scope, Scope};
 use super::inbound::{inbound_deadline, peer_ip};
-use super::{Budget, DeadlineExceeded, DeadlineRefusal};
+use super::{DeadlineExceeded, DeadlineRefusal};
+use crate::context::Budget;
+use crate::context::{in_scope, sync_in_scope, Scope};
 use crate::context::{RequestContext, TrustedNetworks, REQUEST_DEADLINE_HEADER};
 use crate::error::{Problem, ProblemOr, Refused};
 
@@ -45,7 +46,7 @@ pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 ///   the answer is 408 `request-timeout` with `Connection: close`, whatever
 ///   the handler made of the failed read.
 /// - **Budget**: handlers see the [`Budget`] as a request extension and
-///   through [`current()`](super::current); the inbound request's id and trace
+///   through [`current_budget()`](crate::context::current_budget); the inbound request's id and trace
 ///   go with it, for the [`OutboundLayer`](super::OutboundLayer).
 /// - **Caller's deadline**: a [trusted caller](Self::trust_inbound) may send
 ///   its remaining budget in [`REQUEST_DEADLINE_HEADER`]; a shorter one
@@ -270,6 +271,8 @@ where
 {
     type Output = Result<Response<ProblemOr<B>>, E>;
 
+    // Long for a reason: the deadline's state machine (running, refused,
+    // done) in one match, so that each state's exit is seen beside the others.
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let (refused, close, context, http1) = match self.as_mut().project().state.project() {
             StateProj::Done { .. } => panic!("RequestDeadlineFuture polled after completion"),

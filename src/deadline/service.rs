@@ -9,16 +9,17 @@ use tokio::time::Sleep;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::budget::{current_request, in_scope, sync_in_scope, Scope};
-use super::{Budget, CallDeadlineError, DeadlineExceeded};
+use super::{CallDeadlineError, DeadlineExceeded};
+use crate::context::Budget;
+use crate::context::{current_request, in_scope, sync_in_scope, Scope};
 
 /// A deadline for any [`Service`], HTTP or not: the inner future gets the
 /// smaller of this layer's timeout and the enclosing scope's remaining budget
-/// (see [`current()`](super::current)), and is dropped when it runs out; the
+/// (see [`current_budget()`](crate::context::current_budget)), and is dropped when it runs out; the
 /// error then says which budget it was and how long the call ran.
 ///
 /// The budget is visible to the inner service through
-/// [`current()`](super::current), so nested calls (and the
+/// [`current_budget()`](crate::context::current_budget), so nested calls (and the
 /// [`OutboundLayer`](super::OutboundLayer)) inherit it.
 ///
 /// ```
@@ -97,7 +98,7 @@ where
         let scope = Scope {
             budget,
             request: current_request().unwrap_or_default(),
-            trace: super::budget::current_trace(),
+            trace: crate::context::current_trace(),
         };
         let future = sync_in_scope(scope.clone(), || self.inner.call(request));
         CallDeadlineFuture {

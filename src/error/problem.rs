@@ -4,12 +4,12 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use http::{Extensions, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde_json::{Map, Value};
 
 use super::json::{json_map_sorts_keys, push_json_member, push_json_string, Standard};
-use super::{ProblemOr, ProblemType, Refusal, Refused, TYPE_BASE};
-use crate::context::{RequestContext, RequestId, TraceId};
+use super::{ProblemOr, ProblemType, TYPE_BASE};
+use crate::context::{Hex, RequestContext, RequestId, TraceId};
 
 /// The media type of every problem body (RFC 9457, section 3).
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -142,46 +142,8 @@ impl Problem {
         // per-byte escaping of text that needs none, cost more than the rest
         // of the refusal.
         let trace_hex = self.trace_id.map(|trace| trace.hex());
-        // The standard members, each with its `"name":` prefix, in the order
-        // a map writes them: by name, or as inserted (serde_json's
-        // `preserve_order`), where they come before the extension members.
         let sorted = json_map_sorts_keys();
-        let standard: [(&str, Option<Standard<'_>>); 6] = if sorted {
-            [
-                ("detail", self.detail.as_deref().map(Standard::Text)),
-                (
-                    "request_id",
-                    self.request_id
-                        .as_ref()
-                        .map(|id| Standard::Plain(id.as_str())),
-                ),
-                ("status", Some(Standard::Status(self.status.as_u16()))),
-                ("title", Some(Standard::Text(self.title))),
-                (
-                    "trace_id",
-                    trace_hex.as_ref().map(|hex| Standard::Plain(hex.as_str())),
-                ),
-                ("type", Some(Standard::Type)),
-            ]
-        } else {
-            [
-                ("type", Some(Standard::Type)),
-                ("title", Some(Standard::Text(self.title))),
-                ("status", Some(Standard::Status(self.status.as_u16()))),
-                ("detail", self.detail.as_deref().map(Standard::Text)),
-                (
-                    "request_id",
-                    self.request_id
-                        .as_ref()
-                        .map(|id| Standard::Plain(id.as_str())),
-                ),
-                (
-                    "trace_id",
-                    trace_hex.as_ref().map(|hex| Standard::Plain(hex.as_str())),
-                ),
-            ]
-        };
-
+        let standard = self.standard_members(sorted, trace_hex.as_ref());
         let mut out = Vec::with_capacity(384);
         out.push(b'{');
         let mut members = self.members.iter().peekable();
@@ -233,6 +195,52 @@ impl Problem {
         Bytes::from(out)
     }
 
+    /// The standard members, each with its `"name":` prefix, in the order
+    /// a map writes them: by name, or as inserted (serde_json's
+    /// `preserve_order`), where they come before the extension members.
+    #[inline]
+    fn standard_members<'a>(
+        &'a self,
+        sorted: bool,
+        trace_hex: Option<&'a Hex<32>>,
+    ) -> [(&'static str, Option<Standard<'a>>); 6] {
+        if sorted {
+            [
+                ("detail", self.detail.as_deref().map(Standard::Text)),
+                (
+                    "request_id",
+                    self.request_id
+                        .as_ref()
+                        .map(|id| Standard::Plain(id.as_str())),
+                ),
+                ("status", Some(Standard::Status(self.status.as_u16()))),
+                ("title", Some(Standard::Text(self.title))),
+                (
+                    "trace_id",
+                    trace_hex.map(|hex| Standard::Plain(hex.as_str())),
+                ),
+                ("type", Some(Standard::Type)),
+            ]
+        } else {
+            [
+                ("type", Some(Standard::Type)),
+                ("title", Some(Standard::Text(self.title))),
+                ("status", Some(Standard::Status(self.status.as_u16()))),
+                ("detail", self.detail.as_deref().map(Standard::Text)),
+                (
+                    "request_id",
+                    self.request_id
+                        .as_ref()
+                        .map(|id| Standard::Plain(id.as_str())),
+                ),
+                (
+                    "trace_id",
+                    trace_hex.map(|hex| Standard::Plain(hex.as_str())),
+                ),
+            ]
+        }
+    }
+
     /// The response: status, `Content-Type: application/problem+json`,
     /// `Cache-Control: no-store`, and the JSON body.
     pub fn into_response<B>(self) -> Response<ProblemOr<B>> {
@@ -241,29 +249,6 @@ impl Problem {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
-    }
-
-    /// The response for a typed refusal of a request: its problem, with the
-    /// request's id and trace, and the refusal itself in the response's
-    /// extensions as [`Refused`] for the logging layer.
-    pub fn refuse<B, R: Refusal>(refusal: R, request: &Extensions) -> Response<ProblemOr<B>> {
-        Self::refuse_with(
-            Refused::new(refusal),
-            RequestContext::from_extensions(request),
-        )
-    }
-
-    /// As [`Problem::refuse`], for a refusal already wrapped and a request
-    /// context captured earlier (a refusal found after the request was handed
-    /// on, such as a body limit crossed while the handler read the body).
-    pub fn refuse_with<B>(refused: Refused, request: RequestContext) -> Response<ProblemOr<B>> {
-        let mut response = refused
-            .refusal()
-            .problem()
-            .with_request_context(request)
-            .into_response();
-        response.extensions_mut().insert(refused);
         response
     }
 }
@@ -284,6 +269,7 @@ impl axum::response::IntoResponse for Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Extensions;
     use http_body_util::Full;
 
     /// The map-based body `to_json` wrote before it wrote the fields

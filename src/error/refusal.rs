@@ -5,7 +5,10 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use super::Problem;
+use http::{Extensions, Response};
+
+use super::{Problem, ProblemOr};
+use crate::context::RequestContext;
 
 /// A typed refusal of a request: an error that knows what the client may be
 /// told and what the operator needs to know.
@@ -180,6 +183,33 @@ impl RefusalSlot {
     }
 }
 
+// The refusal's side of `Problem`: here, so that a problem knows nothing of
+// refusals and the two files do not import each other.
+impl Problem {
+    /// The response for a typed refusal of a request: its problem, with the
+    /// request's id and trace, and the refusal itself in the response's
+    /// extensions as [`Refused`] for the logging layer.
+    pub fn refuse<B, R: Refusal>(refusal: R, request: &Extensions) -> Response<ProblemOr<B>> {
+        Self::refuse_with(
+            Refused::new(refusal),
+            RequestContext::from_extensions(request),
+        )
+    }
+
+    /// As [`Problem::refuse`], for a refusal already wrapped and a request
+    /// context captured earlier (a refusal found after the request was handed
+    /// on, such as a body limit crossed while the handler read the body).
+    pub fn refuse_with<B>(refused: Refused, request: RequestContext) -> Response<ProblemOr<B>> {
+        let mut response = refused
+            .refusal()
+            .problem()
+            .with_request_context(request)
+            .into_response();
+        response.extensions_mut().insert(refused);
+        response
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -188,7 +218,8 @@ mod tests {
     use http::StatusCode;
 
     use super::Refusal;
-    use crate::deadline::{BudgetOrigin, DeadlineExceeded, DeadlineRefusal};
+    use crate::context::BudgetOrigin;
+    use crate::deadline::{DeadlineExceeded, DeadlineRefusal};
     use crate::input::InputRefusal;
     use crate::rate_limit::{KeyHash, RateLimitRefusal, StoreError};
 

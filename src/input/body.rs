@@ -156,6 +156,8 @@ where
     type Data = B::Data;
     type Error = BodyError;
 
+    // Long for a reason: every frame outcome counted against the limit in
+    // one match on the request path (data, trailers, end, error).
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

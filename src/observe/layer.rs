@@ -234,7 +234,7 @@ impl ObserveLayer {
     /// needs, and the one outcome event holds the rest. A JSON
     /// `tracing-subscriber` writes a span's fields when it opens and parses
     /// them back for every event, so a field on the span costs it several
-    /// times one on the event (about 5,000 instructions against 1,000), and
+    /// times one on the event (`benches/README.md` has the figures), and
     /// a field recorded after the span opened costs it a parse and a rewrite
     /// of all of them. Switch it on when spans are exported
     /// (`tracing-opentelemetry`).

@@ -126,53 +126,57 @@ struct ErrorFields<'a> {
 }
 
 impl<'a> ErrorFields<'a> {
+    #[inline]
+    fn of_refusal(refused: &'a Refused, config: &OutcomeConfig) -> Self {
+        let max = config.max_error_len;
+        let refusal = refused.refusal();
+        let context = refusal.context();
+        let message = crate::error::message_of(refusal);
+        // The chain is the message followed by each source; without
+        // a source (most refusals) it would only repeat the message.
+        let escaped_chain = refused.chain().nth(1).is_some().then(|| {
+            let mut chain = message.clone();
+            for error in refused.chain().skip(1) {
+                if chain.len() >= max {
+                    chain.push_str(": …");
+                    break;
+                }
+                chain.push_str(": ");
+                let _ = write!(chain, "{error}");
+            }
+            Cow::Owned(escape(&chain, max).into_owned())
+        });
+        // Text that needs no escape is the message itself: no copy.
+        let escaped_message: Cow<'a, str> = match escape(&message, max) {
+            Cow::Borrowed(_) => Cow::Owned(message),
+            Cow::Owned(escaped) => Cow::Owned(escaped),
+        };
+        Self {
+            message: Some(escaped_message),
+            chain: escaped_chain,
+            layer: Some(context.layer),
+            limit: context.limit,
+            observed: context.observed,
+            policy: context
+                .policy
+                .as_deref()
+                .map(|p| Cow::Owned(escape(p, config.max_field_len).into_owned())),
+            key: context
+                .key
+                .as_deref()
+                .map(|k| Cow::Owned(escape(k, config.max_field_len).into_owned())),
+            budget_ms: context.budget.map(millis),
+            elapsed_ms: context.elapsed.map(millis),
+            retry_after_ms: context.retry_after.map(millis),
+            ..Self::default()
+        }
+    }
+
     fn of(failure: Option<&'a Failure>, config: &OutcomeConfig) -> Self {
         let max = config.max_error_len;
         match failure {
             None => Self::default(),
-            Some(Failure::Refused(refused)) => {
-                let refusal = refused.refusal();
-                let context = refusal.context();
-                let message = crate::error::message_of(refusal);
-                // The chain is the message followed by each source; without
-                // a source (most refusals) it would only repeat the message.
-                let escaped_chain = refused.chain().nth(1).is_some().then(|| {
-                    let mut chain = message.clone();
-                    for error in refused.chain().skip(1) {
-                        if chain.len() >= max {
-                            chain.push_str(": …");
-                            break;
-                        }
-                        chain.push_str(": ");
-                        let _ = write!(chain, "{error}");
-                    }
-                    Cow::Owned(escape(&chain, max).into_owned())
-                });
-                // Text that needs no escape is the message itself: no copy.
-                let escaped_message: Cow<'a, str> = match escape(&message, max) {
-                    Cow::Borrowed(_) => Cow::Owned(message),
-                    Cow::Owned(escaped) => Cow::Owned(escaped),
-                };
-                Self {
-                    message: Some(escaped_message),
-                    chain: escaped_chain,
-                    layer: Some(context.layer),
-                    limit: context.limit,
-                    observed: context.observed,
-                    policy: context
-                        .policy
-                        .as_deref()
-                        .map(|p| Cow::Owned(escape(p, config.max_field_len).into_owned())),
-                    key: context
-                        .key
-                        .as_deref()
-                        .map(|k| Cow::Owned(escape(k, config.max_field_len).into_owned())),
-                    budget_ms: context.budget.map(millis),
-                    elapsed_ms: context.elapsed.map(millis),
-                    retry_after_ms: context.retry_after.map(millis),
-                    ..Self::default()
-                }
-            }
+            Some(Failure::Refused(refused)) => Self::of_refusal(refused, config),
             Some(Failure::Panic { message, site }) => {
                 let message = escape(message, max);
                 Self {
@@ -207,10 +211,11 @@ impl<'a> ErrorFields<'a> {
 }
 
 impl Outcome {
-    /// Emits the request's one outcome event (and its metrics).
-    pub(crate) fn emit(self, body_bytes: u64, body_complete: bool) {
+    /// The level of the outcome event, by status and failure.
+    #[inline]
+    fn level(&self) -> Level {
         let config = &self.config;
-        let level = match self.status {
+        match self.status {
             // A panic while the body streamed, after a 2xx head went out.
             _ if matches!(self.failure, Some(Failure::Panic { .. })) => config.server_error_level,
             Some(status) if status.is_server_error() => config.server_error_level,
@@ -218,10 +223,16 @@ impl Outcome {
             Some(_) => config.success_level,
             None if matches!(self.failure, Some(Failure::Cancelled)) => config.client_error_level,
             None => config.server_error_level,
-        };
-        let latency = self.start.elapsed();
-        let error_type = self.failure.as_ref().map(Failure::error_type);
-        let status = self.status.map(|s| s.as_u16());
+        }
+    }
+
+    #[inline]
+    fn record_metrics(
+        &self,
+        status: Option<u16>,
+        error_type: Option<&'static str>,
+        latency: Duration,
+    ) {
         let is_error = error_type.is_some() || status.map_or(true, |s| s >= 500);
         record_request(
             &RequestLabels {
@@ -236,6 +247,19 @@ impl Outcome {
             },
             latency.as_secs_f64(),
         );
+    }
+
+    /// Emits the request's one outcome event (and its metrics).
+    ///
+    /// Long for a reason: one `tracing::event!` with every field of the
+    /// line, which the macro needs in one expression.
+    pub(crate) fn emit(self, body_bytes: u64, body_complete: bool) {
+        let config = &self.config;
+        let level = self.level();
+        let latency = self.start.elapsed();
+        let error_type = self.failure.as_ref().map(Failure::error_type);
+        let status = self.status.map(|s| s.as_u16());
+        self.record_metrics(status, error_type, latency);
 
         // The error's text (its message formatted, escaped, its chain) is
         // made on the first use of one of its fields: `event!` evaluates

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::deadline::BudgetOrigin;
+use crate::context::BudgetOrigin;
 use crate::error::BoxError;
 
 /// An outbound call failed: where to, within which budget, after how long,

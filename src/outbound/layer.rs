@@ -16,12 +16,12 @@ use tower_service::Service;
 
 use super::{OutboundError, OutboundErrorKind};
 use crate::context::{
-    declared_length, instant_after, traceparent, SpanId, REQUEST_DEADLINE_HEADER,
-    REQUEST_ID_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER,
+    current_budget, current_request, current_trace, declared_length, instant_after, traceparent,
+    BudgetOrigin, SpanId, REQUEST_DEADLINE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
 };
-use crate::deadline::{current, current_request, current_trace, BudgetOrigin};
+
 use crate::error::BoxError;
-use crate::input::DEFAULT_BODY_LIMIT;
 
 /// The default timeout of an outbound call made outside any request's scope:
 /// 10 s, the same as [`DEFAULT_REQUEST_DEADLINE`](crate::deadline::DEFAULT_REQUEST_DEADLINE).
@@ -32,6 +32,10 @@ pub const DEFAULT_OUTBOUND_TIMEOUT: Duration = Duration::from_secs(10);
 /// deadline passes.
 pub const DEFAULT_OUTBOUND_MARGIN: Duration = Duration::from_millis(50);
 
+/// The default largest response body read: 1 MiB, the same bound the
+/// [body limit](crate::input::BodyLimitLayer) sets on requests by default.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
+
 /// Bounds the outbound HTTP calls of a service by its own timeout and by the
 /// budget of the request it serves, forwards the request's deadline, id and
 /// trace, and reads the response body within a size limit.
@@ -41,7 +45,7 @@ pub const DEFAULT_OUTBOUND_MARGIN: Duration = Duration::from_millis(50);
 ///
 /// - **Timeout**: `min(own timeout, caller's remaining budget - margin)`,
 ///   covering the response head and the whole body. The caller's budget is
-///   [`current()`](crate::deadline::current), set by the deadline layers; no budget
+///   [`current_budget()`](crate::context::current_budget), set by the deadline layers; no budget
 ///   left means the call is not made at all.
 /// - **Headers** (each only if the request has none yet):
 ///   [`REQUEST_DEADLINE_HEADER`] with the timeout in milliseconds, the
@@ -96,7 +100,7 @@ impl OutboundLayer {
         Self {
             timeout,
             margin: DEFAULT_OUTBOUND_MARGIN,
-            max_response_bytes: DEFAULT_BODY_LIMIT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             deadline_header: REQUEST_DEADLINE_HEADER,
         }
     }
@@ -108,8 +112,8 @@ impl OutboundLayer {
         self
     }
 
-    /// The largest response body read. Default: 1 MiB
-    /// ([`DEFAULT_BODY_LIMIT`], the same bound as on requests).
+    /// The largest response body read. Default:
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`] (1 MiB).
     pub fn max_response_bytes(mut self, limit: u64) -> Self {
         self.max_response_bytes = limit;
         self
@@ -231,7 +235,7 @@ impl OutboundLayer {
     /// The call's budget: the layer's own timeout, or the caller's remaining
     /// budget less the margin when that is shorter; none left is an error.
     fn budget(&self) -> Result<(Duration, BudgetOrigin), OutboundErrorKind> {
-        let Some(caller) = current() else {
+        let Some(caller) = current_budget() else {
             return Ok((self.timeout, BudgetOrigin::Configured));
         };
         let remaining = caller.remaining();

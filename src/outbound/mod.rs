@@ -9,7 +9,7 @@
 //! | a trace or request id lost at the service boundary | the request's id, `traceparent` and `tracestate` forwarded | on |
 //!
 //! The budget comes from the [deadline](crate::deadline) layers
-//! ([`current()`](crate::deadline::current)); the remaining deadline is
+//! ([`current_budget()`](crate::context::current_budget)); the remaining deadline is
 //! forwarded in [`REQUEST_DEADLINE_HEADER`](crate::context::REQUEST_DEADLINE_HEADER),
 //! which a trusted server's request deadline layer reads.
 
@@ -17,4 +17,7 @@ mod error;
 mod layer;
 
 pub use error::{OutboundError, OutboundErrorKind};
-pub use layer::{Outbound, OutboundLayer, DEFAULT_OUTBOUND_MARGIN, DEFAULT_OUTBOUND_TIMEOUT};
+pub use layer::{
+    Outbound, OutboundLayer, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_OUTBOUND_MARGIN,
+    DEFAULT_OUTBOUND_TIMEOUT,
+};

@@ -1,3 +1,6 @@
+//! The time budget of a request, and the scope that makes it (and the
+//! request's id and trace) visible to the code the request runs.
+
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -5,7 +8,7 @@ use std::time::Duration;
 use tokio::task::futures::TaskLocalFuture;
 use tokio::time::Instant;
 
-use crate::context::{instant_after, RequestContext};
+use super::{instant_after, RequestContext, TraceContext};
 
 /// Where a request's time budget came from: which budget ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,13 +44,13 @@ impl fmt::Display for BudgetOrigin {
 /// where that limit came from.
 ///
 /// Handlers find it as a request extension (`Extension<Budget>` in axum) and,
-/// anywhere inside the request's task, through [`current()`](super::current).
+/// anywhere inside the request's task, through [`current_budget()`].
 /// Time is [`tokio::time::Instant`], so tests with a paused clock see it move
 /// only when the clock does.
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_harden::deadline::{Budget, BudgetOrigin};
+/// use tower_harden::context::{Budget, BudgetOrigin};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let budget = Budget::new(Duration::from_secs(2), BudgetOrigin::Configured);
@@ -128,7 +131,7 @@ impl Budget {
         if let Some(inbound) = inbound.filter(|inbound| *inbound < configured) {
             budget = Self::starting_at(now, inbound, BudgetOrigin::Inbound);
         }
-        if let Some(outer) = current() {
+        if let Some(outer) = current_budget() {
             if outer.deadline < budget.deadline {
                 budget = Self {
                     started: now,
@@ -150,7 +153,7 @@ pub(crate) struct Scope {
     /// The request's whole trace context (this server's span, the sampled
     /// flag, `tracestate`), for the `traceparent` of outbound calls.
     /// Kept inline: cloning it is cheaper than an allocation per request.
-    pub(crate) trace: Option<crate::context::TraceContext>,
+    pub(crate) trace: Option<TraceContext>,
 }
 
 tokio::task_local! {
@@ -160,11 +163,11 @@ tokio::task_local! {
 /// The budget of the request (or deadline-bounded call) this code runs in,
 /// if any.
 ///
-/// Set by [`RequestDeadlineLayer`](super::RequestDeadlineLayer),
-/// [`CallDeadlineLayer`](super::CallDeadlineLayer) and [`scope`] for the future they
+/// Set by [`RequestDeadlineLayer`](crate::deadline::RequestDeadlineLayer),
+/// [`CallDeadlineLayer`](crate::deadline::CallDeadlineLayer) and [`scope`] for the future they
 /// run. Code spawned onto another task does not inherit it: pass the
 /// [`Budget`] along, or wrap the spawned future in [`scope`].
-pub fn current() -> Option<Budget> {
+pub fn current_budget() -> Option<Budget> {
     SCOPE.try_with(|scope| scope.budget).ok()
 }
 
@@ -177,27 +180,27 @@ pub fn current_request() -> Option<RequestContext> {
 
 /// The trace context of the inbound request this code runs for, if a
 /// deadline layer captured it.
-pub(crate) fn current_trace() -> Option<crate::context::TraceContext> {
+pub(crate) fn current_trace() -> Option<TraceContext> {
     SCOPE.try_with(|scope| scope.trace.clone()).ok().flatten()
 }
 
-/// Runs `future` with `budget` and `request` visible through [`current()`]
+/// Runs `future` with `budget` and `request` visible through [`current_budget()`]
 /// and [`current_request()`]: for work spawned off a request's task, or a
 /// background job that wants its outbound calls bounded.
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_harden::deadline::{self, Budget, BudgetOrigin};
+/// use tower_harden::context::{self, Budget, BudgetOrigin};
 /// use tower_harden::context::RequestContext;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let budget = Budget::new(Duration::from_secs(1), BudgetOrigin::Configured);
-/// let seen = deadline::scope(budget, RequestContext::default(), async {
-///     deadline::current().map(|budget| budget.total())
+/// let seen = context::scope(budget, RequestContext::default(), async {
+///     context::current_budget().map(|budget| budget.total())
 /// })
 /// .await;
 /// assert_eq!(seen, Some(Duration::from_secs(1)));
-/// assert!(deadline::current().is_none());
+/// assert!(context::current_budget().is_none());
 /// # }
 /// ```
 pub fn scope<F: Future>(
