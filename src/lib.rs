@@ -34,12 +34,32 @@
 //! | [`deadline::RequestDeadlineLayer`] | slow handlers; slowloris bodies | 503 / 408 | 10 s; body idle 60 s; 240 B/s after 5 s |
 //! | [`input::DecompressLayer`] | compression bombs, unknown or nested codings | 413 / 415 | decoded limit 1 MiB |
 //! | [`serve()`] | slow headers, idle connections, connection floods | connection closed | 30 s header read, 75 s keep-alive, 1024 connections |
-//! | [`deadline::OutboundLayer`] | upstream calls that outlive the caller's budget | typed [`deadline::OutboundError`] | min(10 s, remaining budget) |
+//! | [`outbound::OutboundLayer`] | upstream calls that outlive the caller's budget | typed [`outbound::OutboundError`] | min(10 s, remaining budget) |
 //!
-//! Every refusal is a typed value implementing [`refusal::Refusal`]: the
-//! client gets an RFC 9457 `application/problem+json` body ([`problem`]) with
-//! the request id and no internals; the [`observe`] layer logs the refusal's
-//! context (layer, limit, observed size, policy, hashed key, budget) once.
+//! Every refusal is a typed value implementing [`error::Refusal`]: the
+//! client gets an RFC 9457 `application/problem+json` body
+//! ([`error::Problem`]) with the request id and no internals; the [`observe`]
+//! layer logs the refusal's context (layer, limit, observed size, policy,
+//! hashed key, budget) once.
+//!
+//! # Where each concern lives
+//!
+//! A base every layer stands on, the layers (none imports another), and the
+//! assembly on top; `tests/layering.rs` fails when an import breaks that.
+//!
+//! | room | owns | imports |
+//! |---|---|---|
+//! | [`context`] | who the request is: request id, trace context, peer address, trusted networks, arrival, time budget, header names | nothing of the crate |
+//! | [`error`] | refusals and problems: `Refusal`, `Problem`, the problem types, `HandlerError`, the problem body and future | `context` |
+//! | [`telemetry`] | reporting safely: escaping untrusted text, metrics, the log throttle | `context` |
+//! | [`input`] | bounded input: body (wire and decoded), headers, URI | the base |
+//! | [`deadline`] | request deadline, slow bodies, deadlines for any service | the base |
+//! | [`outbound`] | the client layer: budget, ids and trace forwarded | the base |
+//! | [`rate_limit`] | keyed rate limiting: policy, keys, GCRA, stores (memory, Redis) | the base |
+//! | [`observe`] | the request's span, its outcome event, panics | the base |
+//! | [`serve`](mod@serve) | accept loop and connection limits and timers | the base, the layers |
+//! | [`config`] | the serde model and the one place that builds layers and server settings from it | all below |
+//! | [`preset`] | [`Harden`]: the whole stack in its order | all |
 //!
 //! # Features
 //!
@@ -47,7 +67,8 @@
 //!   own body limit handed over to ours, `IntoResponse` for problems.
 //! - `toml` (default): [`HardenConfig::from_toml`].
 //! - `redis`: [`rate_limit::RedisStore`], one limit shared by many instances.
-//! - `metrics`: request duration and counts through the `metrics` facade.
+//! - `metrics`: request duration and counts through the `metrics` facade
+//!   ([`telemetry::metrics`]).
 //!
 //! [tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]

@@ -47,7 +47,7 @@ pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 ///   the handler made of the failed read.
 /// - **Budget**: handlers see the [`Budget`] as a request extension and
 ///   through [`current_budget()`](crate::context::current_budget); the inbound request's id and trace
-///   go with it, for the [`OutboundLayer`](super::OutboundLayer).
+///   go with it, for the [`OutboundLayer`](crate::outbound::OutboundLayer).
 /// - **Caller's deadline**: a [trusted caller](Self::trust_inbound) may send
 ///   its remaining budget in [`REQUEST_DEADLINE_HEADER`]; a shorter one
 ///   replaces the configured deadline (it can never lengthen it). From anyone
@@ -58,7 +58,8 @@ pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// ```
 /// use std::time::Duration;
 /// use axum::{routing::get, Extension, Router};
-/// use tower_harden::deadline::{Budget, RequestDeadlineLayer};
+/// use tower_harden::deadline::RequestDeadlineLayer;
+/// use tower_harden::context::Budget;
 ///
 /// let app: Router = Router::new()
 ///     .route("/", get(|Extension(budget): Extension<Budget>| async move {
@@ -134,7 +135,7 @@ impl RequestDeadlineLayer {
 
     /// Lets these callers shorten the deadline with
     /// [`REQUEST_DEADLINE_HEADER`]. The peer address comes from the
-    /// [`PeerAddr`](crate::PeerAddr) extension that [`serve`](crate::serve())
+    /// [`PeerAddr`](crate::context::PeerAddr) extension that [`serve`](crate::serve())
     /// sets, or axum's `ConnectInfo<SocketAddr>`; without either, nobody is
     /// trusted. Default: [`TrustedNetworks::nobody`].
     pub fn trust_inbound(mut self, trusted: TrustedNetworks) -> Self {

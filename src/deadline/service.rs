@@ -20,12 +20,13 @@ use crate::context::{current_request, in_scope, sync_in_scope, Scope};
 ///
 /// The budget is visible to the inner service through
 /// [`current_budget()`](crate::context::current_budget), so nested calls (and the
-/// [`OutboundLayer`](super::OutboundLayer)) inherit it.
+/// [`OutboundLayer`](crate::outbound::OutboundLayer)) inherit it.
 ///
 /// ```
 /// use std::time::Duration;
 /// use tower::{service_fn, Layer, ServiceExt};
-/// use tower_harden::deadline::{BudgetOrigin, CallDeadlineError, CallDeadlineLayer};
+/// use tower_harden::deadline::{CallDeadlineError, CallDeadlineLayer};
+/// use tower_harden::context::BudgetOrigin;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let slow_query = service_fn(|_: &str| async {

@@ -6,8 +6,7 @@ use std::fmt;
 
 use http::StatusCode;
 
-use super::{BoxError, Problem, ProblemType, Refusal, RefusalContext, Refused};
-use crate::context::RequestContext;
+use super::{BoxError, Problem, ProblemType, Refusal, RefusalContext};
 
 /// The error type for handlers: `?` on any error gives the client a 500
 /// problem saying only "internal error" (plus the request id), and gives the
@@ -18,7 +17,7 @@ use crate::context::RequestContext;
 /// [`Problem`] through [`HandlerError::problem`].
 ///
 /// The response carries the failure in its extensions as a
-/// [`Refused`], so the
+/// [`Refused`](super::Refused), so the
 /// [`ObserveLayer`](crate::observe::ObserveLayer) logs it once, in the request's
 /// outcome event, and fills in the request id and trace id of the problem
 /// body.
@@ -182,8 +181,8 @@ impl axum::response::IntoResponse for HandlerError {
     fn into_response(self) -> axum::response::Response {
         let problem = self.failure.problem.clone();
         let mut response = Problem::refuse_with::<axum::body::Body>(
-            Refused::new(self.failure),
-            RequestContext::default(),
+            super::Refused::new(self.failure),
+            crate::context::RequestContext::default(),
         )
         .map(axum::body::Body::new);
         response

@@ -32,7 +32,7 @@ use crate::telemetry::{escape, escape_bytes};
 ///   response;
 /// - continues the caller's trace from a valid `traceparent` (and a valid
 ///   `tracestate`), or starts a new one, and puts [`TraceContext`] and
-///   [`TraceId`](super::TraceId) in the request's extensions;
+///   [`TraceId`](crate::context::TraceId) in the request's extensions;
 /// - opens a span holding `request_id` and `trace_id` (and, with
 ///   [`full_span`](ObserveLayer::full_span), OpenTelemetry's HTTP fields), in
 ///   which the inner service runs, so every event it logs carries them;
