@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Instructions per request through the preset (`benches/stack.rs`, stack
+# `b_harden`) under valgrind's callgrind: free of timing noise, so a change
+# that adds work to the request path shows as a number, on any machine load.
+#
+#   benches/instructions.sh                 # prints one line per case
+#   benches/instructions.sh --check FILE    # also fails if a case grew past
+#                                           # FILE's count by more than
+#                                           # TOLERANCE_PERCENT (default 2)
+#
+# Cases: admitted with logging on and off, a refused 413 (declared length)
+# and a refused 429 (spent quota). Each is (C(N2) - C(N1)) / (N2 - N1): the
+# difference of two runs leaves start-up and shutdown out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N1=${N1:-500}
+N2=${N2:-1500}
+TOLERANCE_PERCENT=${TOLERANCE_PERCENT:-2}
+check_file=""
+if [[ "${1:-}" == "--check" ]]; then
+  check_file=${2:?"--check needs a baseline file"}
+fi
+
+command -v valgrind >/dev/null || { echo "instructions.sh: valgrind is not installed" >&2; exit 2; }
+
+# The bench executable's path, from cargo's own report of it.
+bin=$(cargo bench --bench stack --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*stack-[0-9a-f]*\)).*/\1/p' | tail -n 1)
+[[ -x "$bin" ]] || { echo "instructions.sh: no stack bench executable found" >&2; exit 2; }
+
+collected() { # ENV... -- prints the instructions callgrind collected
+  env "$@" valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" 2>&1 >/dev/null |
+    sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+
+per_request() { # ENV...
+  local low high
+  low=$(collected "$@" STACK_PROFILE="b_harden:$N1")
+  high=$(collected "$@" STACK_PROFILE="b_harden:$N2")
+  echo $(( (high - low) / (N2 - N1) ))
+}
+
+declare -A count
+count[admitted_logged]=$(per_request STACK_LOG=sink)
+count[admitted_no_log]=$(per_request STACK_LOG=off)
+count[refused_413_logged]=$(per_request STACK_LOG=sink STACK_REQUEST=413)
+count[refused_429_logged]=$(per_request STACK_LOG=sink STACK_REQUEST=429)
+
+status=0
+for case in admitted_logged admitted_no_log refused_413_logged refused_429_logged; do
+  line="$case ${count[$case]}"
+  if [[ -n "$check_file" ]]; then
+    baseline=$(awk -v c="$case" '$1 == c { print $2 }' "$check_file")
+    if [[ -z "$baseline" ]]; then
+      line="$line (no baseline)"
+    else
+      limit=$(( baseline + baseline * TOLERANCE_PERCENT / 100 ))
+      line="$line (baseline $baseline, limit $limit)"
+      if (( count[$case] > limit )); then
+        line="$line GREW"
+        status=1
+      fi
+    fi
+  fi
+  echo "$line"
+done
+exit $status
