@@ -9,63 +9,22 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tower_service::Service;
 
-use super::builder::Serve;
-use super::connection::{hyper_builder, serve_connection, Timeouts};
+use super::cap::ConnectionCap;
+use super::connection::{hyper_builder, serve_connection, Phase, Timeouts};
 use super::listener::Listener;
+use super::settings::ServerSettings;
 use crate::error::BoxError;
 
-/// What the connections are told to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Phase {
-    Serving,
-    /// Finish in-flight requests, take no new ones.
-    Draining,
-    /// The drain timeout passed: drop the connection.
-    Closing,
-}
-
-/// The connection cap: one slot per connection served. A connection holds
-/// its [`Slot`] until its task ends; with every slot taken the loop accepts
-/// nothing, and further connections wait in the listener's backlog.
-pub(super) struct ConnectionCap {
-    slots: Arc<Semaphore>,
-    /// `max_connections`, which `ServerSettings::bounded` keeps within
-    /// 1..=u32::MAX (what `Semaphore::acquire_many` takes).
-    max: u32,
-}
-
-/// One connection's place under the [`ConnectionCap`], given back on drop.
-pub(super) struct Slot {
-    _permit: OwnedSemaphorePermit,
-}
-
-impl ConnectionCap {
-    fn new(max_connections: usize) -> Self {
-        Self {
-            slots: Arc::new(Semaphore::new(max_connections)),
-            max: u32::try_from(max_connections).unwrap_or(u32::MAX),
-        }
-    }
-
-    /// Waits for a free slot.
-    async fn slot(&self) -> Slot {
-        let permit = self.slots.clone().acquire_owned().await;
-        Slot {
-            _permit: permit.expect("the semaphore is never closed"),
-        }
-    }
-
-    /// Completes once every connection has given its slot back.
-    async fn all_closed(&self) {
-        let _ = self.slots.acquire_many(self.max).await;
-    }
-}
-
 /// Runs the server: the accept loop until the signal, then the drain.
-pub(super) async fn run<L, S, F, B>(serve: Serve<S, F, L>) -> io::Result<()>
+pub(super) async fn run<L, S, F, B>(
+    mut listener: L,
+    service: S,
+    signal: F,
+    config: ServerSettings,
+) -> io::Result<()>
 where
     L: Listener,
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -76,12 +35,6 @@ where
     B::Error: Into<BoxError>,
     F: Future<Output = ()> + Send + 'static,
 {
-    let Serve {
-        mut listener,
-        service,
-        signal,
-        config,
-    } = serve;
     let builder = Arc::new(hyper_builder(&config));
     let cap = ConnectionCap::new(config.max_connections);
     let (phase, _) = watch::channel(Phase::Serving);

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower_service::Service;
 
+use super::accept;
 use super::listener::Listener;
 use super::settings::ServerSettings;
 use crate::error::BoxError;
@@ -24,10 +25,22 @@ use crate::error::BoxError;
 /// unless stated).
 #[must_use = "a server does nothing until awaited"]
 pub struct Serve<S, F = Pending<()>, L = TcpListener> {
-    pub(super) listener: L,
-    pub(super) service: S,
-    pub(super) signal: F,
-    pub(super) config: ServerSettings,
+    listener: L,
+    service: S,
+    signal: F,
+    config: ServerSettings,
+}
+
+impl<S, L> Serve<S, Pending<()>, L> {
+    /// A server with the default settings and no shutdown signal.
+    pub(super) fn new(listener: L, service: S) -> Self {
+        Self {
+            listener,
+            service,
+            signal: std::future::pending(),
+            config: ServerSettings::default(),
+        }
+    }
 }
 
 impl<S, F, L: fmt::Debug> fmt::Debug for Serve<S, F, L> {
@@ -166,6 +179,11 @@ where
     type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(super::accept::run(self))
+        Box::pin(accept::run(
+            self.listener,
+            self.service,
+            self.signal,
+            self.config,
+        ))
     }
 }

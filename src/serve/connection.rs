@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 use tower::util::{Oneshot, ServiceExt};
 use tower_service::Service;
 
-use super::accept::{Phase, Slot};
+use super::cap::Slot;
 use super::settings::{ServerSettings, DEFAULT_PARSER_MAX_HEADERS};
 use crate::context::{instant_after, PeerAddr};
 use crate::error::BoxError;
@@ -52,6 +52,16 @@ pub(super) fn hyper_builder(config: &ServerSettings) -> auto::Builder<TokioExecu
     builder
 }
 
+/// What the connections are told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    Serving,
+    /// Finish in-flight requests, take no new ones.
+    Draining,
+    /// The drain timeout passed: drop the connection.
+    Closing,
+}
+
 /// The timers of one connection.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Timeouts {
@@ -67,7 +77,9 @@ pub(super) struct Timeouts {
 
 /// Serves one connection until it ends, its timers close it, or the server's
 /// phase says to; `_slot` holds its place under the connection cap until
-/// then.
+/// then. One select loop over the connection and what can end it: the state
+/// every arm shares (`closing`, `watching`, the pinned timers) keeps it in
+/// one function.
 pub(super) async fn serve_connection<I, S, B>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     io: I,

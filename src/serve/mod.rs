@@ -46,11 +46,12 @@
 //! The parts: [`Serve`] and its builder methods (`builder.rs`), the
 //! [`ServerSettings`] they fill and the `DEFAULT_*` constants
 //! (`settings.rs`), the [`Listener`] trait (`listener.rs`), the accept loop
-//! and its connection cap (`accept.rs`), one connection's service and timers
+//! (`accept.rs`) and its connection cap (`cap.rs`), one connection's service and timers
 //! (`connection.rs`), [`shutdown_signal`] (`signals.rs`).
 
 mod accept;
 mod builder;
+mod cap;
 mod connection;
 mod listener;
 mod settings;
@@ -73,12 +74,7 @@ where
     L: Listener,
     S: 'static,
 {
-    Serve {
-        listener,
-        service: with_routes_built(service),
-        signal: std::future::pending(),
-        config: ServerSettings::default(),
-    }
+    Serve::new(listener, with_routes_built(service))
 }
 
 /// An axum `Router` called as a service before `with_state` turns each
