@@ -62,7 +62,8 @@ where
             slot,
         ));
     }
-    // No new connection is accepted, nor left waiting in the backlog.
+    // Closed, so that new connections are refused during the drain rather
+    // than left waiting in the backlog.
     drop(listener);
     drain(&phase, &cap, config.drain_timeout).await;
     Ok(())

@@ -42,13 +42,12 @@
 //!     .await
 //! # }
 //! ```
-//!
-//! The parts: [`Serve`] and its builder methods (`builder.rs`), the
-//! [`ServerSettings`] they fill and the `DEFAULT_*` constants
-//! (`settings.rs`), the [`Listener`] trait (`listener.rs`), the accept loop
-//! (`accept.rs`) and its connection cap (`cap.rs`), one connection's service and timers
-//! (`connection.rs`), [`shutdown_signal`] (`signals.rs`).
 
+// `Serve` and its builder methods (builder.rs) fill `ServerSettings`, whose
+// defaults are the `DEFAULT_*` constants (settings.rs); awaited, it runs the
+// accept loop (accept.rs) over a `Listener` (listener.rs) under the
+// connection cap (cap.rs), each connection with its service and timers
+// (connection.rs). `shutdown_signal` is in signals.rs.
 mod accept;
 mod builder;
 mod cap;
