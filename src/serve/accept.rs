@@ -1,0 +1,89 @@
+//! The accept loop: connections taken while the cap has room, each served
+//! on its own task, then the drain on shutdown.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use tokio::sync::watch;
+use tower_service::Service;
+
+use super::cap::ConnectionCap;
+use super::connection::{hyper_builder, serve_connection, Phase, Timeouts};
+use super::listener::Listener;
+use super::settings::ServerSettings;
+use crate::error::BoxError;
+
+/// Runs the server: the accept loop until the signal, then the drain.
+pub(super) async fn run<L, S, F, B>(
+    mut listener: L,
+    service: S,
+    signal: F,
+    config: ServerSettings,
+) -> io::Result<()>
+where
+    L: Listener,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let builder = Arc::new(hyper_builder(&config));
+    let cap = ConnectionCap::new(config.max_connections);
+    let (phase, _) = watch::channel(Phase::Serving);
+    let timeouts = Timeouts {
+        first_request: config.header_read_timeout,
+        idle: config.keep_alive_idle_timeout,
+    };
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let slot = tokio::select! {
+            slot = cap.slot() => slot,
+            () = &mut signal => break,
+        };
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut signal => break,
+        };
+        tokio::spawn(serve_connection(
+            builder.clone(),
+            io,
+            peer,
+            service.clone(),
+            phase.subscribe(),
+            timeouts,
+            slot,
+        ));
+    }
+    // Closed, so that new connections are refused during the drain rather
+    // than left waiting in the backlog.
+    drop(listener);
+    drain(&phase, &cap, config.drain_timeout).await;
+    Ok(())
+}
+
+/// Tells the connections to finish their in-flight requests and waits for
+/// them, up to `drain_timeout`; then tells the rest to close.
+async fn drain(phase: &watch::Sender<Phase>, cap: &ConnectionCap, drain_timeout: Duration) {
+    phase.send_replace(Phase::Draining);
+    if tokio::time::timeout(drain_timeout, cap.all_closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            drain_timeout_ms = drain_timeout.as_millis() as u64,
+            "connections still open after the drain timeout; closing them"
+        );
+        phase.send_replace(Phase::Closing);
+        // Closing connections drop at once; this only waits for their tasks
+        // to run.
+        let _ = tokio::time::timeout(Duration::from_secs(1), cap.all_closed()).await;
+    }
+}

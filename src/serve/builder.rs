@@ -1,0 +1,189 @@
+//! [`Serve`]: a server being configured, and how awaiting it runs it.
+
+use std::fmt;
+use std::future::{Future, IntoFuture, Pending};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tower_service::Service;
+
+use super::accept;
+use super::listener::Listener;
+use super::settings::ServerSettings;
+use crate::error::BoxError;
+
+/// A server being configured; await it to run. Made by [`serve()`](super::serve()).
+///
+/// `L` is the [`Listener`] (a [`TcpListener`] unless stated), `S` the
+/// service, `F` the [shutdown signal](Self::with_graceful_shutdown) (none
+/// unless stated).
+#[must_use = "a server does nothing until awaited"]
+pub struct Serve<S, F = Pending<()>, L = TcpListener> {
+    listener: L,
+    service: S,
+    signal: F,
+    config: ServerSettings,
+}
+
+impl<S, L> Serve<S, Pending<()>, L> {
+    /// A server with the default settings and no shutdown signal.
+    pub(super) fn new(listener: L, service: S) -> Self {
+        Self {
+            listener,
+            service,
+            signal: std::future::pending(),
+            config: ServerSettings::default(),
+        }
+    }
+}
+
+impl<S, F, L: fmt::Debug> fmt::Debug for Serve<S, F, L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serve")
+            .field("listener", &self.listener)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, F, L: Listener> Serve<S, F, L> {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+impl<S, F, L> Serve<S, F, L> {
+    /// Replaces every connection setting at once (the preset passes its
+    /// `[server]` configuration this way).
+    pub fn settings(mut self, settings: ServerSettings) -> Self {
+        self.config = settings.bounded();
+        self
+    }
+
+    /// Closes an HTTP/1 connection whose client has not sent a complete
+    /// request head within this time, counted from when the server starts
+    /// waiting for it (so it also bounds an idle keep-alive connection), and
+    /// any connection (HTTP/1 or HTTP/2) on which no request began within
+    /// this time of being accepted (a client that connects and sends nothing,
+    /// or a slow HTTP/2 preface). `None` turns it off. Default:
+    /// [`DEFAULT_HEADER_READ_TIMEOUT`](super::DEFAULT_HEADER_READ_TIMEOUT)
+    /// (30 s, hyper's default).
+    pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.header_read_timeout = timeout.into();
+        self
+    }
+
+    /// Gracefully closes a connection that has had no request in flight for
+    /// this long (HTTP/1 and HTTP/2; on HTTP/1 the header-read timeout ends
+    /// an idle connection first when it is shorter). `None` turns it off.
+    /// Default:
+    /// [`DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT`](super::DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT)
+    /// (75 s, nginx).
+    pub fn keep_alive_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.keep_alive_idle_timeout = timeout.into();
+        self
+    }
+
+    /// The most header fields an HTTP/1 request may have; more is answered
+    /// 431 by hyper. Default:
+    /// [`DEFAULT_PARSER_MAX_HEADERS`](super::DEFAULT_PARSER_MAX_HEADERS) (100,
+    /// hyper's; any other value makes hyper's parse slower, see there).
+    pub fn max_headers(mut self, max: usize) -> Self {
+        self.config.max_headers = max;
+        self
+    }
+
+    /// The most bytes of request head: hyper's HTTP/1 read buffer (a head
+    /// that does not fit is answered 431) and the HTTP/2 header list size.
+    /// At least 8 KiB (hyper's minimum; smaller values are raised to it).
+    /// Default: [`DEFAULT_MAX_HEADER_BYTES`](super::DEFAULT_MAX_HEADER_BYTES)
+    /// (64 KiB).
+    pub fn max_header_bytes(mut self, max: usize) -> Self {
+        self.config = ServerSettings {
+            max_header_bytes: max,
+            ..self.config
+        }
+        .bounded();
+        self
+    }
+
+    /// The most concurrent streams per HTTP/2 connection. Default:
+    /// [`DEFAULT_MAX_CONCURRENT_STREAMS`](super::DEFAULT_MAX_CONCURRENT_STREAMS)
+    /// (128, nginx's).
+    pub fn max_concurrent_streams(mut self, max: u32) -> Self {
+        self.config.max_concurrent_streams = max;
+        self
+    }
+
+    /// The most connections served at once (at least 1). Further connections
+    /// are not accepted: they wait in the listener's backlog until one
+    /// closes. Default:
+    /// [`DEFAULT_MAX_CONNECTIONS`](super::DEFAULT_MAX_CONNECTIONS) (1024,
+    /// nginx's shipped `worker_connections`).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.config = ServerSettings {
+            max_connections: max,
+            ..self.config
+        }
+        .bounded();
+        self
+    }
+
+    /// How long a graceful shutdown waits for in-flight requests before the
+    /// remaining connections are dropped. Default:
+    /// [`DEFAULT_DRAIN_TIMEOUT`](super::DEFAULT_DRAIN_TIMEOUT) (25 s, under
+    /// Kubernetes' 30 s grace period).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.config.drain_timeout = timeout;
+        self
+    }
+
+    /// Stops accepting connections when `signal` completes, lets in-flight
+    /// requests finish (up to the [drain timeout](Self::drain_timeout)), then
+    /// returns.
+    pub fn with_graceful_shutdown<G>(self, signal: G) -> Serve<S, G, L>
+    where
+        G: Future<Output = ()> + Send + 'static,
+    {
+        Serve {
+            listener: self.listener,
+            service: self.service,
+            signal,
+            config: self.config,
+        }
+    }
+}
+
+/// Awaiting a [`Serve`] runs the server until its shutdown signal completes
+/// and its connections have drained (or the drain timeout has passed); it
+/// returns `Ok(())` then.
+impl<S, F, L, B> IntoFuture for Serve<S, F, L>
+where
+    L: Listener,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    F: Future<Output = ()> + Send + 'static,
+{
+    type Output = io::Result<()>;
+    type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(accept::run(
+            self.listener,
+            self.service,
+            self.signal,
+            self.config,
+        ))
+    }
+}

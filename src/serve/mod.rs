@@ -1,0 +1,96 @@
+//! A hardened HTTP server loop: `axum::serve` with the connection-level
+//! limits it leaves out.
+//!
+//! `axum::serve` installs no timer, so hyper's header-read timeout never
+//! fires and a slowloris client (one header byte every few seconds) holds its
+//! connection, and a task, forever; it also accepts connections without
+//! bound. [`serve()`] runs any `tower::Service` (an axum `Router` included)
+//! on hyper-util's HTTP/1 + HTTP/2 server with a timer, over any
+//! [`Listener`] (a [`TcpListener`](tokio::net::TcpListener), or a wrapper
+//! around one), and adds:
+//!
+//! | setting | default | where the default comes from |
+//! |---|---|---|
+//! | [header-read timeout](Serve::header_read_timeout) | 30 s | hyper's own default, which needs a timer to take effect |
+//! | [keep-alive idle timeout](Serve::keep_alive_idle_timeout) | 75 s | nginx `keepalive_timeout` |
+//! | [max header fields](Serve::max_headers) (HTTP/1) | 100 | hyper's default |
+//! | [max header bytes](Serve::max_header_bytes) (HTTP/1 read buffer, HTTP/2 header list) | 64 KiB | above [`HeadLimitLayer`](crate::input::HeadLimitLayer)'s 8 KiB URI + 16 KiB headers, so that layer answers first, with a problem |
+//! | [max concurrent HTTP/2 streams](Serve::max_concurrent_streams) | 128 | nginx `http2_max_concurrent_streams` |
+//! | [max connections](Serve::max_connections) | 1024 | nginx's shipped `worker_connections` |
+//! | [drain timeout](Serve::drain_timeout) | 25 s | under Kubernetes' default 30 s `terminationGracePeriodSeconds` |
+//!
+//! HTTP/2 reset-flood limits (CVE-2023-44487) are hyper's defaults.
+//!
+//! Connections over the cap are not accepted: they wait in the listener's
+//! backlog until one closes, and the process never runs out of memory or
+//! file descriptors on their account. Each request carries the peer address
+//! the [`Listener`] reported as a [`PeerAddr`](crate::context::PeerAddr)
+//! extension and, with the `axum` feature, as axum's
+//! `ConnectInfo<SocketAddr>`, so `ConnectInfo` extractors work without
+//! `into_make_service_with_connect_info`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let app = Router::new().route("/", get(|| async { "hello" }));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! tower_harden::serve(listener, app)
+//!     .header_read_timeout(Duration::from_secs(10))
+//!     .with_graceful_shutdown(tower_harden::serve::shutdown_signal())
+//!     .await
+//! # }
+//! ```
+
+// `Serve` and its builder methods (builder.rs) fill `ServerSettings`, whose
+// defaults are the `DEFAULT_*` constants (settings.rs); awaited, it runs the
+// accept loop (accept.rs) over a `Listener` (listener.rs) under the
+// connection cap (cap.rs), each connection with its service and timers
+// (connection.rs). `shutdown_signal` is in signals.rs.
+mod accept;
+mod builder;
+mod cap;
+mod connection;
+mod listener;
+mod settings;
+mod signals;
+
+pub use builder::Serve;
+pub use listener::Listener;
+pub use settings::{
+    ServerSettings, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES, DEFAULT_PARSER_MAX_HEADERS,
+};
+pub use signals::shutdown_signal;
+
+/// Serves `service` on `listener` with connection-level limits; see the
+/// [module documentation](self) for the defaults. Await the returned
+/// [`Serve`] (after setting any of its options) to run the server.
+pub fn serve<L, S>(listener: L, service: S) -> Serve<S, std::future::Pending<()>, L>
+where
+    L: Listener,
+    S: 'static,
+{
+    Serve::new(listener, with_routes_built(service))
+}
+
+/// An axum `Router` called as a service before `with_state` turns each
+/// handler into its route, with the route's layers, on every request
+/// (`axum::serve` avoids it by calling `with_state(())` per connection).
+/// Served here, a `Router` gets its routes built once.
+fn with_routes_built<S: 'static>(service: S) -> S {
+    #[cfg(feature = "axum")]
+    {
+        let mut slot = Some(service);
+        if let Some(router) =
+            (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<axum::Router>>()
+        {
+            *router = router.take().map(|router| router.with_state(()));
+        }
+        slot.expect("the slot is refilled above")
+    }
+    #[cfg(not(feature = "axum"))]
+    service
+}
