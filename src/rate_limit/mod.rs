@@ -27,31 +27,33 @@
 //! // the layer sees each connection's peer address.
 //! ```
 
-mod any_store;
+mod client_ip;
 mod error;
-pub mod gcra;
+mod gcra;
 pub mod headers;
 mod key;
 mod layer;
-mod memory;
-#[cfg(feature = "redis")]
-pub mod redis;
+mod policy;
 mod service;
+mod shared;
 mod store;
 
-pub use any_store::AnyStore;
+pub use client_ip::{ClientIpError, IpGrouping, ProxyHeader, TrustedProxies, DEFAULT_MAX_HOPS};
 pub use error::RateLimitRefusal;
 pub use gcra::{Clock, Decision, ManualClock, MonotonicClock, Quota, QuotaError};
-pub use key::{
-    ClientIpError, CustomKeyFn, IpGrouping, KeyHasher, KeySource, Principal, ProxyHeader,
-    RequestHead, TrustedProxies, DEFAULT_MAX_HOPS,
+pub use key::{CustomKeyFn, KeyHasher, KeySource, Principal, RequestHead};
+pub use layer::RateLimitLayer;
+pub use policy::{
+    MissingKey, Policy, QuotaResolver, StoreFailure, DEFAULT_BURST, DEFAULT_MAX_KEYS,
+    DEFAULT_RATE_PER_SECOND,
 };
-pub use layer::{
-    MissingKey, Policy, QuotaResolver, RateLimitLayer, StoreFailure, DEFAULT_BURST,
-    DEFAULT_MAX_KEYS, DEFAULT_RATE_PER_SECOND,
-};
-pub use memory::{MemoryStore, OverflowPolicy};
-#[cfg(feature = "redis")]
-pub use redis::{LocalFallback, RedisStore, RedisStoreBuilder, RedisStoreError, RedisStoreStats};
 pub use service::{RateLimit, RateLimitFuture};
-pub use store::{Check, Decisions, KeyHash, RateLimitStore, StoreError};
+#[cfg(feature = "redis")]
+pub use store::redis;
+#[cfg(feature = "redis")]
+pub use store::redis::{
+    LocalFallback, RedisStore, RedisStoreBuilder, RedisStoreError, RedisStoreStats,
+};
+pub use store::{
+    AnyStore, Check, Decisions, KeyHash, MemoryStore, OverflowPolicy, RateLimitStore, StoreError,
+};

@@ -6,7 +6,7 @@
 //! governor's keyed `RateLimiter` keeps a `DashMap<K, state>` that grows
 //! with every key ever seen until someone calls `retain_recent`, a scan of
 //! the whole map; it cannot enforce a hard cap on keys. So this store runs
-//! its own GCRA ([`gcra`](super::gcra)) over `u64` TATs.
+//! its own GCRA ([`Quota::decide`](crate::rate_limit::Quota::decide)) over `u64` TATs.
 //!
 //! It does not use `DashMap` either, although it has the same shape (a
 //! power-of-two array of `RwLock<HashMap>` shards, read locks plus an atomic
@@ -27,7 +27,7 @@
 //! # Eviction
 //!
 //! A key whose TAT is at or before now is indistinguishable from an absent
-//! key ([`gcra`](super::gcra)), so dropping it changes no decision. When a
+//! key ([`Quota::decide`](crate::rate_limit::Quota::decide)), so dropping it changes no decision. When a
 //! new key arrives in a full shard, the shard drops all its idle keys in one
 //! pass over that shard alone (at most `max_keys / shards` entries, about a
 //! thousand: never a stop-the-world scan of the store). The pass records
@@ -49,8 +49,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::gcra::{Clock, Decision, MonotonicClock, Quota};
-use super::store::{Check, Decisions, KeyHash, RateLimitStore, StoreError};
+use super::{Check, Decisions, KeyHash, RateLimitStore, StoreError};
+use crate::rate_limit::gcra::{Clock, Decision, MonotonicClock, Quota};
 
 /// Entries per shard the store aims at: small enough that a pass over one
 /// shard (on insert into a full shard) costs a few microseconds.

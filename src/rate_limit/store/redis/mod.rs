@@ -7,7 +7,7 @@
 //! (`gcra.lua`, beside this file) that runs the arithmetic of
 //! [`Quota::decide`] on the server, all or nothing, with the server's clock
 //! (`TIME`), so instances whose clocks disagree still agree on the limit.
-//! Times are integer nanoseconds, as in [`gcra`](super::gcra): the script
+//! Times are integer nanoseconds, as in [`Quota::decide`]: the script
 //! and the in-process store make the same decisions (the tests compare them
 //! on the same inputs). When Redis has lost the script (`SCRIPT FLUSH`, a
 //! restart, a fail-over) the store sends it once with `EVAL`, which loads
@@ -46,8 +46,8 @@
 //!
 //! | policy | configured with | a request while Redis fails |
 //! |---|---|---|
-//! | fail open (the default) | [`StoreFailure::Allow`](super::StoreFailure::Allow) on the layer | admitted, no rate-limit headers |
-//! | fail closed | [`StoreFailure::Refuse`](super::StoreFailure::Refuse) on the layer | 503 `service-unavailable` |
+//! | fail open (the default) | [`StoreFailure::Allow`](crate::rate_limit::StoreFailure::Allow) on the layer | admitted, no rate-limit headers |
+//! | fail closed | [`StoreFailure::Refuse`](crate::rate_limit::StoreFailure::Refuse) on the layer | 503 `service-unavailable` |
 //! | local fallback | [`RedisStoreBuilder::fallback`] | decided by an in-process store with a share of each quota |
 //!
 //! Fail closed answers 503 and not 429 on purpose: the client exceeded no
@@ -87,9 +87,9 @@ use dashmap::DashMap;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 
-use super::gcra::{Clock, Decision, MonotonicClock, Quota};
 use super::memory::MemoryStore;
-use super::store::{Check, Decisions, KeyHash, RateLimitStore, StoreError};
+use super::{Check, Decisions, KeyHash, RateLimitStore, StoreError};
+use crate::rate_limit::gcra::{Clock, Decision, MonotonicClock, Quota};
 
 /// The GCRA script the store runs (Lua, for `EVAL`/`EVALSHA`).
 pub const GCRA_SCRIPT: &str = include_str!("gcra.lua");
@@ -278,7 +278,7 @@ impl RedisStoreBuilder {
 
     /// Decides with an in-process store while Redis fails, instead of
     /// handing the failure to the layer's
-    /// [`StoreFailure`](super::StoreFailure). Default: none.
+    /// [`StoreFailure`](crate::rate_limit::StoreFailure). Default: none.
     pub fn fallback(mut self, fallback: LocalFallback) -> Self {
         self.fallback = Some(fallback);
         self
