@@ -102,7 +102,7 @@ pub enum ProxyHeader {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientIpError {
-    /// The request carries no peer address (no [`PeerAddr`] or
+    /// The request carries no peer address (no [`PeerAddr`](crate::context::PeerAddr) or
     /// `ConnectInfo` extension).
     #[error("the request has no peer address")]
     NoPeer,

@@ -47,7 +47,7 @@ impl<'a> RequestHead<'a> {
         }
     }
 
-    /// The TCP peer's address: [`PeerAddr`], or axum's
+    /// The TCP peer's address: [`PeerAddr`](crate::context::PeerAddr), or axum's
     /// `ConnectInfo<SocketAddr>`.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         crate::context::peer_addr(self.extensions)

@@ -86,7 +86,7 @@ impl<St> fmt::Debug for RateLimitLayer<St> {
 
 impl RateLimitLayer<MemoryStore> {
     /// A layer over a new [`MemoryStore`] of at most `max_keys` keys
-    /// (see [`DEFAULT_MAX_KEYS`] for a starting point).
+    /// (see [`DEFAULT_MAX_KEYS`](super::DEFAULT_MAX_KEYS) for a starting point).
     pub fn in_memory(max_keys: usize) -> Self {
         Self::new(MemoryStore::new(max_keys))
     }

@@ -3,12 +3,12 @@
 //!
 //! | piece | what it does |
 //! |---|---|
-//! | [`gcra`] | the algorithm over integer nanoseconds, shared by every backend |
+//! | [`Quota`], [`Clock`] | GCRA, the algorithm over integer nanoseconds, shared by every backend |
 //! | [`RateLimitStore`] | what the layer asks of a backend: one call per request, all policies at once, all or nothing |
 //! | [`MemoryStore`] | the bounded in-process store: hard `max_keys`, lossless eviction of idle keys |
 //! | [`KeySource`], [`TrustedProxies`], [`KeyHasher`] | who a request counts against; raw keys are never stored |
 //! | [`headers`] | `RateLimit-Policy`, `RateLimit`, `Retry-After` |
-//! | [`RedisStore`] (feature `redis`) | one limit shared by many instances: GCRA in one Lua script per request, bounded latency, a stated failure policy, a local deny cache |
+//! | [`RedisStore`] (feature `redis`; behaviour and defaults in [`redis`]) | one limit shared by many instances: GCRA in one Lua script per request, bounded latency, a stated failure policy, a local deny cache |
 //! | [`RateLimitLayer`] | named policies, per-key quotas, shadow mode, 429 `quota-exceeded` |
 //!
 //! ```
@@ -51,9 +51,13 @@ pub use service::{RateLimit, RateLimitFuture};
 #[cfg(feature = "redis")]
 pub use store::redis;
 #[cfg(feature = "redis")]
-pub use store::redis::{
-    LocalFallback, RedisStore, RedisStoreBuilder, RedisStoreError, RedisStoreStats,
-};
+pub use store::redis::builder::{RedisStoreBuilder, RedisStoreError};
+#[cfg(feature = "redis")]
+pub use store::redis::fallback::LocalFallback;
+#[cfg(feature = "redis")]
+pub use store::redis::stats::RedisStoreStats;
+#[cfg(feature = "redis")]
+pub use store::redis::store::RedisStore;
 pub use store::{
     AnyStore, Check, Decisions, KeyHash, MemoryStore, OverflowPolicy, RateLimitStore, StoreError,
 };

@@ -15,8 +15,8 @@ use super::key::{KeySource, RequestHead};
 pub const DEFAULT_RATE_PER_SECOND: u32 = 50;
 /// Default burst of [`Policy::per_client_ip`]: 100 requests at once.
 pub const DEFAULT_BURST: u32 = 100;
-/// Default cap on keys of the layer's [`MemoryStore`]
-/// ([`RateLimitLayer::in_memory`]): 100,000 keys, a few MiB.
+/// Default cap on keys of the layer's [`MemoryStore`](super::MemoryStore)
+/// ([`RateLimitLayer::in_memory`](super::RateLimitLayer::in_memory)): 100,000 keys, a few MiB.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 /// The longest policy name; longer names are cut.
 const MAX_POLICY_NAME: usize = 64;

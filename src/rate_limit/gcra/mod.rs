@@ -8,21 +8,7 @@
 //!
 //! The state is a single number, and a TAT at or before `now` means exactly
 //! the same as no state at all: that is what makes lossless eviction of idle
-//! keys possible.
-//!
-//! # The algorithm
-//!
-//! With emission interval `T` (nanoseconds per request) and a burst of `B`,
-//! the tolerance is `τ = B·T`. A request of cost `c` at time `now` computes
-//! `new_tat = max(tat, now) + c·T` and is admitted iff `new_tat - now ≤ τ`;
-//! only an admitted request stores `new_tat`. So in any window of length `W`
-//! at most `B + W/T` requests are admitted, requests spaced exactly `T` apart
-//! are always admitted, and a refused request changes nothing.
-//!
-//! All arithmetic saturates: no input (a huge cost, a clock read far in the
-//! future, a TAT from a clock that went backwards) can overflow or panic. A
-//! `now` smaller than a previous one only makes a decision stricter, never
-//! more lenient.
+//! keys possible. The algorithm itself is documented on [`Quota`].
 
 use std::time::Duration;
 
@@ -58,6 +44,20 @@ pub enum QuotaError {
 /// assert_eq!(quota.burst(), 100);
 /// assert_eq!(quota.window(), Duration::from_secs(2));
 /// ```
+///
+/// # The algorithm (GCRA)
+///
+/// With emission interval `T` (nanoseconds per request) and a burst of `B`,
+/// the tolerance is `τ = B·T`. A request of cost `c` at time `now` computes
+/// `new_tat = max(tat, now) + c·T` and is admitted iff `new_tat - now ≤ τ`;
+/// only an admitted request stores `new_tat`. So in any window of length `W`
+/// at most `B + W/T` requests are admitted, requests spaced exactly `T` apart
+/// are always admitted, and a refused request changes nothing.
+///
+/// All arithmetic saturates: no input (a huge cost, a clock read far in the
+/// future, a TAT from a clock that went backwards) can overflow or panic. A
+/// `now` smaller than a previous one only makes a decision stricter, never
+/// more lenient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
     emission_interval_ns: u64,

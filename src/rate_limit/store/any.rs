@@ -1,6 +1,6 @@
 use super::memory::MemoryStore;
 #[cfg(feature = "redis")]
-use super::redis::RedisStore;
+use super::redis::store::RedisStore;
 use super::{Check, Decisions, RateLimitStore, StoreError};
 
 /// A store chosen at run time, from configuration: in process or Redis.
