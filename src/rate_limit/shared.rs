@@ -2,11 +2,12 @@
 //! the checks of each policy, the store's answer, the verdict.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Extensions, Request, Response};
 
 use super::error::RateLimitRefusal;
-use super::gcra::{Clock, MonotonicClock};
+use super::gcra::{Clock, Decision, MonotonicClock};
 use super::headers::{policy_header_value, RateLimitHeaders, StatePrefixes};
 use super::key::{KeyHasher, RequestHead};
 use super::policy::{MissingKey, Policy, StoreFailure};
@@ -196,24 +197,7 @@ impl<St: RateLimitStore> Shared<St> {
     ) -> Verdict<B> {
         let decisions = match result {
             Ok(decisions) => decisions,
-            Err(error) => {
-                decision_metric("store_failed");
-                if self.shadow || self.store_failure == StoreFailure::Allow {
-                    if let Some(suppressed) = self.store_error_log.allow(self.now()) {
-                        tracing::warn!(
-                            error = %error,
-                            reason = ?error,
-                            suppressed,
-                            "rate-limit store failed; request admitted unchecked"
-                        );
-                    }
-                    return Verdict::Admit(None);
-                }
-                return Verdict::Refuse(Problem::refuse(
-                    RateLimitRefusal::StoreUnavailable { source: error },
-                    request,
-                ));
-            }
+            Err(error) => return self.store_failed(error, request),
         };
         let policy_value = if default_quotas {
             self.default_policy_value.clone()
@@ -231,21 +215,7 @@ impl<St: RateLimitStore> Shared<St> {
             decision_metric("admitted");
             return Verdict::Admit(Some(headers));
         };
-        let mut refusing = checks
-            .iter()
-            .zip(decisions.as_slice())
-            .filter(|(_, decision)| !decision.allowed);
-        let (first_check, first_decision) = refusing
-            .next()
-            .expect("a retry_after comes from a refusing decision");
-        let mut policies = vec![first_check.policy.clone()];
-        policies.extend(refusing.map(|(check, _)| check.policy.clone()));
-        let refusal = RateLimitRefusal::QuotaExceeded {
-            policies,
-            key: first_check.key,
-            retry_after,
-            limit: first_decision.limit,
-        };
+        let refusal = quota_exceeded(checks, decisions.as_slice(), retry_after);
         if self.shadow {
             decision_metric("shadow_refused");
             self.log_shadow(&refusal);
@@ -257,6 +227,26 @@ impl<St: RateLimitStore> Shared<St> {
             .with_retry_after(retry_after)
             .apply(response.headers_mut());
         Verdict::Refuse(response)
+    }
+
+    /// What a request gets when the store failed: the failure policy.
+    fn store_failed<B>(&self, error: StoreError, request: &Extensions) -> Verdict<B> {
+        decision_metric("store_failed");
+        if self.shadow || self.store_failure == StoreFailure::Allow {
+            if let Some(suppressed) = self.store_error_log.allow(self.now()) {
+                tracing::warn!(
+                    error = %error,
+                    reason = ?error,
+                    suppressed,
+                    "rate-limit store failed; request admitted unchecked"
+                );
+            }
+            return Verdict::Admit(None);
+        }
+        Verdict::Refuse(Problem::refuse(
+            RateLimitRefusal::StoreUnavailable { source: error },
+            request,
+        ))
     }
 
     fn log_shadow(&self, refusal: &RateLimitRefusal) {
@@ -299,6 +289,30 @@ impl<St: RateLimitStore> Shared<St> {
             }
             None => Now::Later(checks, default_quotas),
         }
+    }
+}
+
+/// The refusal of a request some of whose checks were refused: every
+/// refusing policy, and the key and limit of the first.
+fn quota_exceeded(
+    checks: &[Check],
+    decisions: &[Decision],
+    retry_after: Duration,
+) -> RateLimitRefusal {
+    let mut refusing = checks
+        .iter()
+        .zip(decisions)
+        .filter(|(_, decision)| !decision.allowed);
+    let (first_check, first_decision) = refusing
+        .next()
+        .expect("a retry_after comes from a refusing decision");
+    let mut policies = vec![first_check.policy.clone()];
+    policies.extend(refusing.map(|(check, _)| check.policy.clone()));
+    RateLimitRefusal::QuotaExceeded {
+        policies,
+        key: first_check.key,
+        retry_after,
+        limit: first_decision.limit,
     }
 }
 

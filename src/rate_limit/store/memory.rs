@@ -51,6 +51,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{Check, Decisions, KeyHash, RateLimitStore, StoreError};
 use crate::rate_limit::gcra::{Clock, Decision, MonotonicClock, Quota};
+use crate::telemetry::LogThrottle;
 
 /// Entries per shard the store aims at: small enough that a pass over one
 /// shard (on insert into a full shard) costs a few microseconds.
@@ -134,8 +135,7 @@ pub struct MemoryStore<C = MonotonicClock> {
     overflow_policy: OverflowPolicy,
     evictions: AtomicU64,
     overflows: AtomicU64,
-    last_warning_at: AtomicU64,
-    overflows_at_last_warning: AtomicU64,
+    overflow_log: LogThrottle,
 }
 
 impl<C> std::fmt::Debug for MemoryStore<C> {
@@ -186,8 +186,7 @@ impl<C: Clock> MemoryStore<C> {
             overflow_policy: OverflowPolicy::default(),
             evictions: AtomicU64::new(0),
             overflows: AtomicU64::new(0),
-            last_warning_at: AtomicU64::new(0),
-            overflows_at_last_warning: AtomicU64::new(0),
+            overflow_log: LogThrottle::new(WARN_INTERVAL_NS),
         }
     }
 
@@ -295,47 +294,12 @@ impl<C: Clock> MemoryStore<C> {
                 (map_key, (shard_index & self.shard_mask) as usize)
             })
             .collect();
-        // Write-lock every shard involved, in ascending order (no deadlock
-        // with another multi-check), so that no other call reads or writes
-        // these keys between the decisions and the commit.
-        let mut order: Vec<usize> = located.iter().map(|&(_, shard)| shard).collect();
-        order.sort_unstable();
-        order.dedup();
-        let mut guards: Vec<(usize, RwLockWriteGuard<'_, Shard>)> = order
-            .iter()
-            .map(|&index| (index, write(&self.shards[index].0)))
-            .collect();
-        let guard_of = |index: usize| {
-            order
-                .binary_search(&index)
-                .expect("every shard of the checks is locked")
-        };
-
-        // Decide against the current state; the same key twice in one call
-        // sees its own earlier (tentative) consumption.
-        let mut tentative: Vec<(usize, u64, u64)> = Vec::with_capacity(checks.len());
-        let mut decisions = Vec::with_capacity(checks.len());
-        let mut before = Vec::with_capacity(checks.len());
-        for (check, &(map_key, shard)) in checks.iter().zip(&located) {
-            let stored = tentative
-                .iter()
-                .rev()
-                .find(|&&(s, k, _)| s == shard && k == map_key)
-                .map(|&(_, _, tat)| tat)
-                .or_else(|| {
-                    guards[guard_of(shard)]
-                        .1
-                        .map
-                        .get(&map_key)
-                        .map(|tat| tat.load(Ordering::Acquire))
-                });
-            before.push(stored.unwrap_or(0));
-            let decision = check.quota.decide(stored.unwrap_or(0), now, check.cost);
-            if decision.allowed {
-                tentative.push((shard, map_key, decision.new_tat));
-            }
-            decisions.push(decision);
-        }
+        let mut locked = LockedShards::lock(&self.shards, &located);
+        let Tentative {
+            mut decisions,
+            writes,
+            before,
+        } = Tentative::decide(&locked, checks, &located, now);
         if decisions.iter().any(|decision| !decision.allowed) {
             // Nothing is consumed: the admitting policies report their
             // state as it is.
@@ -346,29 +310,41 @@ impl<C: Clock> MemoryStore<C> {
             }
             return Decisions::new(decisions);
         }
-
-        // Make room for the keys new to the store first, holding each one's
-        // place with a TAT of 0, which means exactly the same as absence: if
-        // a later key finds no room, nothing needs undoing.
-        let involved: Vec<u64> = located.iter().map(|&(map_key, _)| map_key).collect();
-        for (position, &(map_key, shard)) in located.iter().enumerate() {
-            let guard = &mut guards[guard_of(shard)].1;
-            if guard.map.contains_key(&map_key) {
-                continue;
-            }
-            if let Err(retry_after_ns) = self.make_room(guard, now, &involved) {
-                let mut refused = decisions;
-                refused[position] = full_refusal(checks[position].quota, retry_after_ns);
-                return Decisions::new(refused);
-            }
-            guard.map.insert(map_key, AtomicU64::new(0));
+        if let Err((position, retry_after_ns)) = self.make_room_for_new(&mut locked, &located, now)
+        {
+            decisions[position] = full_refusal(checks[position].quota, retry_after_ns);
+            return Decisions::new(decisions);
         }
-        for &(shard, map_key, new_tat) in &tentative {
-            if let Some(tat) = guards[guard_of(shard)].1.map.get(&map_key) {
+        for &(shard, map_key, new_tat) in &writes {
+            if let Some(tat) = locked.shard(shard).map.get(&map_key) {
                 tat.store(new_tat, Ordering::Release);
             }
         }
         Decisions::new(decisions)
+    }
+
+    /// Makes room for the keys of a multi-check call that are new to the
+    /// store, holding each one's place with a TAT of 0, which means exactly
+    /// the same as absence: if a later key finds no room, nothing needs
+    /// undoing. `Err` carries the position of the check that found no room
+    /// and its retry-after.
+    fn make_room_for_new(
+        &self,
+        locked: &mut LockedShards<'_>,
+        located: &[(u64, usize)],
+        now: u64,
+    ) -> Result<(), (usize, u64)> {
+        let involved: Vec<u64> = located.iter().map(|&(map_key, _)| map_key).collect();
+        for (position, &(map_key, shard)) in located.iter().enumerate() {
+            let guard = locked.shard(shard);
+            if guard.map.contains_key(&map_key) {
+                continue;
+            }
+            self.make_room(guard, now, &involved)
+                .map_err(|retry_after_ns| (position, retry_after_ns))?;
+            guard.map.insert(map_key, AtomicU64::new(0));
+        }
+        Ok(())
     }
 
     /// Makes room for one more key in a write-locked shard. `Err` carries
@@ -382,39 +358,21 @@ impl<C: Clock> MemoryStore<C> {
         // One pass drops the idle keys and finds the live key nearest to
         // idle, in case nothing was idle. It is skipped when no key can be
         // idle yet and the policy needs no victim.
-        let mut nearest: Option<(u64, u64)> = None;
+        let mut nearest = None;
         if now >= shard.next_idle_at || self.overflow_policy == OverflowPolicy::EvictNearestIdle {
-            let before = shard.map.len();
-            let mut earliest = u64::MAX;
-            shard.map.retain(|&key, tat| {
-                let tat = *tat.get_mut();
-                let kept = keep.contains(&key);
-                if tat <= now && !kept {
-                    return false;
-                }
-                earliest = earliest.min(tat);
-                let nearer = match nearest {
-                    Some((_, nearest_tat)) => tat < nearest_tat,
-                    None => true,
-                };
-                if !kept && nearer {
-                    nearest = Some((key, tat));
-                }
-                true
-            });
-            shard.next_idle_at = earliest;
-            let freed = before - shard.map.len();
+            let (freed, nearest_live) = sweep(shard, now, keep);
             if freed > 0 {
                 self.evictions.fetch_add(freed as u64, Ordering::Relaxed);
                 eviction_metric(freed as u64);
                 return Ok(());
             }
+            nearest = nearest_live;
         }
         self.overflows.fetch_add(1, Ordering::Relaxed);
         self.warn_overflow(now);
         match self.overflow_policy {
             OverflowPolicy::EvictNearestIdle => match nearest {
-                Some((victim, _)) => {
+                Some(victim) => {
                     shard.map.remove(&victim);
                     self.evictions.fetch_add(1, Ordering::Relaxed);
                     eviction_metric(1);
@@ -428,26 +386,15 @@ impl<C: Clock> MemoryStore<C> {
     }
 
     fn warn_overflow(&self, now: u64) {
-        let last = self.last_warning_at.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < WARN_INTERVAL_NS {
+        // Every overflow comes here: the ones the throttle suppressed, plus
+        // this one, are the overflows since the last warning.
+        let Some(suppressed) = self.overflow_log.allow(now) else {
             return;
-        }
-        if self
-            .last_warning_at
-            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            return;
-        }
-        let total = self.overflows();
-        let since = total
-            - self
-                .overflows_at_last_warning
-                .swap(total, Ordering::Relaxed);
+        };
         tracing::warn!(
             max_keys = self.max_keys,
-            overflows_since_last_warning = since,
-            overflows_total = total,
+            overflows_since_last_warning = suppressed + 1,
+            overflows_total = self.overflows(),
             policy = ?self.overflow_policy,
             "rate-limit store is full of live keys; raise max_keys if this is not an attack"
         );
@@ -497,6 +444,120 @@ fn full_refusal(quota: Quota, retry_after_ns: u64) -> Decision {
         reset_after_ns: retry_after_ns,
         retry_after_ns,
         new_tat: 0,
+    }
+}
+
+/// One pass over a full shard: drops its idle keys (except those in
+/// `keep`) and records the earliest TAT among the survivors. Returns the
+/// number of keys dropped and the live key nearest to idle (not in `keep`).
+fn sweep(shard: &mut Shard, now: u64, keep: &[u64]) -> (usize, Option<u64>) {
+    let before = shard.map.len();
+    let mut earliest = u64::MAX;
+    let mut nearest: Option<(u64, u64)> = None;
+    shard.map.retain(|&key, tat| {
+        let tat = *tat.get_mut();
+        let kept = keep.contains(&key);
+        if tat <= now && !kept {
+            return false;
+        }
+        earliest = earliest.min(tat);
+        let nearer = match nearest {
+            Some((_, nearest_tat)) => tat < nearest_tat,
+            None => true,
+        };
+        if !kept && nearer {
+            nearest = Some((key, tat));
+        }
+        true
+    });
+    shard.next_idle_at = earliest;
+    (before - shard.map.len(), nearest.map(|(key, _)| key))
+}
+
+/// The write-locked shards of one multi-check call.
+struct LockedShards<'a> {
+    /// The indices of the locked shards, ascending.
+    order: Vec<usize>,
+    guards: Vec<RwLockWriteGuard<'a, Shard>>,
+}
+
+impl<'a> LockedShards<'a> {
+    /// Write-locks every shard of `located`, in ascending order (no
+    /// deadlock with another multi-check), so that no other call reads or
+    /// writes these keys between the decisions and the commit.
+    fn lock(shards: &'a [PaddedShard], located: &[(u64, usize)]) -> Self {
+        let mut order: Vec<usize> = located.iter().map(|&(_, shard)| shard).collect();
+        order.sort_unstable();
+        order.dedup();
+        let guards = order.iter().map(|&index| write(&shards[index].0)).collect();
+        Self { order, guards }
+    }
+
+    #[inline]
+    fn position(&self, index: usize) -> usize {
+        self.order
+            .binary_search(&index)
+            .expect("every shard of the checks is locked")
+    }
+
+    #[inline]
+    fn get(&self, index: usize) -> &Shard {
+        &self.guards[self.position(index)]
+    }
+
+    #[inline]
+    fn shard(&mut self, index: usize) -> &mut Shard {
+        let position = self.position(index);
+        &mut self.guards[position]
+    }
+}
+
+/// The decisions of a multi-check call before anything is written.
+struct Tentative {
+    decisions: Vec<Decision>,
+    /// `(shard, map key, new TAT)` of each admitting check, in order.
+    writes: Vec<(usize, u64, u64)>,
+    /// Each check's TAT before the call.
+    before: Vec<u64>,
+}
+
+impl Tentative {
+    /// Decides every check against the current state; the same key twice
+    /// in one call sees its own earlier (tentative) consumption.
+    fn decide(
+        locked: &LockedShards<'_>,
+        checks: &[Check],
+        located: &[(u64, usize)],
+        now: u64,
+    ) -> Self {
+        let mut writes: Vec<(usize, u64, u64)> = Vec::with_capacity(checks.len());
+        let mut decisions = Vec::with_capacity(checks.len());
+        let mut before = Vec::with_capacity(checks.len());
+        for (check, &(map_key, shard)) in checks.iter().zip(located) {
+            let stored = writes
+                .iter()
+                .rev()
+                .find(|&&(s, k, _)| s == shard && k == map_key)
+                .map(|&(_, _, tat)| tat)
+                .or_else(|| {
+                    locked
+                        .get(shard)
+                        .map
+                        .get(&map_key)
+                        .map(|tat| tat.load(Ordering::Acquire))
+                });
+            before.push(stored.unwrap_or(0));
+            let decision = check.quota.decide(stored.unwrap_or(0), now, check.cost);
+            if decision.allowed {
+                writes.push((shard, map_key, decision.new_tat));
+            }
+            decisions.push(decision);
+        }
+        Self {
+            decisions,
+            writes,
+            before,
+        }
     }
 }
 
