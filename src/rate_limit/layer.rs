@@ -9,7 +9,7 @@ use super::key::KeyHasher;
 use super::policy::{Policy, StoreFailure};
 use super::service::RateLimit;
 use super::shared::Shared;
-use super::store::MemoryStore;
+use super::store::memory::MemoryStore;
 
 /// Keyed rate limiting for any `Service<http::Request<B>>`.
 ///

@@ -48,6 +48,8 @@ pub use policy::{
     DEFAULT_RATE_PER_SECOND,
 };
 pub use service::{RateLimit, RateLimitFuture};
+pub use store::any::AnyStore;
+pub use store::memory::{MemoryStore, OverflowPolicy};
 #[cfg(feature = "redis")]
 pub use store::redis;
 #[cfg(feature = "redis")]
@@ -58,6 +60,4 @@ pub use store::redis::fallback::LocalFallback;
 pub use store::redis::stats::RedisStoreStats;
 #[cfg(feature = "redis")]
 pub use store::redis::store::RedisStore;
-pub use store::{
-    AnyStore, Check, Decisions, KeyHash, MemoryStore, OverflowPolicy, RateLimitStore, StoreError,
-};
+pub use store::{Check, Decisions, KeyHash, RateLimitStore, StoreError};

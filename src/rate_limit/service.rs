@@ -12,7 +12,8 @@ use tower_service::Service;
 
 use super::headers::RateLimitHeaders;
 use super::shared::{CheckList, Now, Shared, Verdict};
-use super::store::{MemoryStore, RateLimitStore};
+use super::store::memory::MemoryStore;
+use super::store::RateLimitStore;
 use crate::error::ProblemOr;
 
 /// The service of [`RateLimitLayer`](super::RateLimitLayer).

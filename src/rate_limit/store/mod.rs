@@ -16,13 +16,12 @@ use std::time::Duration;
 
 use crate::rate_limit::gcra::{Decision, Quota};
 
-mod any;
-mod memory;
+// The stores. They use the types below; this file uses none of theirs
+// (rate_limit/mod.rs re-exports them), so no file cycle.
+pub(super) mod any;
+pub(super) mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
-
-pub use any::AnyStore;
-pub use memory::{MemoryStore, OverflowPolicy};
 
 /// The identity of a rate-limit key: 16 bytes of a keyed hash of the key
 /// material (an IP prefix, an API key, a principal); see [`KeyHasher`](super::KeyHasher).
