@@ -1,174 +1,15 @@
+//! The layer: a store, named policies, and how to answer.
+
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use http::StatusCode;
 use tower_layer::Layer;
 
-use super::gcra::{Clock, MonotonicClock, Quota};
-use super::headers::{policy_header_value, StatePrefixes};
-use super::key::{KeyHasher, KeySource, RequestHead, TrustedProxies};
-use super::memory::MemoryStore;
+use super::key::KeyHasher;
+use super::policy::{Policy, StoreFailure};
 use super::service::RateLimit;
-use super::store::{Check, KeyHash};
-use crate::telemetry::LogThrottle;
-
-/// Default sustained rate of [`Policy::per_client_ip`]: 50 requests per
-/// second per client.
-pub const DEFAULT_RATE_PER_SECOND: u32 = 50;
-/// Default burst of [`Policy::per_client_ip`]: 100 requests at once.
-pub const DEFAULT_BURST: u32 = 100;
-/// Default cap on keys of the layer's [`MemoryStore`]
-/// ([`RateLimitLayer::in_memory`]): 100,000 keys, a few MiB.
-pub const DEFAULT_MAX_KEYS: usize = 100_000;
-/// The longest policy name; longer names are cut.
-const MAX_POLICY_NAME: usize = 64;
-
-/// A closure giving a request's quota (premium API keys, plans); `None`
-/// means the policy's own quota.
-pub type QuotaResolver = Arc<dyn Fn(&RequestHead<'_>) -> Option<Quota> + Send + Sync>;
-
-/// What a policy does with a request that has no usable key (no peer
-/// address, no API key header, a trusted proxy's garbage entry...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum MissingKey {
-    /// Count it against one bucket shared by every keyless request of the
-    /// policy (an anonymous tier). The default. A warning is logged (at most
-    /// every 10 s), since for IP policies it usually means a server without
-    /// `ConnectInfo`.
-    #[default]
-    SharedBucket,
-    /// Refuse it with this 4xx status and an `invalid-input` problem
-    /// (a status outside 400..=499 becomes 400).
-    Refuse(StatusCode),
-}
-
-/// One named rate-limit policy: a key source, a quota, and what to do
-/// without a key.
-///
-/// ```
-/// use http::HeaderName;
-/// use tower_harden::rate_limit::{KeySource, Policy, Quota};
-///
-/// let premium = Quota::per_second(100).unwrap();
-/// let policy = Policy::new(
-///     "api-key",
-///     Quota::per_second(5).unwrap(),
-///     KeySource::header(HeaderName::from_static("x-api-key")),
-/// )
-/// .quota_resolver(move |head| {
-///     let key = head.headers.get("x-api-key")?;
-///     key.as_bytes().starts_with(b"premium_").then_some(premium)
-/// });
-/// assert_eq!(policy.name(), "api-key");
-/// ```
-#[derive(Clone)]
-pub struct Policy {
-    pub(crate) name: Arc<str>,
-    pub(crate) quota: Quota,
-    pub(crate) key: KeySource,
-    pub(crate) resolver: Option<QuotaResolver>,
-    pub(crate) missing_key: MissingKey,
-}
-
-impl fmt::Debug for Policy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Policy")
-            .field("name", &self.name)
-            .field("quota", &self.quota)
-            .field("key", &self.key)
-            .field("resolver", &self.resolver.is_some())
-            .field("missing_key", &self.missing_key)
-            .finish()
-    }
-}
-
-impl Policy {
-    /// A policy named `name`. The name appears in headers, problems and
-    /// logs: characters other than ASCII letters, digits, `-`, `_` and `.`
-    /// become `_`, and it is cut at 64 characters.
-    pub fn new(name: &str, quota: Quota, key: KeySource) -> Self {
-        let name: String = name
-            .chars()
-            .take(MAX_POLICY_NAME)
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        Self {
-            name: Arc::from(name),
-            quota,
-            key,
-            resolver: None,
-            missing_key: MissingKey::default(),
-        }
-    }
-
-    /// `"per-ip"`: [`DEFAULT_RATE_PER_SECOND`] requests per second, burst
-    /// [`DEFAULT_BURST`], keyed by the client IP behind `proxies` (pass
-    /// `TrustedProxies::new()` when clients connect directly: forwarding
-    /// headers are then ignored), IPv6 grouped by /64.
-    pub fn per_client_ip(proxies: TrustedProxies) -> Self {
-        let quota = Quota::per_second(DEFAULT_RATE_PER_SECOND)
-            .and_then(|quota| quota.with_burst(DEFAULT_BURST))
-            .expect("the default quota is valid");
-        Self::new("per-ip", quota, KeySource::client_ip(proxies))
-    }
-
-    /// A policy with one bucket for all requests.
-    pub fn global(name: &str, quota: Quota) -> Self {
-        Self::new(name, quota, KeySource::Global)
-    }
-
-    /// Gives some requests another quota. Default: none (every key gets the
-    /// policy's quota).
-    pub fn quota_resolver<F>(mut self, resolver: F) -> Self
-    where
-        F: Fn(&RequestHead<'_>) -> Option<Quota> + Send + Sync + 'static,
-    {
-        self.resolver = Some(Arc::new(resolver));
-        self
-    }
-
-    /// What to do without a usable key. Default:
-    /// [`MissingKey::SharedBucket`].
-    pub fn on_missing_key(mut self, missing_key: MissingKey) -> Self {
-        self.missing_key = match missing_key {
-            MissingKey::Refuse(status) if !status.is_client_error() => {
-                MissingKey::Refuse(StatusCode::BAD_REQUEST)
-            }
-            other => other,
-        };
-        self
-    }
-
-    /// The (sanitized) name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The default quota.
-    pub fn quota(&self) -> Quota {
-        self.quota
-    }
-}
-
-/// What the layer does when the store fails ([`StoreError`](super::StoreError)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum StoreFailure {
-    /// Admit the request without rate-limit headers, and log a warning (at
-    /// most every 10 s). The default: a rate limiter should not take the
-    /// service down with it.
-    #[default]
-    Allow,
-    /// Refuse with 503 `service-unavailable`.
-    Refuse,
-}
+use super::shared::Shared;
+use super::store::memory::MemoryStore;
 
 /// Keyed rate limiting for any `Service<http::Request<B>>`.
 ///
@@ -205,12 +46,12 @@ pub enum StoreFailure {
 ///     .layer(limits);
 /// ```
 pub struct RateLimitLayer<St = MemoryStore> {
-    pub(crate) store: Arc<St>,
-    pub(crate) policies: Arc<[Policy]>,
-    pub(crate) hasher: KeyHasher,
-    pub(crate) shadow: bool,
-    pub(crate) legacy_headers: bool,
-    pub(crate) store_failure: StoreFailure,
+    store: Arc<St>,
+    policies: Arc<[Policy]>,
+    hasher: KeyHasher,
+    shadow: bool,
+    legacy_headers: bool,
+    store_failure: StoreFailure,
     /// What every service this layer makes shares, built at the first
     /// `layer()` call: axum calls `layer()` once per route, and the routes
     /// must share one set of log throttles (a warning "at most every 10 s"
@@ -245,7 +86,7 @@ impl<St> fmt::Debug for RateLimitLayer<St> {
 
 impl RateLimitLayer<MemoryStore> {
     /// A layer over a new [`MemoryStore`] of at most `max_keys` keys
-    /// (see [`DEFAULT_MAX_KEYS`] for a starting point).
+    /// (see [`DEFAULT_MAX_KEYS`](super::DEFAULT_MAX_KEYS) for a starting point).
     pub fn in_memory(max_keys: usize) -> Self {
         Self::new(MemoryStore::new(max_keys))
     }
@@ -332,61 +173,17 @@ impl<S, St> Layer<S> for RateLimitLayer<St> {
     fn layer(&self, inner: S) -> Self::Service {
         let shared = self
             .built
-            .get_or_init(|| Arc::new(Shared::from_layer(self)))
+            .get_or_init(|| {
+                Arc::new(Shared::new(
+                    self.store.clone(),
+                    self.policies.clone(),
+                    self.hasher.clone(),
+                    self.shadow,
+                    self.legacy_headers,
+                    self.store_failure,
+                ))
+            })
             .clone();
         RateLimit::new(inner, shared)
-    }
-}
-
-/// What every clone of a [`RateLimit`] service shares.
-pub(crate) struct Shared<St> {
-    pub(crate) store: Arc<St>,
-    pub(crate) policies: Arc<[Policy]>,
-    pub(crate) hasher: KeyHasher,
-    pub(crate) shadow: bool,
-    pub(crate) legacy_headers: bool,
-    pub(crate) store_failure: StoreFailure,
-    pub(crate) clock: MonotonicClock,
-    /// `RateLimit-Policy` for requests checked by every policy at its own
-    /// quota.
-    pub(crate) default_policy_value: Option<http::HeaderValue>,
-    /// The fixed text of each policy's `RateLimit` item.
-    pub(crate) state_prefixes: StatePrefixes,
-    pub(crate) shadow_log: LogThrottle,
-    pub(crate) missing_key_log: LogThrottle,
-    pub(crate) store_error_log: LogThrottle,
-}
-
-impl<St> Shared<St> {
-    fn from_layer(layer: &RateLimitLayer<St>) -> Self {
-        Self {
-            store: layer.store.clone(),
-            policies: layer.policies.clone(),
-            hasher: layer.hasher.clone(),
-            shadow: layer.shadow,
-            legacy_headers: layer.legacy_headers,
-            store_failure: layer.store_failure,
-            clock: MonotonicClock::new(),
-            default_policy_value: policy_header_value(
-                &layer
-                    .policies
-                    .iter()
-                    .map(|policy| Check {
-                        policy: policy.name.clone(),
-                        key: KeyHash([0; 16]),
-                        quota: policy.quota,
-                        cost: 1,
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            state_prefixes: StatePrefixes::new(layer.policies.iter().map(|policy| &*policy.name)),
-            shadow_log: LogThrottle::new(1_000_000_000),
-            missing_key_log: LogThrottle::new(10_000_000_000),
-            store_error_log: LogThrottle::new(10_000_000_000),
-        }
-    }
-
-    pub(crate) fn now(&self) -> u64 {
-        self.clock.now_nanos()
     }
 }

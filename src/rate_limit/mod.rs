@@ -3,12 +3,12 @@
 //!
 //! | piece | what it does |
 //! |---|---|
-//! | [`gcra`] | the algorithm over integer nanoseconds, shared by every backend |
+//! | [`Quota`], [`Clock`] | GCRA, the algorithm over integer nanoseconds, shared by every backend |
 //! | [`RateLimitStore`] | what the layer asks of a backend: one call per request, all policies at once, all or nothing |
 //! | [`MemoryStore`] | the bounded in-process store: hard `max_keys`, lossless eviction of idle keys |
 //! | [`KeySource`], [`TrustedProxies`], [`KeyHasher`] | who a request counts against; raw keys are never stored |
 //! | [`headers`] | `RateLimit-Policy`, `RateLimit`, `Retry-After` |
-//! | [`RedisStore`] (feature `redis`) | one limit shared by many instances: GCRA in one Lua script per request, bounded latency, a stated failure policy, a local deny cache |
+//! | [`RedisStore`] (feature `redis`; behaviour and defaults in [`redis`]) | one limit shared by many instances: GCRA in one Lua script per request, bounded latency, a stated failure policy, a local deny cache |
 //! | [`RateLimitLayer`] | named policies, per-key quotas, shadow mode, 429 `quota-exceeded` |
 //!
 //! ```
@@ -27,31 +27,37 @@
 //! // the layer sees each connection's peer address.
 //! ```
 
-mod any_store;
+mod client_ip;
 mod error;
-pub mod gcra;
+mod gcra;
 pub mod headers;
 mod key;
 mod layer;
-mod memory;
-#[cfg(feature = "redis")]
-pub mod redis;
+mod policy;
 mod service;
+mod shared;
 mod store;
 
-pub use any_store::AnyStore;
+pub use client_ip::{ClientIpError, IpGrouping, ProxyHeader, TrustedProxies, DEFAULT_MAX_HOPS};
 pub use error::RateLimitRefusal;
 pub use gcra::{Clock, Decision, ManualClock, MonotonicClock, Quota, QuotaError};
-pub use key::{
-    ClientIpError, CustomKeyFn, IpGrouping, KeyHasher, KeySource, Principal, ProxyHeader,
-    RequestHead, TrustedProxies, DEFAULT_MAX_HOPS,
+pub use key::{CustomKeyFn, KeyHasher, KeySource, Principal, RequestHead};
+pub use layer::RateLimitLayer;
+pub use policy::{
+    MissingKey, Policy, QuotaResolver, StoreFailure, DEFAULT_BURST, DEFAULT_MAX_KEYS,
+    DEFAULT_RATE_PER_SECOND,
 };
-pub use layer::{
-    MissingKey, Policy, QuotaResolver, RateLimitLayer, StoreFailure, DEFAULT_BURST,
-    DEFAULT_MAX_KEYS, DEFAULT_RATE_PER_SECOND,
-};
-pub use memory::{MemoryStore, OverflowPolicy};
-#[cfg(feature = "redis")]
-pub use redis::{LocalFallback, RedisStore, RedisStoreBuilder, RedisStoreError, RedisStoreStats};
 pub use service::{RateLimit, RateLimitFuture};
+pub use store::any::AnyStore;
+pub use store::memory::{MemoryStore, OverflowPolicy};
+#[cfg(feature = "redis")]
+pub use store::redis;
+#[cfg(feature = "redis")]
+pub use store::redis::builder::{RedisStoreBuilder, RedisStoreError};
+#[cfg(feature = "redis")]
+pub use store::redis::fallback::LocalFallback;
+#[cfg(feature = "redis")]
+pub use store::redis::stats::RedisStoreStats;
+#[cfg(feature = "redis")]
+pub use store::redis::store::RedisStore;
 pub use store::{Check, Decisions, KeyHash, RateLimitStore, StoreError};

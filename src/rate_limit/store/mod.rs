@@ -2,7 +2,7 @@
 //! backend, and nothing about HTTP.
 //!
 //! A store keeps one GCRA state (a theoretical arrival time, see
-//! [`gcra`](super::gcra)) per `(policy, key)` and decides, for all the
+//! [`Quota::decide`](crate::rate_limit::Quota::decide)) per `(policy, key)` and decides, for all the
 //! policies of one request at once, whether the request is admitted.
 //!
 //! The in-process [`MemoryStore`](super::MemoryStore) answers at once with a
@@ -14,7 +14,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::gcra::{Decision, Quota};
+use crate::rate_limit::gcra::{Decision, Quota};
+
+// The stores. They use the types below; this file uses none of theirs
+// (rate_limit/mod.rs re-exports them), so no file cycle.
+pub(super) mod any;
+pub(super) mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 /// The identity of a rate-limit key: 16 bytes of a keyed hash of the key
 /// material (an IP prefix, an API key, a principal); see [`KeyHasher`](super::KeyHasher).

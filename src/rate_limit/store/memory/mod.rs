@@ -6,7 +6,7 @@
 //! governor's keyed `RateLimiter` keeps a `DashMap<K, state>` that grows
 //! with every key ever seen until someone calls `retain_recent`, a scan of
 //! the whole map; it cannot enforce a hard cap on keys. So this store runs
-//! its own GCRA ([`gcra`](super::gcra)) over `u64` TATs.
+//! its own GCRA ([`Quota::decide`](crate::rate_limit::Quota::decide)) over `u64` TATs.
 //!
 //! It does not use `DashMap` either, although it has the same shape (a
 //! power-of-two array of `RwLock<HashMap>` shards, read locks plus an atomic
@@ -27,7 +27,7 @@
 //! # Eviction
 //!
 //! A key whose TAT is at or before now is indistinguishable from an absent
-//! key ([`gcra`](super::gcra)), so dropping it changes no decision. When a
+//! key ([`Quota::decide`](crate::rate_limit::Quota::decide)), so dropping it changes no decision. When a
 //! new key arrives in a full shard, the shard drops all its idle keys in one
 //! pass over that shard alone (at most `max_keys / shards` entries, about a
 //! thousand: never a stop-the-world scan of the store). The pass records
@@ -43,14 +43,17 @@
 //! at most once every 10 seconds, with the counts since the last warning.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::future::{ready, Ready};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::RwLock;
 
-use super::gcra::{Clock, Decision, MonotonicClock, Quota};
-use super::store::{Check, Decisions, KeyHash, RateLimitStore, StoreError};
+use super::{Check, Decisions, KeyHash, RateLimitStore, StoreError};
+use crate::rate_limit::gcra::{Clock, Decision, MonotonicClock, Quota};
+use crate::telemetry::LogThrottle;
+
+mod shard;
+
+use shard::{locate, read, sweep, write, LockedShards, PaddedShard, Shard, ShardMap};
 
 /// Entries per shard the store aims at: small enough that a pass over one
 /// shard (on insert into a full shard) costs a few microseconds.
@@ -81,42 +84,6 @@ pub enum OverflowPolicy {
     RefuseNewKeys,
 }
 
-/// Passes the `u64` through: the keys are already keyed hash output,
-/// uniformly distributed and unknown to clients, so hashing them again
-/// (SipHash) would only cost time.
-#[derive(Default)]
-struct PassThroughHasher(u64);
-
-impl Hasher for PassThroughHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
-}
-
-type ShardMap = HashMap<u64, AtomicU64, BuildHasherDefault<PassThroughHasher>>;
-
-struct Shard {
-    map: ShardMap,
-    capacity: usize,
-    /// No key of this shard is idle before this time (the earliest TAT seen
-    /// by the last pass); 0 when unknown.
-    next_idle_at: u64,
-}
-
-/// A shard on its own cache line(s), so neighbouring locks do not contend.
-#[repr(align(128))]
-struct PaddedShard(RwLock<Shard>);
-
 /// The bounded in-process [`RateLimitStore`].
 ///
 /// ```
@@ -134,8 +101,7 @@ pub struct MemoryStore<C = MonotonicClock> {
     overflow_policy: OverflowPolicy,
     evictions: AtomicU64,
     overflows: AtomicU64,
-    last_warning_at: AtomicU64,
-    overflows_at_last_warning: AtomicU64,
+    overflow_log: LogThrottle,
 }
 
 impl<C> std::fmt::Debug for MemoryStore<C> {
@@ -186,8 +152,7 @@ impl<C: Clock> MemoryStore<C> {
             overflow_policy: OverflowPolicy::default(),
             evictions: AtomicU64::new(0),
             overflows: AtomicU64::new(0),
-            last_warning_at: AtomicU64::new(0),
-            overflows_at_last_warning: AtomicU64::new(0),
+            overflow_log: LogThrottle::new(WARN_INTERVAL_NS),
         }
     }
 
@@ -295,47 +260,12 @@ impl<C: Clock> MemoryStore<C> {
                 (map_key, (shard_index & self.shard_mask) as usize)
             })
             .collect();
-        // Write-lock every shard involved, in ascending order (no deadlock
-        // with another multi-check), so that no other call reads or writes
-        // these keys between the decisions and the commit.
-        let mut order: Vec<usize> = located.iter().map(|&(_, shard)| shard).collect();
-        order.sort_unstable();
-        order.dedup();
-        let mut guards: Vec<(usize, RwLockWriteGuard<'_, Shard>)> = order
-            .iter()
-            .map(|&index| (index, write(&self.shards[index].0)))
-            .collect();
-        let guard_of = |index: usize| {
-            order
-                .binary_search(&index)
-                .expect("every shard of the checks is locked")
-        };
-
-        // Decide against the current state; the same key twice in one call
-        // sees its own earlier (tentative) consumption.
-        let mut tentative: Vec<(usize, u64, u64)> = Vec::with_capacity(checks.len());
-        let mut decisions = Vec::with_capacity(checks.len());
-        let mut before = Vec::with_capacity(checks.len());
-        for (check, &(map_key, shard)) in checks.iter().zip(&located) {
-            let stored = tentative
-                .iter()
-                .rev()
-                .find(|&&(s, k, _)| s == shard && k == map_key)
-                .map(|&(_, _, tat)| tat)
-                .or_else(|| {
-                    guards[guard_of(shard)]
-                        .1
-                        .map
-                        .get(&map_key)
-                        .map(|tat| tat.load(Ordering::Acquire))
-                });
-            before.push(stored.unwrap_or(0));
-            let decision = check.quota.decide(stored.unwrap_or(0), now, check.cost);
-            if decision.allowed {
-                tentative.push((shard, map_key, decision.new_tat));
-            }
-            decisions.push(decision);
-        }
+        let mut locked = LockedShards::lock(&self.shards, &located);
+        let Tentative {
+            mut decisions,
+            writes,
+            before,
+        } = Tentative::decide(&locked, checks, &located, now);
         if decisions.iter().any(|decision| !decision.allowed) {
             // Nothing is consumed: the admitting policies report their
             // state as it is.
@@ -346,29 +276,41 @@ impl<C: Clock> MemoryStore<C> {
             }
             return Decisions::new(decisions);
         }
-
-        // Make room for the keys new to the store first, holding each one's
-        // place with a TAT of 0, which means exactly the same as absence: if
-        // a later key finds no room, nothing needs undoing.
-        let involved: Vec<u64> = located.iter().map(|&(map_key, _)| map_key).collect();
-        for (position, &(map_key, shard)) in located.iter().enumerate() {
-            let guard = &mut guards[guard_of(shard)].1;
-            if guard.map.contains_key(&map_key) {
-                continue;
-            }
-            if let Err(retry_after_ns) = self.make_room(guard, now, &involved) {
-                let mut refused = decisions;
-                refused[position] = full_refusal(checks[position].quota, retry_after_ns);
-                return Decisions::new(refused);
-            }
-            guard.map.insert(map_key, AtomicU64::new(0));
+        if let Err((position, retry_after_ns)) = self.make_room_for_new(&mut locked, &located, now)
+        {
+            decisions[position] = full_refusal(checks[position].quota, retry_after_ns);
+            return Decisions::new(decisions);
         }
-        for &(shard, map_key, new_tat) in &tentative {
-            if let Some(tat) = guards[guard_of(shard)].1.map.get(&map_key) {
+        for &(shard, map_key, new_tat) in &writes {
+            if let Some(tat) = locked.shard(shard).map.get(&map_key) {
                 tat.store(new_tat, Ordering::Release);
             }
         }
         Decisions::new(decisions)
+    }
+
+    /// Makes room for the keys of a multi-check call that are new to the
+    /// store, holding each one's place with a TAT of 0, which means exactly
+    /// the same as absence: if a later key finds no room, nothing needs
+    /// undoing. `Err` carries the position of the check that found no room
+    /// and its retry-after.
+    fn make_room_for_new(
+        &self,
+        locked: &mut LockedShards<'_>,
+        located: &[(u64, usize)],
+        now: u64,
+    ) -> Result<(), (usize, u64)> {
+        let involved: Vec<u64> = located.iter().map(|&(map_key, _)| map_key).collect();
+        for (position, &(map_key, shard)) in located.iter().enumerate() {
+            let guard = locked.shard(shard);
+            if guard.map.contains_key(&map_key) {
+                continue;
+            }
+            self.make_room(guard, now, &involved)
+                .map_err(|retry_after_ns| (position, retry_after_ns))?;
+            guard.map.insert(map_key, AtomicU64::new(0));
+        }
+        Ok(())
     }
 
     /// Makes room for one more key in a write-locked shard. `Err` carries
@@ -382,39 +324,21 @@ impl<C: Clock> MemoryStore<C> {
         // One pass drops the idle keys and finds the live key nearest to
         // idle, in case nothing was idle. It is skipped when no key can be
         // idle yet and the policy needs no victim.
-        let mut nearest: Option<(u64, u64)> = None;
+        let mut nearest = None;
         if now >= shard.next_idle_at || self.overflow_policy == OverflowPolicy::EvictNearestIdle {
-            let before = shard.map.len();
-            let mut earliest = u64::MAX;
-            shard.map.retain(|&key, tat| {
-                let tat = *tat.get_mut();
-                let kept = keep.contains(&key);
-                if tat <= now && !kept {
-                    return false;
-                }
-                earliest = earliest.min(tat);
-                let nearer = match nearest {
-                    Some((_, nearest_tat)) => tat < nearest_tat,
-                    None => true,
-                };
-                if !kept && nearer {
-                    nearest = Some((key, tat));
-                }
-                true
-            });
-            shard.next_idle_at = earliest;
-            let freed = before - shard.map.len();
+            let (freed, nearest_live) = sweep(shard, now, keep);
             if freed > 0 {
                 self.evictions.fetch_add(freed as u64, Ordering::Relaxed);
                 eviction_metric(freed as u64);
                 return Ok(());
             }
+            nearest = nearest_live;
         }
         self.overflows.fetch_add(1, Ordering::Relaxed);
         self.warn_overflow(now);
         match self.overflow_policy {
             OverflowPolicy::EvictNearestIdle => match nearest {
-                Some((victim, _)) => {
+                Some(victim) => {
                     shard.map.remove(&victim);
                     self.evictions.fetch_add(1, Ordering::Relaxed);
                     eviction_metric(1);
@@ -428,26 +352,15 @@ impl<C: Clock> MemoryStore<C> {
     }
 
     fn warn_overflow(&self, now: u64) {
-        let last = self.last_warning_at.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < WARN_INTERVAL_NS {
+        // Every overflow comes here: the ones the throttle suppressed, plus
+        // this one, are the overflows since the last warning.
+        let Some(suppressed) = self.overflow_log.allow(now) else {
             return;
-        }
-        if self
-            .last_warning_at
-            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            return;
-        }
-        let total = self.overflows();
-        let since = total
-            - self
-                .overflows_at_last_warning
-                .swap(total, Ordering::Relaxed);
+        };
         tracing::warn!(
             max_keys = self.max_keys,
-            overflows_since_last_warning = since,
-            overflows_total = total,
+            overflows_since_last_warning = suppressed + 1,
+            overflows_total = self.overflows(),
             policy = ?self.overflow_policy,
             "rate-limit store is full of live keys; raise max_keys if this is not an attack"
         );
@@ -500,36 +413,53 @@ fn full_refusal(quota: Quota, retry_after_ns: u64) -> Decision {
     }
 }
 
-/// The map key and the shard selector of `(policy, key)`: two independent
-/// halves of the key hash, each mixed with the policy so that policies never
-/// share a state.
-fn locate(policy: &str, key: &KeyHash) -> (u64, u64) {
-    let policy_mix = fnv1a(policy.as_bytes());
-    let bytes = key.as_bytes();
-    let low = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-    let high = u64::from_le_bytes(bytes[8..].try_into().expect("8 bytes"));
-    (low ^ policy_mix, high ^ policy_mix.rotate_left(29))
+/// The decisions of a multi-check call before anything is written.
+struct Tentative {
+    decisions: Vec<Decision>,
+    /// `(shard, map key, new TAT)` of each admitting check, in order.
+    writes: Vec<(usize, u64, u64)>,
+    /// Each check's TAT before the call.
+    before: Vec<u64>,
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+impl Tentative {
+    /// Decides every check against the current state; the same key twice
+    /// in one call sees its own earlier (tentative) consumption.
+    fn decide(
+        locked: &LockedShards<'_>,
+        checks: &[Check],
+        located: &[(u64, usize)],
+        now: u64,
+    ) -> Self {
+        let mut writes: Vec<(usize, u64, u64)> = Vec::with_capacity(checks.len());
+        let mut decisions = Vec::with_capacity(checks.len());
+        let mut before = Vec::with_capacity(checks.len());
+        for (check, &(map_key, shard)) in checks.iter().zip(located) {
+            let stored = writes
+                .iter()
+                .rev()
+                .find(|&&(s, k, _)| s == shard && k == map_key)
+                .map(|&(_, _, tat)| tat)
+                .or_else(|| {
+                    locked
+                        .get(shard)
+                        .map
+                        .get(&map_key)
+                        .map(|tat| tat.load(Ordering::Acquire))
+                });
+            before.push(stored.unwrap_or(0));
+            let decision = check.quota.decide(stored.unwrap_or(0), now, check.cost);
+            if decision.allowed {
+                writes.push((shard, map_key, decision.new_tat));
+            }
+            decisions.push(decision);
+        }
+        Self {
+            decisions,
+            writes,
+            before,
+        }
     }
-    hash
-}
-
-fn read(lock: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
-    // Nothing panics while holding a shard lock; if something ever did, the
-    // shard's data (integers) is still consistent.
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write(lock: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn eviction_metric(evicted: u64) {

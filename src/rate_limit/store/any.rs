@@ -1,7 +1,7 @@
 use super::memory::MemoryStore;
 #[cfg(feature = "redis")]
-use super::redis::RedisStore;
-use super::store::{Check, Decisions, RateLimitStore, StoreError};
+use super::redis::store::RedisStore;
+use super::{Check, Decisions, RateLimitStore, StoreError};
 
 /// A store chosen at run time, from configuration: in process or Redis.
 /// What [`Harden`](crate::Harden) uses, so one layer type serves either
