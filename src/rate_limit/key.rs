@@ -105,12 +105,12 @@ impl Default for KeyHasher {
 /// Domain-separation tags: an IP and a header value with the same bytes
 /// never share a key.
 mod tag {
-    pub const IP: u8 = 1;
-    pub const HEADER: u8 = 2;
-    pub const PRINCIPAL: u8 = 3;
-    pub const CUSTOM: u8 = 4;
-    pub const GLOBAL: u8 = 5;
-    pub const ANONYMOUS: u8 = 6;
+    pub(super) const IP: u8 = 1;
+    pub(super) const HEADER: u8 = 2;
+    pub(super) const PRINCIPAL: u8 = 3;
+    pub(super) const CUSTOM: u8 = 4;
+    pub(super) const GLOBAL: u8 = 5;
+    pub(super) const ANONYMOUS: u8 = 6;
 }
 
 impl KeyHasher {
