@@ -106,7 +106,17 @@ fn untrusted_text_in_errors_is_escaped_and_capped() {
         assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line:?}");
         assert!(line.len() < 400, "{line}");
     }
+    let first = errors.first().reason();
+    assert!(
+        first.starts_with("unknown value `memory\\u{1b}[31mxxx"),
+        "{first}"
+    );
+    assert!(first.contains("…(+"), "capped: {first}");
     assert_eq!(errors.iter().nth(1).unwrap().key(), "rate_limit.evil\\nkey");
+    // serde's own messages quote the value; capped too.
+    let text = format!("[input]\nmax_headers = \"{}\"", "y".repeat(500));
+    let errors = HardenConfig::from_toml(&text).unwrap_err();
+    assert!(errors.reason().len() < 200, "{errors}");
 }
 
 #[test]

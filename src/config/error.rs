@@ -17,6 +17,7 @@ pub struct Position {
 
 impl Position {
     /// The position of byte `offset` of `text`.
+    #[cfg(feature = "toml")]
     pub(crate) fn of(text: &str, offset: usize) -> Self {
         let mut offset = offset.min(text.len());
         while !text.is_char_boundary(offset) {
@@ -186,6 +187,7 @@ impl std::error::Error for ConfigErrors {}
 pub(crate) struct Origin(Option<Arc<BTreeMap<String, Position>>>);
 
 impl Origin {
+    #[cfg(feature = "toml")]
     pub(crate) fn new(positions: BTreeMap<String, Position>) -> Self {
         Self(Some(Arc::new(positions)))
     }
@@ -219,6 +221,7 @@ impl Problems {
         self.errors.push(ConfigError::new(key, reason));
     }
 
+    #[cfg(feature = "redis")]
     pub(crate) fn len(&self) -> usize {
         self.errors.len()
     }
@@ -241,6 +244,7 @@ impl Problems {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "toml")]
     #[test]
     fn positions_count_lines_and_characters_from_one() {
         let text = "a = 1\n[b]\nké = \"x\"\n";

@@ -36,7 +36,7 @@ pub(super) fn from_toml(text: &str) -> Result<HardenConfig, ConfigErrors> {
     };
     if !syntax.is_empty() {
         for error in syntax {
-            reader.error("", error.span(), error.message());
+            reader.foreign_error("", error.span(), error.message());
         }
         return Err(reader.finish());
     }
@@ -78,10 +78,18 @@ impl Reader<'_> {
         span.map(|span| Position::of(self.text, span.start))
     }
 
+    /// Reports a problem whose `reason` this module wrote (echoing
+    /// untrusted text escaped).
     fn error(&mut self, key: &str, span: Option<Range<usize>>, reason: &str) {
-        let reason = crate::telemetry::escape(reason.trim(), MESSAGE_LEN);
         let error = ConfigError::new(key, reason).at(self.position(span));
         self.errors.push(error);
+    }
+
+    /// Reports a problem whose reason toml or serde wrote: they quote the
+    /// text they refuse, escaped (serde's `Debug` quoting, or [`echo`] in
+    /// this module's values) but not capped.
+    fn foreign_error(&mut self, key: &str, span: Option<Range<usize>>, message: &str) {
+        self.error(key, span, &cap(message.trim()));
     }
 
     fn finish(mut self) -> ConfigErrors {
@@ -121,7 +129,7 @@ impl Reader<'_> {
             }
         }
         let mut section = deserialize::<T>(value.span(), good).unwrap_or_else(|error| {
-            self.error(path, error.span(), error.message());
+            self.foreign_error(path, error.span(), error.message());
             T::default()
         });
         for (name, value, path) in nested {
@@ -154,7 +162,7 @@ impl Reader<'_> {
             None => key_path.to_owned(),
         };
         let span = error.span().or(Some(item.span()));
-        self.error(&key_path, span, error.message());
+        self.foreign_error(&key_path, span, error.message());
         false
     }
 
@@ -177,6 +185,22 @@ impl Reader<'_> {
     fn place(&mut self, key: &str, span: Range<usize>) {
         let position = Position::of(self.text, span.start);
         self.positions.insert(key.to_owned(), position);
+    }
+}
+
+/// `message` capped at [`MESSAGE_LEN`] bytes, and escaped if it holds
+/// anything a terminal or a log line would act on.
+fn cap(message: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if message.chars().any(unsafe_char) {
+        return crate::telemetry::escape(message, MESSAGE_LEN);
+    }
+    match message.char_indices().nth(MESSAGE_LEN) {
+        Some((end, _)) => format!("{}…", &message[..end]).into(),
+        None => message.into(),
     }
 }
 
