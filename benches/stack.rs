@@ -76,7 +76,7 @@ fn harden_spent_quota() -> Router {
     let policy = &mut config.rate_limit.policies[0];
     policy.quota = 1;
     policy.burst = 1;
-    policy.period = "1h".into();
+    policy.period = Duration::from_secs(3600);
     ready(routes().layer(Harden::from_config(&config).unwrap().into_layer()))
 }
 

@@ -126,7 +126,7 @@ fn config() -> Result<HardenConfig, Box<dyn std::error::Error>> {
         Err(_) => HardenConfig::default(),
     };
     if let Ok(url) = std::env::var("REDIS_URL") {
-        config.rate_limit.backend = "redis".into();
+        config.rate_limit.backend = tower_harden::config::Backend::Redis;
         config.rate_limit.redis_url = Some(url);
         config
             .rate_limit

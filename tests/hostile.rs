@@ -407,7 +407,8 @@ fn idle_connections(addr: SocketAddr) -> Pin<Box<dyn Future<Output = Seen>>> {
 /// A server of its own with a tight per-client limit (3 per hour).
 async fn tight_server(trusted_proxies: &[&str], header: ProxyHeader) -> SocketAddr {
     let mut config = HardenConfig::from_toml(CORPUS_CONFIG).unwrap();
-    config.rate_limit.trusted_proxies = trusted_proxies.iter().map(|s| s.to_string()).collect();
+    config.rate_limit.trusted_proxies =
+        trusted_proxies.iter().map(|s| s.parse().unwrap()).collect();
     let proxies = TrustedProxies::new()
         .trust_all(trusted_proxies.iter().map(|s| s.parse().unwrap()))
         .header(header);

@@ -1,0 +1,391 @@
+//! The one place a [`HardenConfig`] becomes the preset's layers and the
+//! server's settings. Every value is checked, every problem reported
+//! together with its key path (and, for a file, where it was written).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::{Backend, ConfigErrors, HardenConfig, KeyKind, PolicyConfig, Problems};
+use super::{DeadlineConfig, InputConfig, ObserveConfig, StoreFailurePolicy};
+use crate::context::TrustedNetworks;
+use crate::deadline::RequestDeadlineLayer;
+use crate::input::{BodyLimitLayer, DecompressLayer, HeadLimitLayer};
+use crate::observe::ObserveLayer;
+use crate::rate_limit::{
+    AnyStore, IpGrouping, KeySource, MemoryStore, Policy, Quota, RateLimitLayer, StoreFailure,
+    TrustedProxies,
+};
+use crate::serve::ServerSettings;
+
+/// The preset's layers and server settings, built from one configuration.
+pub(crate) struct Stack {
+    pub(crate) observe: ObserveLayer,
+    pub(crate) head: HeadLimitLayer,
+    pub(crate) body: BodyLimitLayer,
+    pub(crate) rate_limit: RateLimitLayer<AnyStore>,
+    pub(crate) deadline: RequestDeadlineLayer,
+    pub(crate) decompress: DecompressLayer,
+    pub(crate) server: ServerSettings,
+}
+
+/// Builds the stack `config` describes, or reports every problem in it.
+pub(crate) fn build(config: &HardenConfig) -> Result<Stack, ConfigErrors> {
+    let mut problems = Problems::default();
+    let (head, body, decompress) = input(&config.input, &mut problems);
+    let deadline = deadline(&config.deadline, &mut problems);
+    server(config, &mut problems);
+    let rate_limit = rate_limit(config, &mut problems);
+    let observe = observe(&config.observe);
+    problems.into_result(&config.origin)?;
+    Ok(Stack {
+        observe,
+        head,
+        body,
+        rate_limit: rate_limit.expect("built when there are no problems"),
+        deadline,
+        decompress,
+        server: config.server,
+    })
+}
+
+const ZERO: &str = "must be greater than zero";
+
+/// The longest duration any setting takes: a year. Longer values are
+/// mistakes (a unit typed wrong), and would overflow clocks.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// `value`, refused when zero.
+fn nonzero<T: Default + PartialEq + Copy>(value: T, key: &str, problems: &mut Problems) -> T {
+    if value == T::default() {
+        problems.push(key, ZERO);
+    }
+    value
+}
+
+/// `value`, refused when zero or longer than a year.
+fn duration(value: Duration, key: &str, problems: &mut Problems) -> Duration {
+    if value.is_zero() {
+        problems.push(key, ZERO);
+    } else if value > MAX_DURATION {
+        problems.push(key, "must be at most a year");
+    }
+    value
+}
+
+fn input(
+    input: &InputConfig,
+    problems: &mut Problems,
+) -> (HeadLimitLayer, BodyLimitLayer, DecompressLayer) {
+    let max_body = nonzero(input.max_body, "input.max_body", problems);
+    let max_route_body = match input.max_route_body {
+        Some(bytes) => nonzero(bytes, "input.max_route_body", problems),
+        None => max_body,
+    };
+    if max_route_body != 0 && max_route_body < max_body {
+        problems.push(
+            "input.max_route_body",
+            "must be at least input.max_body (routes may always lower their limit)",
+        );
+    }
+    let head = HeadLimitLayer::new()
+        .max_headers(nonzero(input.max_headers, "input.max_headers", problems))
+        .max_header_bytes(bytes(
+            input.max_header_bytes,
+            "input.max_header_bytes",
+            problems,
+        ))
+        .max_uri_bytes(bytes(input.max_uri, "input.max_uri", problems));
+    let body = BodyLimitLayer::new(max_body).max_route_limit(max_route_body);
+    let decoded = nonzero(input.max_decoded_body, "input.max_decoded_body", problems);
+    (head, body, DecompressLayer::new(decoded))
+}
+
+/// A nonzero size held in memory at once.
+fn bytes(value: u64, key: &str, problems: &mut Problems) -> usize {
+    let value = nonzero(value, key, problems);
+    usize::try_from(value).unwrap_or_else(|_| {
+        problems.push(key, "too large for this platform");
+        0
+    })
+}
+
+fn deadline(deadline: &DeadlineConfig, problems: &mut Problems) -> RequestDeadlineLayer {
+    if !deadline.status.is_server_error() {
+        problems.push("deadline.status", "must be a 5xx status such as 503 or 504");
+    }
+    let request = duration(deadline.request, "deadline.request", problems);
+    let idle = duration(deadline.body_idle, "deadline.body_idle", problems);
+    let mut layer = RequestDeadlineLayer::new(request)
+        .status(deadline.status)
+        .body_idle_timeout(idle);
+    layer = if deadline.min_body_rate == 0 {
+        layer.no_min_body_rate()
+    } else {
+        let grace = duration(
+            deadline.min_body_rate_grace,
+            "deadline.min_body_rate_grace",
+            problems,
+        );
+        layer.min_body_rate(deadline.min_body_rate, grace)
+    };
+    if !deadline.trusted_callers.is_empty() {
+        let networks = TrustedNetworks::networks(deadline.trusted_callers.iter().copied());
+        layer = layer.trust_inbound(networks);
+    }
+    layer
+}
+
+/// Checks `[server]`, alone and against `[input]`: hyper's own limits must
+/// sit above the input layer's, or hyper refuses first with a bare 431.
+fn server(config: &HardenConfig, problems: &mut Problems) {
+    let server = &config.server;
+    let timeouts = [
+        (server.header_read_timeout, "server.header_read_timeout"),
+        (
+            server.keep_alive_idle_timeout,
+            "server.keep_alive_idle_timeout",
+        ),
+    ];
+    for (timeout, key) in timeouts {
+        if let Some(timeout) = timeout {
+            duration(timeout, key, problems);
+        }
+    }
+    nonzero(server.max_headers, "server.max_headers", problems);
+    nonzero(server.max_header_bytes, "server.max_header_bytes", problems);
+    nonzero(
+        server.max_concurrent_streams,
+        "server.max_concurrent_streams",
+        problems,
+    );
+    nonzero(server.max_connections, "server.max_connections", problems);
+    duration(server.drain_timeout, "server.drain_timeout", problems);
+    let input = &config.input;
+    if server.max_headers != 0 && server.max_headers <= input.max_headers {
+        problems.push(
+            "server.max_headers",
+            "must exceed input.max_headers (the default is 100, hyper's own): hyper would refuse first, with a bare 431",
+        );
+    }
+    let head_bytes = input.max_header_bytes.saturating_add(input.max_uri);
+    if server.max_header_bytes != 0 && (server.max_header_bytes as u64) <= head_bytes {
+        problems.push(
+            "server.max_header_bytes",
+            "must exceed input.max_header_bytes + input.max_uri: hyper would refuse first, with a bare 431",
+        );
+    }
+}
+
+/// The rate limiter, or `None` when its store cannot be made.
+fn rate_limit(config: &HardenConfig, problems: &mut Problems) -> Option<RateLimitLayer<AnyStore>> {
+    let rate = &config.rate_limit;
+    let max_keys = nonzero(rate.max_keys, "rate_limit.max_keys", problems);
+    let failure = match rate.on_store_failure {
+        StoreFailurePolicy::Closed => StoreFailure::Refuse,
+        StoreFailurePolicy::Fallback if rate.backend != Backend::Redis => {
+            problems.push(
+                "rate_limit.on_store_failure",
+                "`fallback` needs `backend = \"redis\"`",
+            );
+            StoreFailure::Allow
+        }
+        StoreFailurePolicy::Open | StoreFailurePolicy::Fallback => StoreFailure::Allow,
+    };
+    if rate.ipv6_prefix == 0 || rate.ipv6_prefix > 128 {
+        problems.push("rate_limit.ipv6_prefix", "must be between 1 and 128");
+    }
+    let policies = policies(config, problems);
+    let store = match rate.backend {
+        Backend::Memory => Some(RateLimitLayer::new(AnyStore::from(MemoryStore::new(
+            max_keys,
+        )))),
+        Backend::Redis => redis::store(config, max_keys, problems),
+    };
+    let mut layer = store?.on_store_failure(failure).shadow(rate.shadow);
+    for policy in policies {
+        layer = layer.policy(policy);
+    }
+    Some(layer)
+}
+
+/// The policies, each checked, their names unique also once sanitized.
+fn policies(config: &HardenConfig, problems: &mut Problems) -> Vec<Policy> {
+    let rate = &config.rate_limit;
+    let grouping = IpGrouping::new().ipv6_prefix(rate.ipv6_prefix);
+    let proxies = TrustedProxies::new()
+        .header(rate.proxy_header)
+        .trust_all(rate.trusted_proxies.iter().copied());
+    let mut names = HashMap::new();
+    let mut policies = Vec::new();
+    for (index, policy) in rate.policies.iter().enumerate() {
+        let key = |field: &str| format!("rate_limit.policies[{index}].{field}");
+        let source = match &policy.key {
+            KeyKind::ClientIp => KeySource::ClientIp(proxies.clone(), grouping),
+            KeyKind::PeerIp => KeySource::PeerIp(grouping),
+            KeyKind::Global => KeySource::Global,
+            KeyKind::Header(name) => KeySource::Header(name.clone()),
+        };
+        let quota = quota(policy, &key, problems);
+        // Named also when its quota is refused, so that names are checked.
+        let any_quota = || Quota::per_second(1).expect("a valid quota");
+        let built = Policy::new(&policy.name, quota.unwrap_or_else(any_quota), source);
+        unique_name(policy, &built, &key("name"), &mut names, problems);
+        if quota.is_some() {
+            policies.push(built);
+        }
+    }
+    policies
+}
+
+fn quota(
+    policy: &PolicyConfig,
+    key: &dyn Fn(&str) -> String,
+    problems: &mut Problems,
+) -> Option<Quota> {
+    let count = nonzero(policy.quota, &key("quota"), problems);
+    let burst = nonzero(policy.burst, &key("burst"), problems);
+    let period = duration(policy.period, &key("period"), problems);
+    if count == 0 || burst == 0 || period.is_zero() || period > MAX_DURATION {
+        return None;
+    }
+    match Quota::new(count, period).and_then(|quota| quota.with_burst(burst)) {
+        Ok(quota) => Some(quota),
+        Err(error) => {
+            problems.push(key("quota"), error.to_string());
+            None
+        }
+    }
+}
+
+/// Refuses an empty name, and a name another policy has, as written or as
+/// the rate limiter writes it in headers (`built.name()`).
+fn unique_name(
+    policy: &PolicyConfig,
+    built: &Policy,
+    key: &str,
+    seen: &mut HashMap<String, (String, String)>,
+    problems: &mut Problems,
+) {
+    let echo = super::value::echo;
+    if policy.name.trim().is_empty() {
+        problems.push(key, "must not be empty");
+        return;
+    }
+    match seen.get(built.name()) {
+        Some((other, other_key)) if *other == policy.name => problems.push(
+            key,
+            format!("`{}` is already the name of {other_key}", echo(&policy.name)),
+        ),
+        Some((other, other_key)) => problems.push(
+            key,
+            format!(
+                "`{}` and `{}` ({other_key}) are both `{}` in headers: names must differ in letters, digits, `-`, `_` or `.`",
+                echo(&policy.name),
+                echo(other),
+                echo(built.name()),
+            ),
+        ),
+        None => {
+            seen.insert(built.name().to_owned(), (policy.name.clone(), key.to_owned()));
+        }
+    }
+}
+
+fn observe(observe: &ObserveConfig) -> ObserveLayer {
+    observe.log_headers.iter().fold(
+        ObserveLayer::new()
+            .request_id_header(observe.request_id_header.clone())
+            .trust_inbound_request_id(observe.trust_inbound_request_id)
+            .full_span(observe.full_span)
+            .levels(
+                observe.success_level,
+                observe.client_error_level,
+                observe.server_error_level,
+            ),
+        |layer, name| layer.log_header(name.clone()),
+    )
+}
+
+#[cfg(not(feature = "redis"))]
+mod redis {
+    use super::*;
+
+    pub(super) fn store(
+        _: &HardenConfig,
+        _: usize,
+        problems: &mut Problems,
+    ) -> Option<RateLimitLayer<AnyStore>> {
+        problems.push(
+            "rate_limit.backend",
+            "the `redis` backend needs the crate's `redis` feature",
+        );
+        None
+    }
+}
+
+#[cfg(feature = "redis")]
+mod redis {
+    use super::*;
+    use crate::rate_limit::{KeyHasher, LocalFallback, RedisStore};
+
+    /// The Redis store: its URL, timeout, secret and fallback checked.
+    pub(super) fn store(
+        config: &HardenConfig,
+        max_keys: usize,
+        problems: &mut Problems,
+    ) -> Option<RateLimitLayer<AnyStore>> {
+        let rate = &config.rate_limit;
+        let before = problems.len();
+        let url = rate.redis_url.as_deref().map(str::trim).unwrap_or_default();
+        if url.is_empty() {
+            problems.push(
+                "rate_limit.redis_url",
+                "required with `backend = \"redis\"`",
+            );
+        }
+        let timeout = duration(rate.redis_timeout, "rate_limit.redis_timeout", problems);
+        let secret = secret(rate.key_secret_env.as_deref(), problems);
+        let mut builder = RedisStore::builder().timeout(timeout);
+        if rate.on_store_failure == StoreFailurePolicy::Fallback {
+            let share = rate.fallback_share;
+            if !(share > 0.0 && share <= 1.0) {
+                problems.push("rate_limit.fallback_share", "must be in (0, 1]");
+            }
+            builder = builder.fallback(LocalFallback::new(share, max_keys));
+        }
+        if problems.len() > before {
+            return None;
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            problems.push(
+                "rate_limit.backend",
+                "the `redis` backend must be built within a Tokio runtime",
+            );
+            return None;
+        }
+        let store = builder
+            .connect_lazy(url)
+            .map_err(|error| problems.push("rate_limit.redis_url", error.to_string()))
+            .ok()?;
+        let hasher = KeyHasher::from_secret(secret?.as_bytes());
+        Some(RateLimitLayer::new(AnyStore::from(store)).key_hasher(hasher))
+    }
+
+    /// The key-hashing secret, from the environment variable `name`.
+    fn secret(name: Option<&str>, problems: &mut Problems) -> Option<String> {
+        let key = "rate_limit.key_secret_env";
+        let name = name.map(str::trim).unwrap_or_default();
+        if name.is_empty() {
+            problems.push(
+                key,
+                "required with `backend = \"redis\"`: every instance must hash keys with one secret",
+            );
+            return None;
+        }
+        let secret = std::env::var(name).ok().filter(|secret| !secret.is_empty());
+        if secret.is_none() {
+            problems.push(key, "the environment variable it names is not set");
+        }
+        secret
+    }
+}

@@ -1,0 +1,388 @@
+//! The sections of [`HardenConfig`](super::HardenConfig), typed: what the
+//! file says, read once into the values the layers take. Defaults are the
+//! layers' own constants.
+
+use std::time::Duration;
+
+use http::{HeaderName, StatusCode};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use tracing::Level;
+
+use super::value::{self, keyword_serde, Keyword};
+use crate::rate_limit::ProxyHeader;
+use crate::serve::ServerSettings;
+
+/// `[input]`: bounded input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InputConfig {
+    /// Largest request body on the wire, in bytes. Default
+    /// [`DEFAULT_BODY_LIMIT`](crate::input::DEFAULT_BODY_LIMIT), `"1MiB"`.
+    #[serde(with = "value::size")]
+    pub max_body: u64,
+    /// Largest body after decompression. Default `"1MiB"`.
+    #[serde(with = "value::size")]
+    pub max_decoded_body: u64,
+    /// Largest body a route may allow with `RouteBodyLimitLayer`; at least
+    /// `max_body`. Default: `max_body` (routes may only lower it).
+    #[serde(with = "value::option_size", skip_serializing_if = "Option::is_none")]
+    pub max_route_body: Option<u64>,
+    /// Most header fields. Default 96 (under hyper's 100: see `server.max_headers`).
+    pub max_headers: usize,
+    /// Most header bytes. Default `"16KiB"`.
+    #[serde(with = "value::size")]
+    pub max_header_bytes: u64,
+    /// Longest request target. Default `"8KiB"`.
+    #[serde(with = "value::size")]
+    pub max_uri: u64,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        use crate::input::{
+            DEFAULT_BODY_LIMIT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_FIELDS,
+            DEFAULT_MAX_URI_BYTES,
+        };
+        Self {
+            max_body: DEFAULT_BODY_LIMIT,
+            max_decoded_body: DEFAULT_BODY_LIMIT,
+            max_route_body: None,
+            max_headers: DEFAULT_MAX_HEADER_FIELDS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES as u64,
+            max_uri: DEFAULT_MAX_URI_BYTES as u64,
+        }
+    }
+}
+
+/// `[deadline]`: request deadline and slow clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeadlineConfig {
+    /// Deadline for the whole request, handler and body read. Default `"10s"`.
+    #[serde(with = "value::duration")]
+    pub request: Duration,
+    /// Status when it expires: a 5xx such as 503 or 504. Default 503.
+    #[serde(with = "value::status")]
+    pub status: StatusCode,
+    /// A request body silent this long is refused with 408. Default `"60s"`.
+    #[serde(with = "value::duration")]
+    pub body_idle: Duration,
+    /// Slowest accepted body rate after the grace period, bytes per second;
+    /// 0 turns the check off. Default 240 (Kestrel).
+    pub min_body_rate: u64,
+    /// Grace period before the rate applies. Default `"5s"`.
+    #[serde(with = "value::duration")]
+    pub min_body_rate_grace: Duration,
+    /// Peers (CIDRs; a bare address is a /32 or /128) whose
+    /// `x-request-deadline-ms` may shorten the deadline. Default: none.
+    #[serde(with = "value::cidrs")]
+    pub trusted_callers: Vec<IpNet>,
+}
+
+impl Default for DeadlineConfig {
+    fn default() -> Self {
+        use crate::deadline::{MinDataRate, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_REQUEST_DEADLINE};
+        Self {
+            request: DEFAULT_REQUEST_DEADLINE,
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body_idle: DEFAULT_BODY_IDLE_TIMEOUT,
+            min_body_rate: MinDataRate::KESTREL.bytes_per_second,
+            min_body_rate_grace: MinDataRate::KESTREL.grace,
+            trusted_callers: Vec::new(),
+        }
+    }
+}
+
+/// `[server]`: how [`ServerSettings`] are written. The configuration holds
+/// the server's own settings type; this is its serde form only.
+///
+/// A timeout turned off (`None`) has no spelling in a file: it is left
+/// out when written, so it reads back as the default.
+#[derive(Serialize, Deserialize)]
+#[serde(
+    remote = "ServerSettings",
+    default = "ServerSettings::default",
+    deny_unknown_fields
+)]
+pub(crate) struct ServerSection {
+    #[serde(
+        with = "value::option_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    header_read_timeout: Option<Duration>,
+    #[serde(
+        with = "value::option_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    keep_alive_idle_timeout: Option<Duration>,
+    max_headers: usize,
+    #[serde(with = "value::size_usize")]
+    max_header_bytes: usize,
+    max_concurrent_streams: u32,
+    max_connections: usize,
+    #[serde(with = "value::duration")]
+    drain_timeout: Duration,
+}
+
+/// `backend`: where the rate limiter keeps its counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Backend {
+    /// `"memory"`: in process, bounded by `max_keys`. The default.
+    #[default]
+    Memory,
+    /// `"redis"`: shared by every instance (feature `redis`).
+    Redis,
+}
+
+impl Keyword for Backend {
+    const KEYWORDS: &'static [(&'static str, Self)] =
+        &[("memory", Self::Memory), ("redis", Self::Redis)];
+}
+keyword_serde!(Backend);
+
+/// `on_store_failure`: what the rate limiter does when its store fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StoreFailurePolicy {
+    /// `"open"`: admit the request. The default.
+    #[default]
+    Open,
+    /// `"closed"`: refuse it with 503.
+    Closed,
+    /// `"fallback"` (Redis only): decide in process with `fallback_share`
+    /// of each quota.
+    Fallback,
+}
+
+impl Keyword for StoreFailurePolicy {
+    const KEYWORDS: &'static [(&'static str, Self)] = &[
+        ("open", Self::Open),
+        ("closed", Self::Closed),
+        ("fallback", Self::Fallback),
+    ];
+}
+keyword_serde!(StoreFailurePolicy);
+
+impl Keyword for ProxyHeader {
+    const KEYWORDS: &'static [(&'static str, Self)] = &[
+        ("x-forwarded-for", Self::XForwardedFor),
+        ("forwarded", Self::Forwarded),
+    ];
+}
+keyword_serde!(ProxyHeader);
+
+/// `[rate_limit]`: keyed rate limiting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `"memory"` or `"redis"`. Default `"memory"`.
+    pub backend: Backend,
+    /// Redis URL, for `backend = "redis"` (required there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// Name of the environment variable holding the secret every instance
+    /// hashes keys with, for `backend = "redis"` (required there: instances
+    /// must agree on every key's hash, and the secret stays out of the file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_secret_env: Option<String>,
+    /// Timeout of each Redis call. Default `"50ms"`.
+    #[serde(with = "value::duration")]
+    pub redis_timeout: Duration,
+    /// When the store fails: `"open"` (the default), `"closed"` or
+    /// `"fallback"`.
+    pub on_store_failure: StoreFailurePolicy,
+    /// Share of each quota one instance enforces on its own while Redis is
+    /// down, with `on_store_failure = "fallback"`: about 1/instances.
+    /// Default 0.5.
+    pub fallback_share: f64,
+    /// Most keys the in-process store holds. Default
+    /// [`DEFAULT_MAX_KEYS`](crate::rate_limit::DEFAULT_MAX_KEYS), 100000.
+    pub max_keys: usize,
+    /// Proxies (CIDRs; a bare address is a /32 or /128) whose forwarding
+    /// headers are believed. Default: none.
+    #[serde(with = "value::cidrs")]
+    pub trusted_proxies: Vec<IpNet>,
+    /// The header trusted proxies write the client into:
+    /// `"x-forwarded-for"` (the default) or `"forwarded"` (RFC 7239).
+    pub proxy_header: ProxyHeader,
+    /// IPv6 clients are grouped by this prefix length. Default 64.
+    pub ipv6_prefix: u8,
+    /// Log would-be refusals, refuse nothing. Default false.
+    pub shadow: bool,
+    /// The policies. Default: one, `per-ip`, 50 per second, burst 100.
+    pub policies: Vec<PolicyConfig>,
+}
+
+/// The timeout of each Redis call: that of
+/// [`RedisStore`](crate::rate_limit::RedisStore), which only exists with
+/// the `redis` feature (a test checks they agree).
+pub(crate) const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
+/// The default `fallback_share`: two instances.
+pub(crate) const DEFAULT_FALLBACK_SHARE: f64 = 0.5;
+/// The default `ipv6_prefix`: that of `IpGrouping::new()`.
+pub(crate) const DEFAULT_IPV6_PREFIX: u8 = 64;
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::default(),
+            redis_url: None,
+            key_secret_env: None,
+            redis_timeout: DEFAULT_REDIS_TIMEOUT,
+            on_store_failure: StoreFailurePolicy::default(),
+            fallback_share: DEFAULT_FALLBACK_SHARE,
+            max_keys: crate::rate_limit::DEFAULT_MAX_KEYS,
+            trusted_proxies: Vec::new(),
+            proxy_header: ProxyHeader::default(),
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+            shadow: false,
+            policies: vec![PolicyConfig::default()],
+        }
+    }
+}
+
+/// A policy's `key`: what a request counts against.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum KeyKind {
+    /// `"client_ip"`: the client's address, behind trusted proxies. The default.
+    #[default]
+    ClientIp,
+    /// `"peer_ip"`: the connection's peer address.
+    PeerIp,
+    /// `"global"`: one bucket for every request.
+    Global,
+    /// `"header:NAME"`: the value of a header (an API key), stored hashed.
+    Header(HeaderName),
+}
+
+impl KeyKind {
+    const NAMES: [&'static str; 4] = ["client_ip", "peer_ip", "global", "header:NAME"];
+
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "client_ip" => Ok(Self::ClientIp),
+            "peer_ip" => Ok(Self::PeerIp),
+            "global" => Ok(Self::Global),
+            other => match other.strip_prefix("header:") {
+                Some(name) => value::header_name::parse(name)
+                    .map(Self::Header)
+                    .map_err(|reason| {
+                        format!("`header:` must be followed by a header name: {reason}")
+                    }),
+                None => Err(value::unknown_value(text, Self::NAMES)),
+            },
+        }
+    }
+}
+
+impl Serialize for KeyKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::ClientIp => serializer.serialize_str("client_ip"),
+            Self::PeerIp => serializer.serialize_str("peer_ip"),
+            Self::Global => serializer.serialize_str("global"),
+            Self::Header(name) => serializer.collect_str(&format_args!("header:{name}")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        value::from_text(deserializer, Self::parse)
+    }
+}
+
+/// One `[[rate_limit.policies]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Name, shown in headers and problems; unique among the policies, also
+    /// once sanitized for headers (see [`Policy::new`](crate::rate_limit::Policy::new)).
+    /// Default `"per-ip"`.
+    pub name: String,
+    /// What a key is. Default `"client_ip"`.
+    pub key: KeyKind,
+    /// Requests per period. Default
+    /// [`DEFAULT_RATE_PER_SECOND`](crate::rate_limit::DEFAULT_RATE_PER_SECOND), 50.
+    pub quota: u32,
+    /// The period. Default `"1s"`.
+    #[serde(with = "value::duration")]
+    pub period: Duration,
+    /// Requests allowed at once. Default
+    /// [`DEFAULT_BURST`](crate::rate_limit::DEFAULT_BURST), 100.
+    pub burst: u32,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        use crate::rate_limit::{Policy, TrustedProxies, DEFAULT_BURST, DEFAULT_RATE_PER_SECOND};
+        Self {
+            name: Policy::per_client_ip(TrustedProxies::new())
+                .name()
+                .to_owned(),
+            key: KeyKind::ClientIp,
+            quota: DEFAULT_RATE_PER_SECOND,
+            period: Duration::from_secs(1),
+            burst: DEFAULT_BURST,
+        }
+    }
+}
+
+/// `[observe]`: request ids and logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObserveConfig {
+    /// The request-id header. Default `"x-request-id"`.
+    #[serde(with = "value::header_name")]
+    pub request_id_header: HeaderName,
+    /// Accept a client's request id when it is short and plain. Default true.
+    pub trust_inbound_request_id: bool,
+    /// Level of the outcome event of 1xx-3xx responses. Default `"info"`.
+    #[serde(with = "value::level")]
+    pub success_level: Level,
+    /// Level for 4xx. Default `"warn"`.
+    #[serde(with = "value::level")]
+    pub client_error_level: Level,
+    /// Level for 5xx. Default `"error"`.
+    #[serde(with = "value::level")]
+    pub server_error_level: Level,
+    /// Request headers logged (beside the ones always logged). Secrets
+    /// (`authorization`, cookies, API keys) are never logged. Default: none.
+    #[serde(with = "value::header_names")]
+    pub log_headers: Vec<HeaderName>,
+    /// The request's span also carries method, route, path and client
+    /// address and records the status, as OpenTelemetry's HTTP server span
+    /// does (for span exporters such as `tracing-opentelemetry`); the
+    /// outcome event then leaves them to the span. Default false: see
+    /// [`ObserveLayer::full_span`](crate::observe::ObserveLayer::full_span).
+    pub full_span: bool,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        Self {
+            request_id_header: crate::context::REQUEST_ID_HEADER,
+            trust_inbound_request_id: true,
+            success_level: Level::INFO,
+            client_error_level: Level::WARN,
+            server_error_level: Level::ERROR,
+            log_headers: Vec::new(),
+            full_span: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(feature = "redis")]
+    #[test]
+    fn the_redis_timeout_default_is_the_stores() {
+        assert_eq!(
+            super::DEFAULT_REDIS_TIMEOUT,
+            crate::rate_limit::redis::DEFAULT_TIMEOUT
+        );
+    }
+}
