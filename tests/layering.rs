@@ -293,7 +293,7 @@ impl<'a> Tree<'a> {
                 if !is_mod_file {
                     base.pop();
                 }
-                let mut rest = &path[..];
+                let mut rest = path;
                 while rest.first().map(String::as_str) == Some("super") {
                     rest = &rest[1..];
                     if rest.first().map(String::as_str) == Some("super") {
@@ -342,7 +342,7 @@ impl<'a> Tree<'a> {
                     && absolute.starts_with(&file.module)
                     && self
                         .by_module
-                        .contains_key(&absolute[..=file.module.len()].to_vec())
+                        .contains_key(&absolute[..=file.module.len()])
                     && (file.path.ends_with("mod.rs") || file.path.ends_with("lib.rs"));
                 if is_own_child {
                     continue;
