@@ -100,6 +100,6 @@ pub mod config;
 pub mod preset;
 pub mod serve;
 
-pub use config::{ConfigError, ConfigErrors, HardenConfig};
-pub use preset::{Harden, HardenLayer, Hardened};
+pub use config::HardenConfig;
+pub use preset::Harden;
 pub use serve::serve;

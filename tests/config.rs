@@ -1,7 +1,8 @@
 //! The configuration: every problem of a file reported at once, with its
 //! key path, line and column; typed values; the round trip through TOML.
 
-use tower_harden::{ConfigErrors, Harden, HardenConfig};
+use tower_harden::config::ConfigErrors;
+use tower_harden::{Harden, HardenConfig};
 
 /// Each problem as `key (line L, column C): reason`.
 fn lines(errors: &ConfigErrors) -> Vec<String> {
