@@ -97,6 +97,21 @@ fn enum_errors_list_the_allowed_values() {
 }
 
 #[test]
+fn keywords_ignore_ascii_case_policy_keys_too() {
+    use tower_harden::config::{Backend, KeyKind};
+    let text = "[rate_limit]\nbackend = \"Memory\"\n\
+                [[rate_limit.policies]]\nname = \"a\"\nkey = \"CLIENT_IP\"\n\
+                [[rate_limit.policies]]\nname = \"b\"\nkey = \"Header:X-Api-Key\"\n";
+    let config = HardenConfig::from_toml(text).unwrap();
+    assert_eq!(config.rate_limit.backend, Backend::Memory);
+    assert_eq!(config.rate_limit.policies[0].key, KeyKind::ClientIp);
+    assert_eq!(
+        config.rate_limit.policies[1].key,
+        KeyKind::Header(http::HeaderName::from_static("x-api-key"))
+    );
+}
+
+#[test]
 fn untrusted_text_in_errors_is_escaped_and_capped() {
     let value = format!("memory\\u001b[31m{}", "x".repeat(500));
     let text = format!("[rate_limit]\nbackend = \"{value}\"\n\"evil\\nkey\" = 1\n");

@@ -75,50 +75,12 @@ mod model;
 mod read;
 pub(crate) mod value;
 
-use serde::{Deserialize, Serialize};
-
+pub(crate) use error::Problems;
 pub use error::{ConfigError, ConfigErrors, Position};
-pub(crate) use error::{Origin, Problems};
-use model::ServerSection;
 pub use model::{
-    Backend, DeadlineConfig, InputConfig, KeyKind, ObserveConfig, PolicyConfig, RateLimitConfig,
-    StoreFailurePolicy,
+    Backend, DeadlineConfig, HardenConfig, InputConfig, KeyKind, ObserveConfig, PolicyConfig,
+    RateLimitConfig, StoreFailurePolicy,
 };
-
-use crate::serve::ServerSettings;
-
-/// Settings of every layer of the [`Harden`](crate::Harden) preset.
-///
-/// Build one from [`HardenConfig::default`] and its public fields, or read
-/// one ([`HardenConfig::from_toml`], or serde from any format). A
-/// configuration read from a file also remembers where each key was
-/// written, for the errors of [`Harden::from_config`](crate::Harden::from_config);
-/// that is not part of its value (not compared, not serialized).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HardenConfig {
-    /// `[input]`: bounded input.
-    pub input: InputConfig,
-    /// `[deadline]`: request deadline and slow clients.
-    pub deadline: DeadlineConfig,
-    /// `[server]`: connection limits of [`serve`](crate::serve()), the
-    /// server's own settings. In a file: `header_read_timeout` (default
-    /// `"30s"`), `keep_alive_idle_timeout` (`"75s"`), `max_headers` (100,
-    /// hyper's own, and above `input.max_headers` so that the input layer
-    /// answers with a problem), `max_header_bytes` (`"64KiB"`, above
-    /// `input.max_header_bytes` plus `input.max_uri`),
-    /// `max_concurrent_streams` (128), `max_connections` (1024),
-    /// `drain_timeout` (`"25s"`). A timeout turned off (`None`) has no
-    /// spelling in a file and is left out when serialized.
-    #[serde(with = "ServerSection")]
-    pub server: ServerSettings,
-    /// `[rate_limit]`: rate limiting.
-    pub rate_limit: RateLimitConfig,
-    /// `[observe]`: request ids, logging.
-    pub observe: ObserveConfig,
-    #[serde(skip)]
-    pub(crate) origin: Origin,
-}
 
 impl HardenConfig {
     /// Reads a configuration from TOML text. Every unknown key and every

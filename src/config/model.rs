@@ -1,4 +1,4 @@
-//! The sections of [`HardenConfig`](super::HardenConfig), typed: what the
+//! [`HardenConfig`] and its sections, typed: what the
 //! file says, read once into the values the layers take. Defaults are the
 //! layers' own constants.
 
@@ -9,9 +9,43 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tracing::Level;
 
+use super::error::Origin;
 use super::value::{self, keyword_serde, Keyword};
 use crate::rate_limit::ProxyHeader;
 use crate::serve::ServerSettings;
+
+/// Settings of every layer of the [`Harden`](crate::Harden) preset.
+///
+/// Build one from [`HardenConfig::default`] and its public fields, or read
+/// one ([`HardenConfig::from_toml`], or serde from any format). A
+/// configuration read from a file also remembers where each key was
+/// written, for the errors of [`Harden::from_config`](crate::Harden::from_config);
+/// that is not part of its value (not compared, not serialized).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HardenConfig {
+    /// `[input]`: bounded input.
+    pub input: InputConfig,
+    /// `[deadline]`: request deadline and slow clients.
+    pub deadline: DeadlineConfig,
+    /// `[server]`: connection limits of [`serve`](crate::serve()), the
+    /// server's own settings. In a file: `header_read_timeout` (default
+    /// `"30s"`), `keep_alive_idle_timeout` (`"75s"`), `max_headers` (100,
+    /// hyper's own, and above `input.max_headers` so that the input layer
+    /// answers with a problem), `max_header_bytes` (`"64KiB"`, above
+    /// `input.max_header_bytes` plus `input.max_uri`),
+    /// `max_concurrent_streams` (128), `max_connections` (1024),
+    /// `drain_timeout` (`"25s"`). A timeout turned off (`None`) has no
+    /// spelling in a file and is left out when serialized.
+    #[serde(with = "ServerSection")]
+    pub server: ServerSettings,
+    /// `[rate_limit]`: rate limiting.
+    pub rate_limit: RateLimitConfig,
+    /// `[observe]`: request ids, logging.
+    pub observe: ObserveConfig,
+    #[serde(skip)]
+    pub(crate) origin: Origin,
+}
 
 /// `[input]`: bounded input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,11 +296,17 @@ impl KeyKind {
     const NAMES: [&'static str; 4] = ["client_ip", "peer_ip", "global", "header:NAME"];
 
     fn parse(text: &str) -> Result<Self, String> {
-        match text.trim() {
-            "client_ip" => Ok(Self::ClientIp),
-            "peer_ip" => Ok(Self::PeerIp),
-            "global" => Ok(Self::Global),
-            other => match other.strip_prefix("header:") {
+        let text = text.trim();
+        let is = |keyword: &str| text.eq_ignore_ascii_case(keyword);
+        match text {
+            _ if is("client_ip") => Ok(Self::ClientIp),
+            _ if is("peer_ip") => Ok(Self::PeerIp),
+            _ if is("global") => Ok(Self::Global),
+            other => match other
+                .get(..7)
+                .filter(|prefix| prefix.eq_ignore_ascii_case("header:"))
+                .map(|_| &other[7..])
+            {
                 Some(name) => value::header_name::parse(name)
                     .map(Self::Header)
                     .map_err(|reason| {

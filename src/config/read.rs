@@ -17,9 +17,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors, Origin, Position};
+use super::model::HardenConfig;
 use super::model::{PolicyConfig, RateLimitConfig, ServerSection};
 use super::value::{echo, one_of};
-use super::HardenConfig;
 use crate::serve::ServerSettings;
 
 /// The longest message of the TOML parser or of serde echoed in an error
@@ -275,9 +275,9 @@ impl Table for HardenConfig {
     }
 }
 
-impl Table for super::InputConfig {}
-impl Table for super::DeadlineConfig {}
-impl Table for super::ObserveConfig {}
+impl Table for super::model::InputConfig {}
+impl Table for super::model::DeadlineConfig {}
+impl Table for super::model::ObserveConfig {}
 impl Table for PolicyConfig {}
 
 impl Table for RateLimitConfig {

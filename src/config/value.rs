@@ -279,16 +279,12 @@ pub(crate) mod cidrs {
     use ipnet::IpNet;
 
     pub(crate) fn parse(text: &str) -> Result<IpNet, String> {
-        let trimmed = text.trim();
-        trimmed
-            .parse::<IpNet>()
-            .or_else(|_| trimmed.parse::<std::net::IpAddr>().map(IpNet::from))
-            .map_err(|_| {
-                format!(
-                    "`{}` is not a CIDR (like 10.0.0.0/8) or an IP address",
-                    echo(text)
-                )
-            })
+        crate::context::parse_network(text).ok_or_else(|| {
+            format!(
+                "`{}` is not a CIDR (like 10.0.0.0/8) or an IP address",
+                echo(text)
+            )
+        })
     }
 
     pub(crate) fn serialize<S: Serializer>(value: &[IpNet], s: S) -> Result<S::Ok, S::Error> {

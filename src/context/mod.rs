@@ -23,6 +23,7 @@ pub(crate) use headers::declared_length;
 pub use headers::{
     REQUEST_DEADLINE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER,
 };
+pub(crate) use networks::parse_network;
 pub use networks::{InvalidCidr, TrustedNetworks};
 pub(crate) use peer::peer_addr;
 pub use peer::PeerAddr;

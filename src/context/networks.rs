@@ -60,7 +60,7 @@ impl TrustedNetworks {
     /// Trusts peers inside any of these networks (host bits are ignored:
     /// `10.1.2.3/8` is `10.0.0.0/8`). No network at all trusts nobody.
     pub fn networks(networks: impl IntoIterator<Item = IpNet>) -> Self {
-        let networks: Arc<[IpNet]> = networks.into_iter().map(|net| net.trunc()).collect();
+        let networks: Arc<[IpNet]> = networks.into_iter().map(canonical).collect();
         if networks.is_empty() {
             Self(Trust::Nobody)
         } else {
@@ -79,7 +79,7 @@ impl TrustedNetworks {
             Trust::Nobody => Self::networks(more),
             Trust::Networks(networks) => Self::networks(networks.iter().copied().chain(more)),
             Trust::Predicate(predicate) => {
-                let more: Arc<[IpNet]> = more.into_iter().map(|net| net.trunc()).collect();
+                let more: Arc<[IpNet]> = more.into_iter().map(canonical).collect();
                 Self::predicate(move |ip| predicate(ip) || more.iter().any(|net| net.contains(&ip)))
             }
         }
@@ -110,6 +110,22 @@ impl fmt::Debug for TrustedNetworks {
             Trust::Predicate(_) => f.write_str("TrustedNetworks::Predicate"),
         }
     }
+}
+
+/// `network` with its host bits cleared and, when it lies inside the
+/// IPv4-mapped range (`::ffff:0:0/96`), as the IPv4 network it maps: peers
+/// are judged by their canonical address, so a mapped network written in
+/// IPv6 form must be compared in IPv4 form too.
+fn canonical(network: IpNet) -> IpNet {
+    let network = network.trunc();
+    if let IpNet::V6(v6) = network {
+        if let (Some(v4), true) = (v6.network().to_ipv4_mapped(), v6.prefix_len() >= 96) {
+            if let Ok(mapped) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96) {
+                return IpNet::V4(mapped);
+            }
+        }
+    }
+    network
 }
 
 /// A network given as text that does not parse.
@@ -155,6 +171,12 @@ mod tests {
         let everyone = TrustedNetworks::cidrs(["0.0.0.0/0"]).unwrap();
         assert!(everyone.is_trusted("203.0.113.9".parse().unwrap()));
         assert!(!TrustedNetworks::nobody().is_trusted("127.0.0.1".parse().unwrap()));
+        // A network written in IPv4-mapped form matches the IPv4 peers it
+        // maps, as a peer in that form matches an IPv4 network.
+        let mapped = TrustedNetworks::cidrs(["::ffff:10.0.0.0/104"]).unwrap();
+        assert!(mapped.is_trusted("10.1.2.3".parse().unwrap()));
+        assert!(mapped.is_trusted("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!mapped.is_trusted("11.0.0.1".parse().unwrap()));
         assert!(TrustedNetworks::cidrs(Vec::<String>::new())
             .unwrap()
             .trusts_nobody());

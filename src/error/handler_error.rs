@@ -6,6 +6,7 @@ use std::fmt;
 
 use http::StatusCode;
 
+use super::problem::ProblemAwaitingContext;
 use super::{BoxError, Problem, ProblemType, Refusal, RefusalContext};
 
 /// The error type for handlers: `?` on any error gives the client a 500
@@ -169,12 +170,6 @@ impl Refusal for HandlerFailure {
         self.error_type
     }
 }
-
-/// A problem response made without the request at hand (by a handler's
-/// `IntoResponse`): the observe layer rewrites its body with the request id
-/// and trace id.
-#[derive(Debug, Clone)]
-pub(crate) struct ProblemAwaitingContext(pub(crate) Problem);
 
 #[cfg(feature = "axum")]
 impl axum::response::IntoResponse for HandlerError {

@@ -57,7 +57,7 @@ mod refusal;
 pub use body::ProblemOr;
 pub use future::RefuseOr;
 pub use handler_error::HandlerError;
-pub(crate) use handler_error::ProblemAwaitingContext;
+pub(crate) use problem::ProblemAwaitingContext;
 pub use problem::{Problem, PROBLEM_JSON};
 pub use problem_type::{ProblemType, TYPE_BASE};
 pub(crate) use refusal::{message_of, RefusalSlot};

@@ -18,9 +18,9 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 ///
 /// ```
 /// use http::StatusCode;
-/// use tower_harden::error::Problem;
+/// use tower_harden::error::{Problem, ProblemType};
 ///
-/// let problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-input", "Invalid input")
+/// let problem = Problem::of(ProblemType::INVALID_INPUT, StatusCode::UNPROCESSABLE_ENTITY)
 ///     .with_detail("item 3 is longer than 64 characters")
 ///     .with_member("item", 3);
 /// let json: serde_json::Value = serde_json::from_slice(&problem.to_json()).unwrap();
@@ -258,13 +258,19 @@ impl Problem {
 #[cfg(feature = "axum")]
 impl axum::response::IntoResponse for Problem {
     fn into_response(self) -> axum::response::Response {
-        let awaiting = super::handler_error::ProblemAwaitingContext(self.clone());
+        let awaiting = ProblemAwaitingContext(self.clone());
         let mut response =
             Problem::into_response::<axum::body::Body>(self).map(axum::body::Body::new);
         response.extensions_mut().insert(awaiting);
         response
     }
 }
+
+/// A problem response made without the request at hand (by a handler's
+/// `IntoResponse`): the observe layer rewrites its body with the request id
+/// and trace id.
+#[derive(Debug, Clone)]
+pub(crate) struct ProblemAwaitingContext(pub(crate) Problem);
 
 #[cfg(test)]
 mod tests {

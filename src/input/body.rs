@@ -9,10 +9,7 @@ use pin_project_lite::pin_project;
 
 use super::InputRefusal;
 use crate::context::RequestContext;
-use crate::error::{RefusalSlot, Refused};
-
-/// Errors boxed by this crate for transport failures of an inner body.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::error::{BoxError, RefusalSlot, Refused};
 
 /// The error of a [`LimitedBody`]: the limit was crossed, or the inner body
 /// failed.

@@ -36,7 +36,7 @@ mod head;
 #[cfg(feature = "axum")]
 mod route;
 
-pub use body::{BodyError, BoxError, LimitedBody};
+pub use body::{BodyError, LimitedBody};
 pub use body_limit::{BodyLimit, BodyLimitFuture, BodyLimitLayer, DEFAULT_BODY_LIMIT};
 pub use decompress::{Decompress, DecompressLayer};
 pub use error::InputRefusal;

@@ -28,7 +28,7 @@ pub struct Serve<S, F = Pending<()>, L = TcpListener> {
     listener: L,
     service: S,
     signal: F,
-    config: ServerSettings,
+    settings: ServerSettings,
 }
 
 impl<S, L> Serve<S, Pending<()>, L> {
@@ -38,7 +38,7 @@ impl<S, L> Serve<S, Pending<()>, L> {
             listener,
             service,
             signal: std::future::pending(),
-            config: ServerSettings::default(),
+            settings: ServerSettings::default(),
         }
     }
 }
@@ -47,7 +47,7 @@ impl<S, F, L: fmt::Debug> fmt::Debug for Serve<S, F, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Serve")
             .field("listener", &self.listener)
-            .field("config", &self.config)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -63,7 +63,7 @@ impl<S, F, L> Serve<S, F, L> {
     /// Replaces every connection setting at once (the preset passes its
     /// `[server]` configuration this way).
     pub fn settings(mut self, settings: ServerSettings) -> Self {
-        self.config = settings.bounded();
+        self.settings = settings.bounded();
         self
     }
 
@@ -76,7 +76,7 @@ impl<S, F, L> Serve<S, F, L> {
     /// [`DEFAULT_HEADER_READ_TIMEOUT`](super::DEFAULT_HEADER_READ_TIMEOUT)
     /// (30 s, hyper's default).
     pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.config.header_read_timeout = timeout.into();
+        self.settings.header_read_timeout = timeout.into();
         self
     }
 
@@ -87,7 +87,7 @@ impl<S, F, L> Serve<S, F, L> {
     /// [`DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT`](super::DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT)
     /// (75 s, nginx).
     pub fn keep_alive_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.config.keep_alive_idle_timeout = timeout.into();
+        self.settings.keep_alive_idle_timeout = timeout.into();
         self
     }
 
@@ -96,7 +96,7 @@ impl<S, F, L> Serve<S, F, L> {
     /// [`DEFAULT_PARSER_MAX_HEADERS`](super::DEFAULT_PARSER_MAX_HEADERS) (100,
     /// hyper's; any other value makes hyper's parse slower, see there).
     pub fn max_headers(mut self, max: usize) -> Self {
-        self.config.max_headers = max;
+        self.settings.max_headers = max;
         self
     }
 
@@ -106,9 +106,9 @@ impl<S, F, L> Serve<S, F, L> {
     /// Default: [`DEFAULT_MAX_HEADER_BYTES`](super::DEFAULT_MAX_HEADER_BYTES)
     /// (64 KiB).
     pub fn max_header_bytes(mut self, max: usize) -> Self {
-        self.config = ServerSettings {
+        self.settings = ServerSettings {
             max_header_bytes: max,
-            ..self.config
+            ..self.settings
         }
         .bounded();
         self
@@ -118,7 +118,7 @@ impl<S, F, L> Serve<S, F, L> {
     /// [`DEFAULT_MAX_CONCURRENT_STREAMS`](super::DEFAULT_MAX_CONCURRENT_STREAMS)
     /// (128, nginx's).
     pub fn max_concurrent_streams(mut self, max: u32) -> Self {
-        self.config.max_concurrent_streams = max;
+        self.settings.max_concurrent_streams = max;
         self
     }
 
@@ -128,9 +128,9 @@ impl<S, F, L> Serve<S, F, L> {
     /// [`DEFAULT_MAX_CONNECTIONS`](super::DEFAULT_MAX_CONNECTIONS) (1024,
     /// nginx's shipped `worker_connections`).
     pub fn max_connections(mut self, max: usize) -> Self {
-        self.config = ServerSettings {
+        self.settings = ServerSettings {
             max_connections: max,
-            ..self.config
+            ..self.settings
         }
         .bounded();
         self
@@ -141,7 +141,7 @@ impl<S, F, L> Serve<S, F, L> {
     /// [`DEFAULT_DRAIN_TIMEOUT`](super::DEFAULT_DRAIN_TIMEOUT) (25 s, under
     /// Kubernetes' 30 s grace period).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.config.drain_timeout = timeout;
+        self.settings.drain_timeout = timeout;
         self
     }
 
@@ -156,7 +156,7 @@ impl<S, F, L> Serve<S, F, L> {
             listener: self.listener,
             service: self.service,
             signal,
-            config: self.config,
+            settings: self.settings,
         }
     }
 }
@@ -183,7 +183,7 @@ where
             self.listener,
             self.service,
             self.signal,
-            self.config,
+            self.settings,
         ))
     }
 }
