@@ -194,7 +194,7 @@ impl Instance {
         );
         assert_eq!(seen.other, 0, "{fault}: {}: {seen:?}", self.name);
         match self.failure {
-            StoreFailure::Allow => {
+            StoreFailure::Open => {
                 assert_eq!(
                     seen.unavailable, 0,
                     "{fault}: {} fails open: {seen:?}",
@@ -202,7 +202,7 @@ impl Instance {
                 );
                 assert!(seen.unchecked > 0, "{fault}: {}: {seen:?}", self.name);
             }
-            StoreFailure::Refuse => {
+            StoreFailure::Closed => {
                 assert_eq!(
                     seen.unchecked, 0,
                     "{fault}: {} fails closed: {seen:?}",
@@ -335,8 +335,8 @@ async fn two_instances_under_load_hold_their_policy_through_every_fault() {
     )
     .unwrap();
     let instances = [
-        Instance::new("open", &server.url(), StoreFailure::Allow).await,
-        Instance::new("closed", &server.url(), StoreFailure::Refuse).await,
+        Instance::new("open", &server.url(), StoreFailure::Open).await,
+        Instance::new("closed", &server.url(), StoreFailure::Closed).await,
     ];
     let stop = Arc::new(AtomicBool::new(false));
     let load: Vec<_> = instances

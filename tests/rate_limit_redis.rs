@@ -611,7 +611,7 @@ async fn the_layer_applies_the_configured_policy_when_redis_is_down() {
         .layer(inner);
     let closed = RateLimitLayer::new(store.clone())
         .policy(policy)
-        .on_store_failure(StoreFailure::Refuse)
+        .on_store_failure(StoreFailure::Closed)
         .layer(inner);
     let status = |mut service: tower_harden::rate_limit::RateLimit<_, RedisStore>| async move {
         let response = service

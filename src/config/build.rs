@@ -181,15 +181,15 @@ fn rate_limit(config: &HardenConfig, problems: &mut Problems) -> Option<RateLimi
     let rate = &config.rate_limit;
     let max_keys = nonzero(rate.max_keys, "rate_limit.max_keys", problems);
     let failure = match rate.on_store_failure {
-        StoreFailurePolicy::Closed => StoreFailure::Refuse,
+        StoreFailurePolicy::Closed => StoreFailure::Closed,
         StoreFailurePolicy::Fallback if rate.backend != Backend::Redis => {
             problems.push(
                 "rate_limit.on_store_failure",
                 "`fallback` needs `backend = \"redis\"`",
             );
-            StoreFailure::Allow
+            StoreFailure::Open
         }
-        StoreFailurePolicy::Open | StoreFailurePolicy::Fallback => StoreFailure::Allow,
+        StoreFailurePolicy::Open | StoreFailurePolicy::Fallback => StoreFailure::Open,
     };
     if rate.ipv6_prefix == 0 || rate.ipv6_prefix > 128 {
         problems.push("rate_limit.ipv6_prefix", "must be between 1 and 128");

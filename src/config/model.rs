@@ -177,6 +177,12 @@ impl Keyword for Backend {
 keyword_serde!(Backend);
 
 /// `on_store_failure`: what the rate limiter does when its store fails.
+///
+/// One keyword chooses two settings: the layer's
+/// [`StoreFailure`](crate::rate_limit::StoreFailure) (`open` and `closed`
+/// are its variants of the same names) and, for `fallback`, the Redis
+/// store's [`LocalFallback`](crate::rate_limit::LocalFallback) with the layer
+/// failing open behind it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum StoreFailurePolicy {

@@ -36,7 +36,7 @@ pub enum RateLimitRefusal {
         status: StatusCode,
     },
     /// The store failed and the layer is configured to refuse then
-    /// ([`StoreFailure::Refuse`](super::StoreFailure::Refuse)).
+    /// ([`StoreFailure::Closed`](super::StoreFailure::Closed)).
     #[error("rate limiting is unavailable")]
     StoreUnavailable {
         /// The store's error (for the log only).

@@ -25,7 +25,7 @@ use super::store::memory::MemoryStore;
 ///
 /// Defaults: no policies (add them with [`policy`](Self::policy)), a
 /// per-process random [`KeyHasher`], not shadow, no legacy headers,
-/// [`StoreFailure::Allow`].
+/// [`StoreFailure::Open`].
 ///
 /// ```
 /// use axum::{routing::get, Router};
@@ -149,7 +149,7 @@ impl<St> RateLimitLayer<St> {
         self
     }
 
-    /// What to do when the store fails. Default: [`StoreFailure::Allow`].
+    /// What to do when the store fails. Default: [`StoreFailure::Open`].
     pub fn on_store_failure(mut self, failure: StoreFailure) -> Self {
         self.store_failure = failure;
         self.built = Arc::default();

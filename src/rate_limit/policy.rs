@@ -159,11 +159,12 @@ impl Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum StoreFailure {
-    /// Admit the request without rate-limit headers, and log a warning (at
-    /// most every 10 s). The default: a rate limiter should not take the
-    /// service down with it.
+    /// Fail open: admit the request without rate-limit headers, and log a
+    /// warning (at most every 10 s). The default: a rate limiter should not
+    /// take the service down with it. (`on_store_failure = "open"`.)
     #[default]
-    Allow,
-    /// Refuse with 503 `service-unavailable`.
-    Refuse,
+    Open,
+    /// Fail closed: refuse with 503 `service-unavailable`.
+    /// (`on_store_failure = "closed"`.)
+    Closed,
 }

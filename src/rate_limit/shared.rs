@@ -232,7 +232,7 @@ impl<St: RateLimitStore> Shared<St> {
     /// What a request gets when the store failed: the failure policy.
     fn store_failed<B>(&self, error: StoreError, request: &Extensions) -> Verdict<B> {
         decision_metric("store_failed");
-        if self.shadow || self.store_failure == StoreFailure::Allow {
+        if self.shadow || self.store_failure == StoreFailure::Open {
             if let Some(suppressed) = self.store_error_log.allow(self.now()) {
                 tracing::warn!(
                     error = %error,

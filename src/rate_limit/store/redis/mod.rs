@@ -50,8 +50,8 @@
 //!
 //! | policy | configured with | a request while Redis fails |
 //! |---|---|---|
-//! | fail open (the default) | [`StoreFailure::Allow`](crate::rate_limit::StoreFailure::Allow) on the layer | admitted, no rate-limit headers |
-//! | fail closed | [`StoreFailure::Refuse`](crate::rate_limit::StoreFailure::Refuse) on the layer | 503 `service-unavailable` |
+//! | fail open (the default) | [`StoreFailure::Open`](crate::rate_limit::StoreFailure::Open) on the layer | admitted, no rate-limit headers |
+//! | fail closed | [`StoreFailure::Closed`](crate::rate_limit::StoreFailure::Closed) on the layer | 503 `service-unavailable` |
 //! | local fallback | [`RedisStoreBuilder::fallback`] | decided by an in-process store with a share of each quota |
 //!
 //! Fail closed answers 503 and not 429 on purpose: the client exceeded no
