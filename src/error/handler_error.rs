@@ -6,7 +6,6 @@ use std::fmt;
 
 use http::StatusCode;
 
-use super::problem::ProblemAwaitingContext;
 use super::{BoxError, Problem, ProblemType, Refusal, RefusalContext};
 
 /// The error type for handlers: `?` on any error gives the client a 500
@@ -182,7 +181,7 @@ impl axum::response::IntoResponse for HandlerError {
         .map(axum::body::Body::new);
         response
             .extensions_mut()
-            .insert(ProblemAwaitingContext(problem));
+            .insert(super::problem::ProblemAwaitingContext(problem));
         response
     }
 }
