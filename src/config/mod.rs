@@ -84,6 +84,7 @@ pub use model::{
     Backend, DeadlineConfig, InputConfig, KeyKind, ObserveConfig, PolicyConfig, RateLimitConfig,
     StoreFailurePolicy,
 };
+pub use model::{OverloadConfig, ReservedConfig};
 
 use crate::serve::ServerSettings;
 
@@ -116,6 +117,8 @@ pub struct HardenConfig {
     pub rate_limit: RateLimitConfig,
     /// `[observe]`: request ids, logging.
     pub observe: ObserveConfig,
+    /// `[overload]`: the limit on requests in flight.
+    pub overload: OverloadConfig,
     #[serde(skip)]
     pub(crate) origin: Origin,
 }
