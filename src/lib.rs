@@ -31,6 +31,7 @@
 //! | [`input::HeadLimitLayer`] | header floods, huge headers and URIs | 431 / 414 | 96 fields, 16 KiB, 8 KiB URI |
 //! | [`input::BodyLimitLayer`] | huge or endless bodies, lying `Content-Length` | 413, before any byte is read when declared | 1 MiB |
 //! | [`rate_limit::RateLimitLayer`] | floods from one client, key spoofing, memory blow-up from random keys | 429 with `Retry-After` and `RateLimit` headers | 50/s, burst 100 per client IP; 100,000 keys |
+//! | [`overload::InFlightLimitLayer`] | demand over capacity: a slow dependency, a retry storm | 503 `overloaded` with `Retry-After`, at once | adaptive (Gradient2), 20 at start, 8 to 1000 |
 //! | [`deadline::RequestDeadlineLayer`] | slow handlers; slowloris bodies | 503 / 408 | 10 s; body idle 60 s; 240 B/s after 5 s |
 //! | [`input::DecompressLayer`] | compression bombs, unknown or nested codings | 413 / 415 | decoded limit 1 MiB |
 //! | [`serve()`] | slow headers, idle connections, connection floods | connection closed | 30 s header read, 75 s keep-alive, 1024 connections |
@@ -55,6 +56,7 @@
 //! | [`input`] | bounded input: body (wire and decoded), headers, URI | the base |
 //! | [`deadline`] | request deadline, slow bodies, deadlines for any service | the base |
 //! | [`outbound`] | the client layer: budget, ids and trace forwarded | the base |
+//! | [`overload`] | requests in flight: fixed or adaptive limit, load shedding, reserved routes | the base |
 //! | [`rate_limit`] | keyed rate limiting: policy, keys, GCRA, stores (memory, Redis) | the base |
 //! | [`observe`] | the request's span, its outcome event, panics | the base |
 //! | [`serve`](mod@serve) | accept loop and connection limits and timers | the base, the layers |
@@ -93,6 +95,7 @@ pub mod deadline;
 pub mod input;
 pub mod observe;
 pub mod outbound;
+pub mod overload;
 pub mod rate_limit;
 
 // The assembly on top.

@@ -23,7 +23,13 @@
 //!    Its store call has its own small budget, so it sits outside the
 //!    request deadline: a slow store is bounded by its own timeout and
 //!    failure policy, not by the handler's budget.
-//! 5. **Deadline** ([`RequestDeadlineLayer`]): enforces the request's
+//! 5. **In-flight limit** ([`InFlightLimitLayer`]): after the rate limit,
+//!    so that abusive clients are refused there first and neither take a
+//!    slot nor skew the latency signal; before the deadline, so that a shed
+//!    request costs no timer and the latency it learns from is the
+//!    service's, deadline included. It sheds at once (503 `overloaded`,
+//!    `Retry-After`) what the service cannot take, adaptively by default.
+//! 6. **Deadline** ([`RequestDeadlineLayer`]): enforces the request's
 //!    budget over the handler and its reading of the body; slow clients get
 //!    408, slow handlers 503. The budget counts from the request's arrival,
 //!    which the observe layer records ([`Arrival`](crate::context::Arrival)),
@@ -31,11 +37,11 @@
 //!    caller's `x-request-deadline-ms` instead of being added to it. Its body
 //!    timer sees the wire bytes, so the minimum data rate measures the
 //!    client, not the decompressor.
-//! 6. **Decompression with a decoded limit** ([`DecompressLayer`]):
+//! 7. **Decompression with a decoded limit** ([`DecompressLayer`]):
 //!    innermost, closest to the handler that reads the body, so decoded
 //!    bytes are counted against their own limit and the deadline covers the
 //!    inflation.
-//! 7. The user's service.
+//! 8. The user's service.
 //!
 //! ```
 //! use axum::{routing::get, Router};
@@ -56,6 +62,7 @@ use crate::input::{
     BodyLimit, BodyLimitLayer, Decompress, DecompressLayer, HeadLimit, HeadLimitLayer,
 };
 use crate::observe::{Observe, ObserveLayer};
+use crate::overload::{InFlightLimit, InFlightLimitLayer, OverloadStats};
 use crate::rate_limit::{AnyStore, RateLimit, RateLimitLayer};
 use crate::serve::{Serve, ServerSettings};
 
@@ -71,6 +78,7 @@ pub struct Harden {
     head: HeadLimitLayer,
     body: BodyLimitLayer,
     rate_limit: RateLimitLayer<AnyStore>,
+    in_flight: InFlightLimitLayer,
     deadline: RequestDeadlineLayer,
     decompress: DecompressLayer,
     server: ServerSettings,
@@ -98,6 +106,7 @@ impl Harden {
             head,
             body,
             rate_limit,
+            in_flight,
             deadline,
             decompress,
             server,
@@ -107,6 +116,7 @@ impl Harden {
             head,
             body,
             rate_limit,
+            in_flight,
             deadline,
             decompress,
             server,
@@ -137,6 +147,19 @@ impl Harden {
     pub fn rate_limit(mut self, layer: RateLimitLayer<AnyStore>) -> Self {
         self.rate_limit = layer;
         self
+    }
+
+    /// Replaces the in-flight limit. Default: adaptive
+    /// ([`InFlightLimitLayer::new`]).
+    pub fn in_flight_limit(mut self, layer: InFlightLimitLayer) -> Self {
+        self.in_flight = layer;
+        self
+    }
+
+    /// The in-flight limit's live figures: the limit now, requests in
+    /// flight, requests shed.
+    pub fn overload_stats(&self) -> OverloadStats {
+        self.in_flight.stats()
     }
 
     /// Replaces the request deadline. Default: 10 s.
@@ -174,8 +197,9 @@ impl Harden {
 }
 
 /// The service type the preset wraps around `S`, outermost first.
-pub type Hardened<S> =
-    Observe<HeadLimit<BodyLimit<RateLimit<RequestDeadline<Decompress<S>>, AnyStore>>>>;
+pub type Hardened<S> = Observe<
+    HeadLimit<BodyLimit<RateLimit<InFlightLimit<RequestDeadline<Decompress<S>>>, AnyStore>>>,
+>;
 
 /// [`Harden`] as a [`Layer`].
 #[derive(Debug, Clone)]
@@ -193,6 +217,7 @@ impl<S> Layer<S> for HardenLayer {
             .layer(harden.head)
             .layer(harden.body)
             .layer(harden.rate_limit.clone())
+            .layer(harden.in_flight.clone())
             .layer(harden.deadline.clone())
             .layer(harden.decompress)
             .into_inner();

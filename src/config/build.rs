@@ -11,6 +11,7 @@ use crate::context::TrustedNetworks;
 use crate::deadline::RequestDeadlineLayer;
 use crate::input::{BodyLimitLayer, DecompressLayer, HeadLimitLayer};
 use crate::observe::ObserveLayer;
+use crate::overload::{AdaptiveLimit, InFlightLimitLayer, Limit};
 use crate::rate_limit::{
     AnyStore, IpGrouping, KeySource, MemoryStore, Policy, Quota, RateLimitLayer, StoreFailure,
     TrustedProxies,
@@ -23,6 +24,7 @@ pub(crate) struct Stack {
     pub(crate) head: HeadLimitLayer,
     pub(crate) body: BodyLimitLayer,
     pub(crate) rate_limit: RateLimitLayer<AnyStore>,
+    pub(crate) in_flight: InFlightLimitLayer,
     pub(crate) deadline: RequestDeadlineLayer,
     pub(crate) decompress: DecompressLayer,
     pub(crate) server: ServerSettings,
@@ -36,12 +38,14 @@ pub(crate) fn build(config: &HardenConfig) -> Result<Stack, ConfigErrors> {
     server(config, &mut problems);
     let rate_limit = rate_limit(config, &mut problems);
     let observe = observe(&config.observe);
+    let in_flight = overload(&config.overload, &mut problems);
     problems.into_result(&config.origin)?;
     Ok(Stack {
         observe,
         head,
         body,
         rate_limit: rate_limit.expect("built when there are no problems"),
+        in_flight,
         deadline,
         decompress,
         server: config.server,
@@ -388,4 +392,57 @@ mod redis {
         }
         secret
     }
+}
+
+/// `[overload]`: the in-flight limit.
+fn overload(config: &super::OverloadConfig, problems: &mut Problems) -> InFlightLimitLayer {
+    let limit = if !config.enabled {
+        Limit::Unlimited
+    } else if let Some(fixed) = config.fixed_limit {
+        Limit::Fixed(nonzero(fixed, "overload.fixed_limit", problems))
+    } else {
+        let min = nonzero(config.min_limit, "overload.min_limit", problems);
+        if config.max_limit < min {
+            problems.push("overload.max_limit", "must be at least overload.min_limit");
+        }
+        if config.initial_limit < min || config.initial_limit > config.max_limit {
+            problems.push(
+                "overload.initial_limit",
+                "must be between overload.min_limit and overload.max_limit",
+            );
+        }
+        Limit::Adaptive(
+            AdaptiveLimit::default()
+                .initial_limit(config.initial_limit)
+                .min_limit(min)
+                .max_limit(config.max_limit),
+        )
+    };
+    let retry_after = duration(config.retry_after, "overload.retry_after", problems);
+    let mut layer = InFlightLimitLayer::with_limit(limit).retry_after(retry_after);
+    let mut total = 0.0;
+    for (index, reserved) in config.reserved.iter().enumerate() {
+        let key = format!("overload.reserved[{index}]");
+        if !reserved.path.starts_with('/') {
+            problems.push(format!("{key}.path"), "must start with `/`");
+        }
+        if !(reserved.share > 0.0 && reserved.share <= 0.5) {
+            problems.push(format!("{key}.share"), "must be above 0 and at most 0.5");
+        }
+        total += reserved.share;
+        layer = layer.reserve(reserved.path.as_str(), reserved.share);
+    }
+    if total > 0.5 {
+        problems.push("overload.reserved", "the shares must add up to at most 0.5");
+    }
+    for (index, path) in config.long_lived.iter().enumerate() {
+        if !path.starts_with('/') {
+            problems.push(
+                format!("overload.long_lived[{index}]"),
+                "must start with `/`",
+            );
+        }
+        layer = layer.long_lived(path.as_str());
+    }
+    layer
 }

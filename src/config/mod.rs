@@ -78,8 +78,8 @@ pub(crate) mod value;
 pub(crate) use error::Problems;
 pub use error::{ConfigError, ConfigErrors, Position};
 pub use model::{
-    Backend, DeadlineConfig, HardenConfig, InputConfig, KeyKind, ObserveConfig, PolicyConfig,
-    RateLimitConfig, StoreFailurePolicy,
+    Backend, DeadlineConfig, HardenConfig, InputConfig, KeyKind, ObserveConfig, OverloadConfig,
+    PolicyConfig, RateLimitConfig, ReservedConfig, StoreFailurePolicy,
 };
 
 impl HardenConfig {

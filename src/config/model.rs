@@ -43,6 +43,8 @@ pub struct HardenConfig {
     pub rate_limit: RateLimitConfig,
     /// `[observe]`: request ids, logging.
     pub observe: ObserveConfig,
+    /// `[overload]`: the limit on requests in flight.
+    pub overload: OverloadConfig,
     #[serde(skip)]
     pub(crate) origin: Origin,
 }
@@ -419,6 +421,57 @@ impl Default for ObserveConfig {
             full_span: false,
         }
     }
+}
+
+/// `[overload]`: the limit on requests in flight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OverloadConfig {
+    /// Limit the requests in flight at all. Default true.
+    pub enabled: bool,
+    /// A fixed limit instead of the adaptive one. Default: none (adaptive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_limit: Option<usize>,
+    /// The adaptive limit at start. Default 20.
+    pub initial_limit: usize,
+    /// The adaptive limit's floor. Default 8.
+    pub min_limit: usize,
+    /// The adaptive limit's ceiling. Default 1000.
+    pub max_limit: usize,
+    /// `Retry-After` of a shed request. Default `"1s"`.
+    #[serde(with = "value::duration")]
+    pub retry_after: Duration,
+    /// Path prefixes whose durations do not feed the adaptive limit (event
+    /// streams, downloads). Default: none.
+    pub long_lived: Vec<String>,
+    /// Shares of the limit reserved for path prefixes. Default: none.
+    pub reserved: Vec<ReservedConfig>,
+}
+
+impl Default for OverloadConfig {
+    fn default() -> Self {
+        let adaptive = crate::overload::AdaptiveLimit::default();
+        Self {
+            enabled: true,
+            fixed_limit: None,
+            initial_limit: adaptive.initial(),
+            min_limit: adaptive.min(),
+            max_limit: adaptive.max(),
+            retry_after: crate::overload::DEFAULT_RETRY_AFTER,
+            long_lived: Vec::new(),
+            reserved: Vec::new(),
+        }
+    }
+}
+
+/// One `[[overload.reserved]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservedConfig {
+    /// The path prefix (`"/healthz"` covers `/healthz` and `/healthz/db`).
+    pub path: String,
+    /// The share of the limit reserved, above 0 and at most 0.5.
+    pub share: f64,
 }
 
 #[cfg(test)]

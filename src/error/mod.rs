@@ -45,6 +45,7 @@
 //! | <span id="invalid-input">`invalid-input`</span> | 400/422 | a handler refused the content of a request |
 //! | <span id="internal-error">`internal-error`</span> | 500 | a handler failed or panicked |
 //! | <span id="service-unavailable">`service-unavailable`</span> | 503 | a dependency (for example the rate-limit store) is unavailable |
+//! | <span id="overloaded">`overloaded`</span> | 503 | the in-flight limit shed the request: the service had as many requests in flight as it can take; `Retry-After` says when to try again |
 
 mod body;
 mod future;

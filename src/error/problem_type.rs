@@ -47,9 +47,12 @@ impl ProblemType {
     pub const INTERNAL_ERROR: Self = Self::new("internal-error", "Internal error");
     /// 503: a dependency (the rate-limit store) is unavailable.
     pub const SERVICE_UNAVAILABLE: Self = Self::new("service-unavailable", "Service unavailable");
+    /// 503: the service had as many requests in flight as it can take; the
+    /// request was shed at once (with `Retry-After`).
+    pub const OVERLOADED: Self = Self::new("overloaded", "Service overloaded");
 
     /// Every problem type of this crate.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::PAYLOAD_TOO_LARGE,
         Self::UNSUPPORTED_ENCODING,
         Self::MALFORMED_BODY,
@@ -61,6 +64,7 @@ impl ProblemType {
         Self::INVALID_INPUT,
         Self::INTERNAL_ERROR,
         Self::SERVICE_UNAVAILABLE,
+        Self::OVERLOADED,
     ];
 
     const fn new(slug: &'static str, title: &'static str) -> Self {

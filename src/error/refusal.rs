@@ -30,7 +30,8 @@ pub trait Refusal: StdError + Send + Sync + 'static {
     /// `decoded_body_too_large`, `unsupported_encoding`, `malformed_body`,
     /// `too_many_headers`, `headers_too_large`, `uri_too_long` (input);
     /// `deadline_exceeded`, `body_idle`, `body_too_slow` (deadline);
-    /// `quota_exceeded`, `missing_key`, `store_unavailable` (rate limit).
+    /// `quota_exceeded`, `missing_key`, `store_unavailable` (rate limit);
+    /// `overloaded` (overload).
     fn error_type(&self) -> &'static str {
         std::any::type_name::<Self>()
     }

@@ -22,6 +22,11 @@ pub mod names {
     /// Counter: Redis store failures, by `kind` (`call`: one failed or
     /// timed-out call; `degraded`, `recovered`: a switch of the circuit).
     pub const REDIS_FAILURES: &str = "tower_harden.rate_limit.redis";
+    /// Counter: requests the in-flight limit shed, by `partition`
+    /// (`default`, `reserved`).
+    pub const OVERLOAD_SHED: &str = "tower_harden.overload.shed";
+    /// Gauge: the in-flight limit now (the adaptive limit, at each update).
+    pub const OVERLOAD_LIMIT: &str = "tower_harden.overload.limit";
 }
 
 /// The labels of one finished request.
@@ -71,3 +76,13 @@ pub(crate) fn increment(name: &'static str, labels: &[(&'static str, &'static st
 /// Adds to a counter (the `metrics` feature is off).
 #[cfg(not(feature = "metrics"))]
 pub(crate) fn increment(_name: &'static str, _labels: &[(&'static str, &'static str)], _by: u64) {}
+
+/// Sets a gauge without labels (the in-flight limit).
+#[cfg(feature = "metrics")]
+pub(crate) fn gauge(name: &'static str, value: f64) {
+    metrics::gauge!(name).set(value);
+}
+
+/// Sets a gauge (the `metrics` feature is off).
+#[cfg(not(feature = "metrics"))]
+pub(crate) fn gauge(_name: &'static str, _value: f64) {}

@@ -1,0 +1,148 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::settings::{Limit, Settings, DEFAULT_RETRY_AFTER};
+use super::shared::Shared;
+use super::{AdaptiveLimit, InFlightLimit};
+
+/// A limit on the requests in flight across every connection and HTTP/2
+/// stream: what is over the limit is shed at once with a 503 `overloaded`
+/// problem and `Retry-After`, never queued.
+///
+/// Every clone of the layer (and every service it makes) shares one limit:
+/// build it once and apply it around the whole router. A request holds its
+/// slot until its response body ends (or is dropped).
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_harden::overload::InFlightLimitLayer;
+///
+/// let limit = InFlightLimitLayer::new() // adaptive
+///     .reserve("/healthz", 0.05)        // answered under overload
+///     .long_lived("/events");           // streams: no latency signal
+/// let stats = limit.stats();
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "ok" }))
+///     .layer(limit);
+/// assert_eq!(stats.limit(), 20);
+/// ```
+#[derive(Debug, Clone)]
+pub struct InFlightLimitLayer {
+    shared: Arc<Shared>,
+}
+
+impl Default for InFlightLimitLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InFlightLimitLayer {
+    /// The adaptive limit with its defaults ([`AdaptiveLimit::default`]).
+    pub fn new() -> Self {
+        Self::with_limit(Limit::Adaptive(AdaptiveLimit::default()))
+    }
+
+    /// A fixed limit of `limit` requests in flight (at least 1).
+    pub fn fixed(limit: usize) -> Self {
+        Self::with_limit(Limit::Fixed(limit))
+    }
+
+    /// The given kind of limit.
+    pub fn with_limit(limit: Limit) -> Self {
+        Self::from_settings(Settings {
+            limit,
+            retry_after: DEFAULT_RETRY_AFTER,
+            reserved: Vec::new(),
+            long_lived: Vec::new(),
+        })
+    }
+
+    fn from_settings(settings: Settings) -> Self {
+        Self {
+            shared: Arc::new(Shared::new(settings)),
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        self.shared.settings.clone()
+    }
+
+    /// The `Retry-After` of a shed request (rounded up to whole seconds, at
+    /// least 1). Default: [`DEFAULT_RETRY_AFTER`], 1 s.
+    pub fn retry_after(self, retry_after: Duration) -> Self {
+        let mut settings = self.settings();
+        settings.retry_after = retry_after;
+        Self::from_settings(settings)
+    }
+
+    /// Reserves `share` (0 to 1) of the limit, at least one slot, for
+    /// requests whose path is `prefix` or below it (`/healthz` covers
+    /// `/healthz/db`, not `/healthzz`): they are answered while the rest is
+    /// shed, and take a free general slot when their share is full. Other
+    /// requests never use the reserved slots. Default: none.
+    pub fn reserve(self, prefix: impl Into<Arc<str>>, share: f64) -> Self {
+        let mut settings = self.settings();
+        settings
+            .reserved
+            .push((prefix.into(), share.clamp(0.0, 1.0)));
+        Self::from_settings(settings)
+    }
+
+    /// Requests whose path is `prefix` or below it stream for long (event
+    /// streams, downloads): they hold a slot, but their durations do not feed
+    /// the adaptive limit. Responses with status 101 (upgrades) or of type
+    /// `text/event-stream` are never a sample either. Default: none.
+    pub fn long_lived(self, prefix: impl Into<Arc<str>>) -> Self {
+        let mut settings = self.settings();
+        settings.long_lived.push(prefix.into());
+        Self::from_settings(settings)
+    }
+
+    /// The limit's live figures: the limit now, the requests in flight, the
+    /// requests shed.
+    pub fn stats(&self) -> OverloadStats {
+        OverloadStats {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S> Layer<S> for InFlightLimitLayer {
+    type Service = InFlightLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        InFlightLimit::new(inner, self.shared.clone())
+    }
+}
+
+/// The live figures of an [`InFlightLimitLayer`]: cheap to clone, to read
+/// from a metrics endpoint or a test.
+#[derive(Debug, Clone)]
+pub struct OverloadStats {
+    shared: Arc<Shared>,
+}
+
+impl OverloadStats {
+    /// The limit in force now (for the adaptive limit, where it stands).
+    pub fn limit(&self) -> usize {
+        self.shared.limit()
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight()
+    }
+
+    /// Requests shed since the layer was built.
+    pub fn shed(&self) -> u64 {
+        self.shared.shed_count()
+    }
+
+    /// Requests admitted since the layer was built.
+    pub fn admitted(&self) -> u64 {
+        self.shared.admitted_count()
+    }
+}

@@ -1,0 +1,101 @@
+//! Overload: a limit on the requests in flight across every connection and
+//! HTTP/2 stream, so that the service as a whole stays up when demand
+//! exceeds its capacity.
+//!
+//! Every other layer bounds one request; this one bounds how many run at
+//! once. Without it, the server's own limits (1,024 connections × 128
+//! HTTP/2 streams) let 131,072 requests wait at once on a slow database:
+//! latency climbs for everyone until the deadlines fire, and retries pile
+//! on. With it, the requests the service can serve are served at their
+//! usual latency, and the rest are refused at once with a 503 `overloaded`
+//! problem and `Retry-After`, cheaply, while the client can still go
+//! elsewhere.
+//!
+//! | what | how | default |
+//! |---|---|---|
+//! | the limit | [`Limit::Adaptive`] (Gradient2, below) or [`Limit::Fixed`] | adaptive: starts at 20, between 8 and 1000 |
+//! | excess | shed at once: 503 [`overloaded`](crate::error::ProblemType::OVERLOADED), `Retry-After` | 1 s |
+//! | a slot is held | from the call until the response body ends or is dropped | — |
+//! | reserved routes | [`InFlightLimitLayer::reserve`]: a share of the limit for path prefixes (health checks, critical paths) | none |
+//! | streams | [`InFlightLimitLayer::long_lived`], 101 responses, `text/event-stream`: hold a slot, feed no latency | — |
+//! | observable | [`OverloadStats`]: limit, in flight, shed; metrics `tower_harden.overload.limit` (gauge), `tower_harden.overload.shed` (counter) | — |
+//!
+//! # The algorithm, and why
+//!
+//! The adaptive limit is Netflix's **Gradient2** (concurrency-limits): each
+//! window (at least 100 ms and 10 responses) the average latency `short` is
+//! compared with a long-term exponential average `long` of the same
+//! (about 600 windows, learnt first over 10 windows at the initial limit), and
+//! `limit = limit × clamp(1.2 × long / short, 0.5, 1) + √limit`, smoothed
+//! by 0.2 and clamped between the floor and the ceiling. While latency stays
+//! within 1.2× its usual value the limit grows by about √limit; when
+//! requests start to queue inside the service the limit falls,
+//! proportionally. It does not grow while less than half of it is in use.
+//! One change to Netflix's version: the long average does not learn from
+//! windows in which the limit shed, whose concurrency the limit set rather
+//! than demand; otherwise, under a long overload, the average learns the
+//! limit's own queue as normal and the limit creeps up to its ceiling
+//! (Gradient2's known drift; the unit tests show both).
+//!
+//! Why Gradient2 rather than Vegas: Vegas (like Gradient v1) compares each
+//! latency with the *minimum* ever seen, the service's no-load latency. An
+//! HTTP service mixes routes of very different cost (a 1 ms health check
+//! beside a 50 ms query), so the minimum is its fastest route and every
+//! slow route reads as a queue: the limit collapses to its floor, or needs
+//! per-service tuning. Gradient2 compares the service with its own recent
+//! past, whatever its mix, and needs no tuning; its known weakness, a long
+//! average that creeps up under a long overload, is removed by the change
+//! above.
+//! AIMD reacts to errors only, which come far too late here (the deadline
+//! is 10 s). Envoy's adaptive concurrency filter uses the same gradient,
+//! with a periodic measurement of the minimum latency instead of the long
+//! average.
+//!
+//! Why not a crate: tower's `ConcurrencyLimit` waits for a slot in
+//! `poll_ready` (a queue without bound in front of every connection), and
+//! `LoadShed` over it sheds with an error, not a problem; the adaptive
+//! crates (tower-acc, tower-resilience-adaptive) are shaped the same way.
+//! This layer needs to shed with a problem at once, to hold the slot until
+//! the response *body* ends, to reserve shares for routes and to leave
+//! streams out of the signal, so the layer is written here and the
+//! algorithm is a small pure function, tested on simulated latencies.
+//!
+//! # In the preset
+//!
+//! [`Harden`](crate::Harden) puts it after the rate limit and before the
+//! deadline: abusive clients are refused by the rate limit first and do not
+//! take slots or skew the latency signal, and the latency it measures is
+//! the service's (the deadline's 503 after 10 s included, which is the
+//! strongest signal of all).
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use tower_harden::overload::{InFlightLimitLayer, Limit, AdaptiveLimit};
+//!
+//! let fixed = InFlightLimitLayer::fixed(64).retry_after(Duration::from_secs(2));
+//! let adaptive = InFlightLimitLayer::with_limit(Limit::Adaptive(
+//!     AdaptiveLimit::default().min_limit(16).max_limit(512),
+//! ))
+//! .reserve("/healthz", 0.05);
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "ok" }))
+//!     .route("/healthz", get(|| async { "ok" }))
+//!     .layer(adaptive);
+//! # drop(fixed);
+//! ```
+
+mod algorithm;
+mod body;
+mod error;
+mod layer;
+mod service;
+mod settings;
+mod shared;
+
+pub use algorithm::AdaptiveLimit;
+pub use body::InFlightBody;
+pub use error::Overloaded;
+pub use layer::{InFlightLimitLayer, OverloadStats};
+pub use service::{InFlightFuture, InFlightLimit};
+pub use settings::{Limit, DEFAULT_RETRY_AFTER};

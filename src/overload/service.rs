@@ -1,0 +1,129 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::body::InFlightBody;
+use super::error::retry_seconds;
+use super::shared::{Permit, Shared};
+use crate::error::{Problem, ProblemOr};
+
+/// The service of [`InFlightLimitLayer`](super::InFlightLimitLayer).
+#[derive(Debug, Clone)]
+pub struct InFlightLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> InFlightLimit<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    inner_service_accessors!();
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for InFlightLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+{
+    type Response = Response<ProblemOr<InFlightBody<ResBody>>>;
+    type Error = S::Error;
+    type Future = InFlightFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        match self.shared.acquire(request.uri().path()) {
+            Ok(permit) => InFlightFuture {
+                state: State::Admitted {
+                    future: self.inner.call(request),
+                    permit: Some(permit),
+                },
+            },
+            Err(overloaded) => {
+                let seconds = retry_seconds(overloaded.retry_after);
+                let mut response = Problem::refuse(overloaded, request.extensions());
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(seconds));
+                InFlightFuture {
+                    state: State::Shed {
+                        response: Some(response),
+                    },
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`InFlightLimit`].
+    pub struct InFlightFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Shed { response: Option<Response<ProblemOr<InFlightBody<B>>>> },
+        Admitted { #[pin] future: F, permit: Option<Permit> },
+    }
+}
+
+impl<F, B, E> Future for InFlightFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+{
+    type Output = Result<Response<ProblemOr<InFlightBody<B>>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Shed { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("InFlightFuture polled after completion"))),
+            StateProj::Admitted { future, permit } => {
+                // An error drops the permit here: the slot is free, and a
+                // failure is no latency sample.
+                let response = std::task::ready!(future.poll(cx))?;
+                let mut permit = permit
+                    .take()
+                    .expect("InFlightFuture polled after completion");
+                if is_stream(&response) {
+                    permit.no_sample();
+                }
+                Poll::Ready(Ok(response.map(|body| {
+                    let permit = if body.is_end_stream() {
+                        permit.complete();
+                        None
+                    } else {
+                        Some(permit)
+                    };
+                    ProblemOr::inner(InFlightBody::new(body, permit))
+                })))
+            }
+        }
+    }
+}
+
+/// An upgrade or an event stream: its duration is the client's, not the
+/// service's.
+fn is_stream<B>(response: &Response<B>) -> bool {
+    response.status() == StatusCode::SWITCHING_PROTOCOLS
+        || response
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"))
+}

@@ -1,0 +1,294 @@
+//! The state every clone of one layer shares: the limit, the counts in
+//! flight, the adaptive algorithm and its window of samples.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::algorithm::Gradient2;
+use super::settings::{Limit, Settings};
+use super::Overloaded;
+use crate::telemetry::metrics;
+
+/// The shared state of one [`InFlightLimitLayer`](super::InFlightLimitLayer).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) settings: Settings,
+    limit: AtomicUsize,
+    /// Requests in flight outside any reserved share.
+    general: AtomicUsize,
+    /// Requests in flight in each reserved share, in the order of
+    /// `settings.reserved`.
+    reserved: Box<[AtomicUsize]>,
+    adaptive: Option<Mutex<Adaptive>>,
+    shed: AtomicU64,
+    admitted: AtomicU64,
+}
+
+/// The adaptive algorithm and the window of samples it is fed.
+#[derive(Debug)]
+struct Adaptive {
+    gradient: Gradient2,
+    window: Duration,
+    window_samples: u32,
+    started: Option<Instant>,
+    sum: Duration,
+    count: u32,
+    peak_in_flight: usize,
+    /// The shed count when the window started.
+    shed_at_start: u64,
+}
+
+/// Where a request's slot was taken from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    General,
+    Reserved(usize),
+}
+
+impl Shared {
+    pub(crate) fn new(settings: Settings) -> Self {
+        let (limit, adaptive) = match settings.limit {
+            Limit::Adaptive(adaptive) => {
+                let gradient = Gradient2::new(adaptive);
+                let limit = gradient.limit();
+                let state = Adaptive {
+                    gradient,
+                    window: adaptive.window,
+                    window_samples: adaptive.window_samples,
+                    started: None,
+                    sum: Duration::ZERO,
+                    count: 0,
+                    peak_in_flight: 0,
+                    shed_at_start: 0,
+                };
+                (limit, Some(Mutex::new(state)))
+            }
+            Limit::Fixed(limit) => (limit.max(1), None),
+            Limit::Unlimited => (usize::MAX, None),
+        };
+        let reserved = settings
+            .reserved
+            .iter()
+            .map(|_| AtomicUsize::new(0))
+            .collect();
+        Self {
+            settings,
+            limit: AtomicUsize::new(limit),
+            general: AtomicUsize::new(0),
+            reserved,
+            adaptive,
+            shed: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        let reserved: usize = self
+            .reserved
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .sum();
+        self.general.load(Ordering::Relaxed) + reserved
+    }
+
+    pub(crate) fn shed_count(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn admitted_count(&self) -> u64 {
+        self.admitted.load(Ordering::Relaxed)
+    }
+
+    /// The slots of reserved share `index` at `limit`: at least one.
+    fn reserved_slots(&self, index: usize, limit: usize) -> usize {
+        let share = self.settings.reserved[index].1;
+        ((limit as f64 * share).ceil() as usize).max(1)
+    }
+
+    /// The slots left to every other request at `limit`: at least one.
+    fn general_slots(&self, limit: usize) -> usize {
+        let reserved: usize = (0..self.reserved.len())
+            .map(|index| self.reserved_slots(index, limit))
+            .sum();
+        limit.saturating_sub(reserved).max(1)
+    }
+
+    /// Takes a slot for a request to `path`, or says why not.
+    pub(crate) fn acquire(self: &Arc<Self>, path: &str) -> Result<Permit, Overloaded> {
+        let limit = self.limit();
+        let partition = self
+            .settings
+            .reserved
+            .iter()
+            .position(|(prefix, _)| path_matches(path, prefix));
+        if let Some(index) = partition {
+            if take(&self.reserved[index], self.reserved_slots(index, limit)).is_ok() {
+                return Ok(self.permit(Slot::Reserved(index), path));
+            }
+        }
+        let slots = self.general_slots(limit);
+        match take(&self.general, slots) {
+            Ok(()) => Ok(self.permit(Slot::General, path)),
+            Err(in_flight) => {
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                let kind = if partition.is_some() {
+                    "reserved"
+                } else {
+                    "default"
+                };
+                metrics::increment(metrics::names::OVERLOAD_SHED, &[("partition", kind)], 1);
+                let name = match partition {
+                    Some(index) => self.settings.reserved[index].0.clone(),
+                    None => Arc::from("default"),
+                };
+                Err(Overloaded {
+                    limit: slots,
+                    in_flight,
+                    partition: name,
+                    retry_after: self.settings.retry_after,
+                })
+            }
+        }
+    }
+
+    fn permit(self: &Arc<Self>, slot: Slot, path: &str) -> Permit {
+        self.admitted.fetch_add(1, Ordering::Relaxed);
+        let sample = self.adaptive.is_some()
+            && !self
+                .settings
+                .long_lived
+                .iter()
+                .any(|prefix| path_matches(path, prefix));
+        Permit {
+            shared: self.clone(),
+            slot,
+            start: Instant::now(),
+            sample,
+            completed: false,
+        }
+    }
+
+    fn release(&self, slot: Slot) {
+        let counter = match slot {
+            Slot::General => &self.general,
+            Slot::Reserved(index) => &self.reserved[index],
+        };
+        counter.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Feeds one latency to the adaptive limit.
+    pub(crate) fn record(&self, latency: Duration, now: Instant) {
+        let Some(adaptive) = &self.adaptive else {
+            return;
+        };
+        // A sample lost while another thread updates is no loss: the
+        // window averages many.
+        let Ok(mut state) = adaptive.try_lock() else {
+            return;
+        };
+        let in_flight = self.in_flight();
+        let started = *state.started.get_or_insert(now);
+        state.sum += latency;
+        state.count += 1;
+        state.peak_in_flight = state.peak_in_flight.max(in_flight);
+        if state.count < state.window_samples || now.duration_since(started) < state.window {
+            return;
+        }
+        let average = state.sum / state.count;
+        let peak = state.peak_in_flight;
+        let shed_now = self.shed_count();
+        let shed = shed_now != state.shed_at_start;
+        let limit = state.gradient.update(average, peak, shed);
+        state.shed_at_start = shed_now;
+        state.started = Some(now);
+        state.sum = Duration::ZERO;
+        state.count = 0;
+        state.peak_in_flight = 0;
+        drop(state);
+        self.limit.store(limit, Ordering::Relaxed);
+        metrics::gauge(metrics::names::OVERLOAD_LIMIT, limit as f64);
+    }
+}
+
+/// One more in `counter` if it is under `max`; else the count.
+fn take(counter: &AtomicUsize, max: usize) -> Result<(), usize> {
+    let mut current = counter.load(Ordering::Relaxed);
+    loop {
+        if current >= max {
+            return Err(current);
+        }
+        match counter.compare_exchange_weak(
+            current,
+            current + 1,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// Whether `path` is `prefix` or below it (`/health` covers `/health` and
+/// `/health/db`, not `/healthy`).
+pub(crate) fn path_matches(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// A request's slot: given back when dropped; a completed request's
+/// latency feeds the adaptive limit.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    shared: Arc<Shared>,
+    slot: Slot,
+    start: Instant,
+    sample: bool,
+    completed: bool,
+}
+
+impl Permit {
+    /// The request's latency is not a signal (a stream, an upgrade).
+    pub(crate) fn no_sample(&mut self) {
+        self.sample = false;
+    }
+
+    /// The response ended normally: its latency is a sample.
+    pub(crate) fn complete(mut self) {
+        self.completed = true;
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.completed && self.sample {
+            let now = Instant::now();
+            self.shared
+                .record(now.saturating_duration_since(self.start), now);
+        }
+        self.shared.release(self.slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_matches;
+
+    #[test]
+    fn a_prefix_covers_its_path_and_below_only() {
+        assert!(path_matches("/health", "/health"));
+        assert!(path_matches("/health/db", "/health"));
+        assert!(!path_matches("/healthy", "/health"));
+        assert!(path_matches("/static/a.css", "/static/"));
+        assert!(!path_matches("/", "/health"));
+    }
+}

@@ -1,0 +1,288 @@
+//! The in-flight limit over TCP: a saturated backend answers at once with
+//! 503 `overloaded` problems, the cap holds across HTTP/2 streams, reserved
+//! routes are still answered, a slot is held until the body ends; and the
+//! adaptive limit on simulated time.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use tokio::sync::{mpsc, Semaphore};
+use tower::{Service, ServiceExt};
+use tower_harden::overload::{AdaptiveLimit, InFlightLimitLayer, Limit, OverloadStats};
+
+/// A route that waits until the test adds permits to `gate`, counting the
+/// requests that reached it.
+fn blocking_app(gate: Arc<Semaphore>, reached: Arc<AtomicUsize>) -> Router {
+    let wait = move || {
+        let gate = gate.clone();
+        let reached = reached.clone();
+        async move {
+            reached.fetch_add(1, Ordering::SeqCst);
+            gate.acquire().await.unwrap().forget();
+            "done"
+        }
+    };
+    Router::new()
+        .route("/slow", get(wait.clone()))
+        .route("/", get(wait))
+        .route("/healthz", get(|| async { "ok" }))
+}
+
+async fn wait_for(stats: &OverloadStats, in_flight: usize) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while stats.in_flight() != in_flight {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the requests never got in flight");
+}
+
+#[tokio::test]
+async fn a_saturated_backend_gets_503_overloaded_problems_with_retry_after_at_once() {
+    let gate = Arc::new(Semaphore::new(0));
+    let limit = InFlightLimitLayer::fixed(2).retry_after(Duration::from_millis(2500));
+    let stats = limit.stats();
+    let addr =
+        common::spawn_axum(blocking_app(gate.clone(), Default::default()).layer(limit)).await;
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(common::get(addr, "/slow")))
+        .collect();
+    wait_for(&stats, 2).await;
+
+    // The backend answers nothing while its two slots are held: the third
+    // request is answered anyway, so it was not queued.
+    let shed = common::get(addr, "/slow").await;
+    assert_eq!(shed.status, 503);
+    assert_eq!(shed.header("retry-after"), Some("3"));
+    assert_eq!(
+        shed.header("content-type"),
+        Some("application/problem+json")
+    );
+    let problem = shed.json();
+    assert!(problem["type"].as_str().unwrap().ends_with("#overloaded"));
+    assert_eq!(problem["retry_after"], 3);
+    assert_eq!(stats.shed(), 1);
+
+    gate.add_permits(2);
+    for request in held {
+        assert_eq!(request.await.unwrap().status, 200);
+    }
+    wait_for(&stats, 0).await;
+    gate.add_permits(1);
+    assert_eq!(common::get(addr, "/slow").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_reserved_route_is_answered_while_the_rest_is_shed() {
+    let gate = Arc::new(Semaphore::new(0));
+    // 4 slots: 1 kept for /healthz, 3 for everything else.
+    let limit = InFlightLimitLayer::fixed(4).reserve("/healthz", 0.25);
+    let stats = limit.stats();
+    let addr =
+        common::spawn_axum(blocking_app(gate.clone(), Default::default()).layer(limit)).await;
+    let held: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(common::get(addr, "/slow")))
+        .collect();
+    wait_for(&stats, 3).await;
+    assert_eq!(common::get(addr, "/").await.status, 503);
+    for _ in 0..3 {
+        assert_eq!(common::get(addr, "/healthz").await.status, 200);
+    }
+    gate.add_permits(3);
+    for request in held {
+        assert_eq!(request.await.unwrap().status, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_slot_is_held_until_the_response_body_ends() {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(1);
+    let rx = Arc::new(tokio::sync::Mutex::new(Some(rx)));
+    let app = Router::new()
+        .route(
+            "/stream",
+            get(move || {
+                let rx = rx.clone();
+                async move {
+                    let rx = rx.lock().await.take().unwrap();
+                    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|chunk| (chunk, rx))
+                    });
+                    Body::from_stream(stream)
+                }
+            }),
+        )
+        .route("/", get(|| async { "ok" }));
+    let limit = InFlightLimitLayer::fixed(1);
+    let stats = limit.stats();
+    let addr = common::spawn_axum(app.layer(limit)).await;
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    tx.send(Ok(Bytes::from_static(b"first"))).await.unwrap();
+    wait_for(&stats, 1).await;
+    // The head went out, the body has not ended: the slot is still held.
+    assert_eq!(common::get(addr, "/").await.status, 503);
+    drop(tx);
+    let response = common::read_response(&mut stream).await.unwrap().unwrap();
+    assert_eq!(response.status, 200);
+    wait_for(&stats, 0).await;
+    assert_eq!(common::get(addr, "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn the_cap_holds_across_http2_streams_on_one_connection() {
+    let gate = Arc::new(Semaphore::new(0));
+    let reached = Arc::new(AtomicUsize::new(0));
+    let limit = InFlightLimitLayer::fixed(3);
+    let stats = limit.stats();
+    let app = blocking_app(gate.clone(), reached.clone()).layer(limit);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tower_harden::serve(listener, app);
+    tokio::spawn(async move { server.await.unwrap() });
+
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let requests: Vec<_> = (0..10)
+        .map(|_| {
+            let mut sender = sender.clone();
+            tokio::spawn(async move {
+                let request = Request::get(format!("http://{addr}/slow"))
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                let status = response.status();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (status, body)
+            })
+        })
+        .collect();
+    wait_for(&stats, 3).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while stats.shed() < 7 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("seven streams were not shed");
+    gate.add_permits(10);
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.await.unwrap().0);
+    }
+    assert_eq!(reached.load(Ordering::SeqCst), 3);
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let shed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert_eq!((ok, shed), (3, 7));
+}
+
+#[test]
+fn the_preset_limits_requests_in_flight_by_default() {
+    let harden = tower_harden::Harden::new();
+    assert_eq!(harden.overload_stats().limit(), 20);
+    let fixed = tower_harden::HardenConfig::from_toml("[overload]\nfixed_limit = 64\n").unwrap();
+    let harden = tower_harden::Harden::from_config(&fixed).unwrap();
+    assert_eq!(harden.overload_stats().limit(), 64);
+    let bad = tower_harden::HardenConfig::from_toml(
+        "[overload]\nmin_limit = 50\nmax_limit = 10\n[[overload.reserved]]\npath = \"healthz\"\nshare = 0.9\n",
+    )
+    .unwrap();
+    let errors = tower_harden::Harden::from_config(&bad).unwrap_err();
+    let text = errors.to_string();
+    for key in [
+        "overload.max_limit",
+        "overload.initial_limit",
+        "overload.reserved[0].path",
+        "overload.reserved[0].share",
+    ] {
+        assert!(text.contains(key), "{text}");
+    }
+}
+
+/// A simulated database on simulated time: 16 connections, 20 ms a query,
+/// 64 clients that send again at once whatever the answer (4x capacity).
+/// The adaptive limit settles near the capacity: what is admitted waits
+/// little, the rest is shed.
+#[tokio::test(start_paused = true)]
+async fn the_adaptive_limit_finds_the_capacity_of_a_simulated_database() {
+    let pool = Arc::new(Semaphore::new(16));
+    let backend = tower::service_fn(move |_request: Request<Body>| {
+        let pool = pool.clone();
+        async move {
+            let _connection = pool.acquire().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        }
+    });
+    let limit = InFlightLimitLayer::with_limit(Limit::Adaptive(AdaptiveLimit::default()));
+    let stats = limit.stats();
+    let service = tower::ServiceBuilder::new().layer(limit).service(backend);
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    let clients: Vec<_> = (0..64)
+        .map(|_| {
+            let mut service = service.clone();
+            let latencies = latencies.clone();
+            tokio::spawn(async move {
+                while tokio::time::Instant::now() < end {
+                    let start = tokio::time::Instant::now();
+                    let response = service
+                        .ready()
+                        .await
+                        .unwrap()
+                        .call(Request::new(Body::empty()))
+                        .await
+                        .unwrap();
+                    let ok = response.status() == StatusCode::OK;
+                    response.into_body().collect().await.unwrap();
+                    if ok {
+                        latencies.lock().unwrap().push(start.elapsed());
+                    } else {
+                        // Shed at once: a client that retries at once would
+                        // spin on simulated time; 5 ms stands for its RTT.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let limit = stats.limit();
+    assert!((16..=40).contains(&limit), "limit {limit}");
+    assert!(stats.shed() > 0);
+    let mut latencies = latencies.lock().unwrap().clone();
+    latencies.sort_unstable();
+    // Goodput: at least 90 % of the pool's 800 queries/s.
+    let goodput = latencies.len() as f64 / 20.0;
+    assert!(goodput >= 720.0, "goodput {goodput}/s");
+    // The latency of what is admitted: at most 3x the 20 ms of one query.
+    let p99 = latencies[latencies.len() * 99 / 100];
+    assert!(p99 <= Duration::from_millis(60), "p99 {p99:?}");
+}
