@@ -57,7 +57,7 @@ use crate::input::{
 };
 use crate::observe::{Observe, ObserveLayer};
 use crate::rate_limit::{AnyStore, RateLimit, RateLimitLayer};
-use crate::serve::{Serve, ServerSettings};
+use crate::serve::{Serve, ServerSettings, ShutdownSignal};
 
 /// The whole hardened stack. Build it from code ([`Harden::new`] and its
 /// builder methods, which start from the defaults) or from a
@@ -163,12 +163,25 @@ impl Harden {
 
     /// Serves `service` with the connection settings of this stack's
     /// configuration (`[server]`): header-read timeout, keep-alive, header
-    /// and HTTP/2 limits, connection cap, drain timeout.
-    pub fn serve<S: 'static>(
-        &self,
-        listener: TcpListener,
-        service: S,
-    ) -> Serve<S, std::future::Pending<()>> {
+    /// and HTTP/2 limits, connection cap, drain timeout. It stops gracefully
+    /// on Ctrl-C or SIGTERM unless
+    /// [`Serve::with_graceful_shutdown`] gives it another signal. The bounds
+    /// on `service` are [`serve()`](crate::serve())'s, where the usual
+    /// compile errors are explained.
+    pub fn serve<S, B>(&self, listener: TcpListener, service: S) -> Serve<S, ShutdownSignal>
+    where
+        S: tower_service::Service<
+                http::Request<hyper::body::Incoming>,
+                Response = http::Response<B>,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<crate::error::BoxError>,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<crate::error::BoxError>,
+    {
         crate::serve(listener, service).settings(self.server)
     }
 }

@@ -71,6 +71,7 @@
 pub(crate) mod build;
 mod error;
 mod model;
+mod problems;
 #[cfg(feature = "toml")]
 mod read;
 pub(crate) mod value;
@@ -84,6 +85,8 @@ pub use model::{
     Backend, DeadlineConfig, InputConfig, KeyKind, ObserveConfig, PolicyConfig, RateLimitConfig,
     StoreFailurePolicy,
 };
+
+pub use problems::ProblemsConfig;
 
 use crate::serve::ServerSettings;
 
@@ -116,6 +119,8 @@ pub struct HardenConfig {
     pub rate_limit: RateLimitConfig,
     /// `[observe]`: request ids, logging.
     pub observe: ObserveConfig,
+    /// `[problems]`: problem `type` URIs, axum's rejections as problems.
+    pub problems: ProblemsConfig,
     #[serde(skip)]
     pub(crate) origin: Origin,
 }

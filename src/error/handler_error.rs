@@ -99,18 +99,29 @@ impl HandlerError {
     }
 }
 
+/// `?` on any error a [`BoxError`] can hold: every `std::error::Error +
+/// Send + Sync`, a `Box<dyn Error + Send + Sync>`, an `anyhow::Error` (its
+/// whole context chain reaches the log), a `String`. The client gets a 500
+/// saying "internal error"; the log gets the error's type (for a boxed
+/// error, the box's) and its chain.
+///
+/// ```
+/// use tower_harden::error::{BoxError, HandlerError};
+///
+/// fn load() -> Result<String, BoxError> {
+///     Err("the cache is down".into())
+/// }
+///
+/// async fn handler() -> Result<String, HandlerError> {
+///     Ok(load()?)
+/// }
+/// ```
 impl<E> From<E> for HandlerError
 where
-    E: StdError + Send + Sync + 'static,
+    E: Into<BoxError> + 'static,
 {
     fn from(error: E) -> Self {
-        Self {
-            failure: HandlerFailure {
-                problem: Problem::internal_error(),
-                error_type: std::any::type_name::<E>(),
-                source: Some(Box::new(error)),
-            },
-        }
+        Self::internal(error)
     }
 }
 
@@ -123,6 +134,23 @@ impl fmt::Debug for HandlerError {
 impl fmt::Display for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.failure, f)
+    }
+}
+
+impl HandlerFailure {
+    /// The failure behind a handler's own error response: logged with
+    /// `error`'s type and chain, while the response keeps its body.
+    pub(crate) fn cause<E: Into<BoxError> + 'static>(status: StatusCode, error: E) -> Self {
+        let problem = if status.is_server_error() || !status.is_client_error() {
+            Problem::internal_error()
+        } else {
+            Problem::of(ProblemType::INVALID_INPUT, status)
+        };
+        Self {
+            problem,
+            source: Some(error.into()),
+            error_type: std::any::type_name::<E>(),
+        }
     }
 }
 

@@ -133,6 +133,51 @@ impl Refused {
         Self(Arc::new(refusal))
     }
 
+    /// The cause of a response a service made itself, for the log: put it
+    /// in the response's extensions and the
+    /// [`ObserveLayer`](crate::observe::ObserveLayer) logs `error`'s type
+    /// and its whole `source()` chain in the request's outcome event, while
+    /// the client gets the response as it is. This is how a service's own
+    /// error type, with its own `IntoResponse`, reaches the log without any
+    /// change to its handlers. `status` is the response's (a 4xx is logged
+    /// as a refusal of the request, anything else as a failure).
+    ///
+    /// ```
+    /// use axum::http::StatusCode;
+    /// use axum::response::{IntoResponse, Response};
+    /// use tower_harden::error::Refused;
+    ///
+    /// #[derive(Debug)]
+    /// enum AppError {
+    ///     Database(std::io::Error),
+    /// }
+    ///
+    /// impl std::fmt::Display for AppError {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         f.write_str("the database failed")
+    ///     }
+    /// }
+    ///
+    /// impl std::error::Error for AppError {
+    ///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+    ///         match self {
+    ///             AppError::Database(error) => Some(error),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// impl IntoResponse for AppError {
+    ///     fn into_response(self) -> Response {
+    ///         let status = StatusCode::INTERNAL_SERVER_ERROR;
+    ///         let mut response = (status, "something went wrong").into_response();
+    ///         response.extensions_mut().insert(Refused::cause(status, self));
+    ///         response
+    ///     }
+    /// }
+    /// ```
+    pub fn cause<E: Into<super::BoxError> + 'static>(status: http::StatusCode, error: E) -> Self {
+        Self::new(super::handler_error::HandlerFailure::cause(status, error))
+    }
     /// The refusal.
     pub fn refusal(&self) -> &(dyn Refusal + 'static) {
         &*self.0

@@ -62,6 +62,7 @@ mod future;
 mod layer;
 mod outcome;
 mod panic;
+mod rejection;
 
 pub use body::ObservedBody;
 pub use fields::TARGET;

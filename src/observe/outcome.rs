@@ -84,6 +84,8 @@ pub(crate) struct OutcomeConfig {
     pub(crate) server_error_level: Level,
     pub(crate) forward_panics: bool,
     pub(crate) full_span: bool,
+    /// [`ObserveLayer::problems_for_rejections`](super::ObserveLayer::problems_for_rejections).
+    pub(crate) map_rejections: bool,
 }
 
 impl Default for OutcomeConfig {
@@ -99,6 +101,7 @@ impl Default for OutcomeConfig {
             server_error_level: Level::ERROR,
             forward_panics: false,
             full_span: false,
+            map_rejections: false,
         }
     }
 }
