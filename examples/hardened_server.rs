@@ -153,10 +153,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     // Header-read timeout, keep-alive, connection cap and drain timeout from
-    // `[server]`; stops gracefully on Ctrl-C or SIGTERM.
-    harden
-        .serve(listener, app)
-        .with_graceful_shutdown(tower_harden::serve::shutdown_signal())
-        .await?;
+    // `[server]`; stops gracefully on Ctrl-C or SIGTERM (the default).
+    harden.serve(listener, app).await?;
     Ok(())
 }

@@ -8,6 +8,18 @@ use super::TYPE_BASE;
 
 /// The `type` value RFC 9457 (section 4.2.1) defines for a problem that has
 /// no meaning beyond its HTTP status.
+///
+/// ```
+/// use http::StatusCode;
+/// use tower_harden::error::{set_type_base, Problem, ProblemType, ABOUT_BLANK};
+///
+/// set_type_base(ABOUT_BLANK).unwrap();
+/// let problem = Problem::of(ProblemType::QUOTA_EXCEEDED, StatusCode::TOO_MANY_REQUESTS);
+/// let json: serde_json::Value = serde_json::from_slice(&problem.to_json()).unwrap();
+/// assert_eq!(json["type"], "about:blank");
+/// assert_eq!(json["title"], "Too Many Requests");
+/// assert_eq!(problem.slug(), "quota-exceeded"); // still there, for logs
+/// ```
 pub const ABOUT_BLANK: &str = "about:blank";
 
 static CONFIGURED: OnceLock<Box<str>> = OnceLock::new();
