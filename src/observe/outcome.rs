@@ -236,7 +236,7 @@ impl Outcome {
         error_type: Option<&'static str>,
         latency: Duration,
     ) {
-        let is_error = error_type.is_some() || status.map_or(true, |s| s >= 500);
+        let is_error = error_type.is_some() || status.is_none_or(|s| s >= 500);
         record_request(
             &RequestLabels {
                 method: self.method,

@@ -95,7 +95,7 @@ pub(super) fn problem_for<B: Body<Data = bytes::Bytes>>(
                 .get(..10)
                 .is_some_and(|start| start.eq_ignore_ascii_case("text/plain"))
         });
-    if !plain_text || !exact_len.is_some_and(|len| len <= MAX_DETAIL_LEN as u64) {
+    if !plain_text || exact_len.is_none_or(|len| len > MAX_DETAIL_LEN as u64) {
         return Err(body);
     }
     let problem = Problem::of(kind, status);
