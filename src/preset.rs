@@ -56,7 +56,7 @@ use crate::input::{
     BodyLimit, BodyLimitLayer, Decompress, DecompressLayer, HeadLimit, HeadLimitLayer,
 };
 use crate::observe::{Observe, ObserveLayer};
-use crate::rate_limit::{AnyStore, RateLimit, RateLimitLayer};
+use crate::rate_limit::{AnyStore, RateLimit, RateLimitLayer, RateLimitStore};
 use crate::serve::{Serve, ServerSettings, ShutdownSignal};
 
 /// The whole hardened stack. Build it from code ([`Harden::new`] and its
@@ -65,6 +65,25 @@ use crate::serve::{Serve, ServerSettings, ShutdownSignal};
 /// [`Harden::into_layer`] to a router or a `ServiceBuilder`.
 ///
 /// See the [module documentation](crate::preset) for the order of the layers and why.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use tower_harden::deadline::RequestDeadlineLayer;
+/// use tower_harden::{Harden, HardenConfig};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = HardenConfig::from_toml_file("harden.toml")?; // every key optional
+/// let harden = Harden::from_config(&config)?
+///     .deadline(RequestDeadlineLayer::new(Duration::from_secs(5))); // code wins over the file
+/// let app = Router::new()
+///     .route("/", get(|| async { "ok" }))
+///     .layer(harden.clone().into_layer());
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
+/// harden.serve(listener, app).await?; // `[server]` settings; drains on SIGTERM
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Harden {
     observe: ObserveLayer,
@@ -132,10 +151,22 @@ impl Harden {
     }
 
     /// Replaces the rate limiter. Default: `per-ip`, 50 per second, burst
-    /// 100, in process, 100,000 keys. Any store goes through [`AnyStore`]:
-    /// `RateLimitLayer::new(AnyStore::from(MemoryStore::new(10_000)))`.
-    pub fn rate_limit(mut self, layer: RateLimitLayer<AnyStore>) -> Self {
-        self.rate_limit = layer;
+    /// 100, in process, 100,000 keys. A layer over any store is taken as it
+    /// is (the preset holds it as [`RateLimitLayer::into_any_store`] makes
+    /// it).
+    ///
+    /// ```
+    /// use tower_harden::rate_limit::{MemoryStore, Policy, RateLimitLayer, TrustedProxies};
+    /// use tower_harden::Harden;
+    ///
+    /// let harden = Harden::new().rate_limit(
+    ///     RateLimitLayer::new(MemoryStore::new(10_000))
+    ///         .policy(Policy::per_client_ip(TrustedProxies::none())),
+    /// );
+    /// # drop(harden);
+    /// ```
+    pub fn rate_limit<St: RateLimitStore>(mut self, layer: RateLimitLayer<St>) -> Self {
+        self.rate_limit = layer.into_any_store();
         self
     }
 
@@ -157,6 +188,21 @@ impl Harden {
     }
 
     /// The layer, for `Router::layer` or `ServiceBuilder::layer`.
+    ///
+    /// It wraps any service, and keeps its error type. What the compiler
+    /// says when the wrapped service does not fit, and why:
+    ///
+    /// - with `Router::layer`: *`Hardened<Route>` ... `Service<Request<Body>>`
+    ///   is not satisfied*, when a layer between this one and the routes
+    ///   changed the response body into one that is not axum's `Body`
+    ///   (map it back with `axum::body::Body::new`);
+    /// - with [`serve()`](crate::serve()): see there, for the bounds the
+    ///   served service needs;
+    /// - around a `Router` with `ServiceBuilder`, it compiles, but routing has
+    ///   not happened yet: `http.route` is `_unmatched` and the empty 404
+    ///   is still mapped. Prefer `Router::layer`, or give a non-axum service
+    ///   its route templates with
+    ///   [`ObserveLayer::route_classifier`](crate::observe::ObserveLayer::route_classifier).
     pub fn into_layer(self) -> HardenLayer {
         HardenLayer { harden: self }
     }

@@ -328,3 +328,84 @@ async fn wait_for_outcomes(log: &common::logs::Captured, count: usize) {
     }
     panic!("expected {count} outcome events: {}", log.text());
 }
+
+/// A store of the service's own: counts its calls, decides with the
+/// in-process store.
+struct CountingStore {
+    inner: tower_harden::rate_limit::MemoryStore,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tower_harden::rate_limit::RateLimitStore for CountingStore {
+    type Future =
+        <tower_harden::rate_limit::MemoryStore as tower_harden::rate_limit::RateLimitStore>::Future;
+
+    fn check(&self, checks: &[tower_harden::rate_limit::Check]) -> Self::Future {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.check(checks)
+    }
+
+    fn try_check_now(
+        &self,
+        checks: &[tower_harden::rate_limit::Check],
+    ) -> Option<Result<tower_harden::rate_limit::Decisions, tower_harden::rate_limit::StoreError>>
+    {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.try_check_now(checks)
+    }
+}
+
+#[tokio::test]
+async fn the_preset_takes_a_rate_limiter_over_any_store() {
+    use tower_harden::rate_limit::{MemoryStore, Policy, Quota, RateLimitLayer};
+    let (_log, _guard) = capture_json();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let store = CountingStore {
+        inner: MemoryStore::new(100),
+        calls: calls.clone(),
+    };
+    let harden = Harden::new().rate_limit(
+        RateLimitLayer::new(store).policy(Policy::global("all", Quota::per_second(1).unwrap())),
+    );
+    let addr = spawn(harden).await;
+    assert_eq!(
+        send(addr, "GET /users?page=1 HTTP/1.1", "").await.status,
+        200
+    );
+    let refused = send(addr, "GET /users?page=1 HTTP/1.1", "").await;
+    assert_problem(&refused, 429, "quota-exceeded");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn a_route_classifier_names_routes_of_a_service_that_is_not_a_router() {
+    use tower::{Layer, ServiceExt};
+    let (log, _guard) = capture_json();
+    let service = tower::service_fn(|_request: http::Request<axum::body::Body>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(axum::body::Body::from("ok")))
+    });
+    let observed = ObserveLayer::new()
+        .route_classifier(|_, uri| {
+            uri.path()
+                .starts_with("/users/")
+                .then_some(std::borrow::Cow::Borrowed("/users/{id}"))
+        })
+        .layer(service);
+    for path in ["/users/7", "/other"] {
+        let request = http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = observed.clone().oneshot(request).await.unwrap();
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap();
+    }
+    let routes: Vec<_> = log
+        .outcomes()
+        .iter()
+        .map(|outcome| outcome["fields"]["http.route"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(routes, ["/users/{id}", "_unmatched"]);
+}

@@ -97,6 +97,16 @@ use crate::serve::ServerSettings;
 /// configuration read from a file also remembers where each key was
 /// written, for the errors of [`Harden::from_config`](crate::Harden::from_config);
 /// that is not part of its value (not compared, not serialized).
+///
+/// ```
+/// use tower_harden::{Harden, HardenConfig};
+///
+/// let mut config = HardenConfig::default();
+/// config.input.max_body = 4 * 1024 * 1024;
+/// config.problems.map_rejections = true;
+/// let harden = Harden::from_config(&config).unwrap();
+/// # drop(harden);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HardenConfig {

@@ -69,6 +69,8 @@ pub(crate) struct Config {
     pub(crate) max_trace_state_len: usize,
     pub(crate) logged_headers: Vec<HeaderName>,
     pub(crate) span_level: Level,
+    /// [`ObserveLayer::route_classifier`].
+    pub(crate) route_classifier: Option<super::route::RouteClassifier>,
     /// What each request's outcome takes a copy of.
     pub(crate) outcome: OutcomeConfig,
 }
@@ -109,6 +111,7 @@ impl ObserveLayer {
                 max_trace_state_len: TraceState::DEFAULT_MAX_LEN,
                 logged_headers: Vec::new(),
                 span_level: Level::ERROR,
+                route_classifier: None,
                 outcome: OutcomeConfig::default(),
             }),
         }
@@ -378,7 +381,12 @@ where
         extensions.insert(trace.clone());
 
         let method = method_name(request.method());
-        let route = RouteTemplate::of(request.extensions());
+        let mut route = RouteTemplate::of(request.extensions());
+        if let Some(classify) = &config.route_classifier {
+            if !route.is_matched() {
+                route.classified = classify.0(request.method(), request.uri());
+            }
+        }
         let client_address = client_address(request.extensions());
         let headers = config.logged_headers(request.headers());
 

@@ -63,6 +63,7 @@ mod layer;
 mod outcome;
 mod panic;
 mod rejection;
+mod route;
 
 pub use body::ObservedBody;
 pub use fields::TARGET;
