@@ -148,6 +148,7 @@ fn assert_problem(response: &RawResponse, status: u16, slug: &str) -> serde_json
     );
     let json = response.json();
     assert_eq!(json["status"], status);
+    assert_eq!(response.header("cache-control"), Some("no-store"));
     assert_eq!(
         json["type"],
         format!("{}{slug}", tower_harden::error::TYPE_BASE)

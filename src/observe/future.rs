@@ -150,6 +150,10 @@ fn finish<B: Body<Data = bytes::Bytes>>(
                         http::header::CONTENT_TYPE,
                         http::HeaderValue::from_static(PROBLEM_JSON),
                     );
+                    parts.headers.insert(
+                        http::header::CACHE_CONTROL,
+                        http::HeaderValue::from_static("no-store"),
+                    );
                     ProblemOr::problem(
                         problem
                             .with_request_context(outcome.context.clone())
