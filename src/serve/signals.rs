@@ -11,7 +11,12 @@ use std::task::{Context, Poll};
 ///
 /// [`Serve::with_graceful_shutdown`](super::Serve::with_graceful_shutdown)
 /// replaces it; `with_graceful_shutdown(std::future::pending())` runs a
-/// server that only stops when its task does.
+/// server that only stops when its task does, and installs no handler.
+///
+/// Once installed, tokio keeps a signal's handler for the life of the
+/// process: a second Ctrl-C or SIGTERM during the drain does not kill the
+/// process (the drain timeout bounds it), and neither signal kills it after
+/// the server returned: `main` returning ends it.
 ///
 /// ```
 /// let signal = tower_harden::serve::ShutdownSignal::default();
