@@ -45,6 +45,23 @@ async fn echo(request: Request) -> Result<Json<serde_json::Value>, HandlerError>
     Ok(Json(serde_json::json!({ "bytes": bytes })))
 }
 
+/// A typed JSON body: axum rejects a body that is not JSON (400), not of
+/// this shape (422) or not declared `application/json` (415); with
+/// `[problems] map_rejections` each is a problem with the request id.
+async fn create_user(Json(user): Json<NewUser>) -> (http::StatusCode, String) {
+    (http::StatusCode::CREATED, format!("created {}", user.name))
+}
+
+#[derive(serde::Deserialize)]
+struct NewUser {
+    name: String,
+}
+
+/// A numeric path parameter: `/users/abc` is axum's 400 rejection.
+async fn user(Path(id): Path<u32>) -> String {
+    format!("user {id}")
+}
+
 async fn slow(Path(ms): Path<u64>) -> &'static str {
     // The request deadline (10 s by default) drops this future if it runs over.
     tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
@@ -85,6 +102,8 @@ pub fn routes() -> Router {
         .route("/slow/{ms}", get(slow))
         .route("/panic", get(panics))
         .route("/fail", get(fail))
+        .route("/users", post(create_user))
+        .route("/users/{id}", get(user))
 }
 
 /// JSON lines on stdout (text on a terminal). The lines are written by
@@ -125,6 +144,9 @@ fn config() -> Result<HardenConfig, Box<dyn std::error::Error>> {
         Ok(path) => HardenConfig::from_toml_file(path)?,
         Err(_) => HardenConfig::default(),
     };
+    // axum's plain-text rejections (bad JSON, path, query, content type)
+    // answered as problems too; off unless asked for.
+    config.problems.map_rejections = true;
     if let Ok(url) = std::env::var("REDIS_URL") {
         config.rate_limit.backend = tower_harden::config::Backend::Redis;
         config.rate_limit.redis_url = Some(url);
@@ -153,10 +175,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     // Header-read timeout, keep-alive, connection cap and drain timeout from
-    // `[server]`; stops gracefully on Ctrl-C or SIGTERM.
-    harden
-        .serve(listener, app)
-        .with_graceful_shutdown(tower_harden::serve::shutdown_signal())
-        .await?;
+    // `[server]`; stops gracefully on Ctrl-C or SIGTERM (the default).
+    harden.serve(listener, app).await?;
     Ok(())
 }

@@ -27,14 +27,14 @@
 //!
 //! | layer | defends against | answer | default |
 //! |---|---|---|---|
-//! | [`observe::ObserveLayer`] | failures nobody can trace; forged log lines; lost panics | one span and one outcome event per request, `x-request-id`, 500 for a panic | ids up to 128 plain characters accepted |
+//! | [`observe::ObserveLayer`] | failures nobody can trace; forged log lines; lost panics | one span and one outcome event per request, `x-request-id`, 500 for a panic, problems for axum's empty 404 and 405 (and, [on request](observe::ObserveLayer::problems_for_rejections), its plain-text rejections) | ids up to 128 plain characters accepted |
 //! | [`input::HeadLimitLayer`] | header floods, huge headers and URIs | 431 / 414 | 96 fields, 16 KiB, 8 KiB URI |
 //! | [`input::BodyLimitLayer`] | huge or endless bodies, lying `Content-Length` | 413, before any byte is read when declared | 1 MiB |
 //! | [`rate_limit::RateLimitLayer`] | floods from one client, key spoofing, memory blow-up from random keys | 429 with `Retry-After` and `RateLimit` headers | 50/s, burst 100 per client IP; 100,000 keys |
 //! | [`overload::InFlightLimitLayer`] | demand over capacity: a slow dependency, a retry storm | 503 `overloaded` with `Retry-After`, at once | adaptive (Gradient2), 20 at start, 8 to 1000 |
 //! | [`deadline::RequestDeadlineLayer`] | slow handlers; slowloris bodies | 503 / 408 | 10 s; body idle 60 s; 240 B/s after 5 s |
 //! | [`input::DecompressLayer`] | compression bombs, unknown or nested codings | 413 / 415 | decoded limit 1 MiB |
-//! | [`serve()`] | slow headers, idle connections, connection floods | connection closed | 30 s header read, 75 s keep-alive, 1024 connections |
+//! | [`serve()`] | slow headers, idle connections, connection floods; requests cut off by a deploy | connection closed; graceful drain on Ctrl-C or SIGTERM | 30 s header read, 75 s keep-alive, 1024 connections, 25 s drain |
 //! | [`outbound::OutboundLayer`] | upstream calls that outlive the caller's budget | typed [`outbound::OutboundError`] | min(10 s, remaining budget) |
 //!
 //! Every refusal is a typed value implementing [`error::Refusal`]: the
@@ -80,7 +80,7 @@
     unreachable_pub,
     rust_2018_idioms
 )]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[macro_use]
 mod macros;

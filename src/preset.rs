@@ -63,8 +63,8 @@ use crate::input::{
 };
 use crate::observe::{Observe, ObserveLayer};
 use crate::overload::{InFlightLimit, InFlightLimitLayer, OverloadStats};
-use crate::rate_limit::{AnyStore, RateLimit, RateLimitLayer};
-use crate::serve::{Serve, ServerSettings};
+use crate::rate_limit::{AnyStore, RateLimit, RateLimitLayer, RateLimitStore};
+use crate::serve::{Serve, ServerSettings, ShutdownSignal};
 
 /// The whole hardened stack. Build it from code ([`Harden::new`] and its
 /// builder methods, which start from the defaults) or from a
@@ -72,6 +72,25 @@ use crate::serve::{Serve, ServerSettings};
 /// [`Harden::into_layer`] to a router or a `ServiceBuilder`.
 ///
 /// See the [module documentation](crate::preset) for the order of the layers and why.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use tower_harden::deadline::RequestDeadlineLayer;
+/// use tower_harden::{Harden, HardenConfig};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = HardenConfig::from_toml_file("harden.toml")?; // every key optional
+/// let harden = Harden::from_config(&config)?
+///     .deadline(RequestDeadlineLayer::new(Duration::from_secs(5))); // code wins over the file
+/// let app = Router::new()
+///     .route("/", get(|| async { "ok" }))
+///     .layer(harden.clone().into_layer());
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
+/// harden.serve(listener, app).await?; // `[server]` settings; drains on SIGTERM
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Harden {
     observe: ObserveLayer,
@@ -142,10 +161,22 @@ impl Harden {
     }
 
     /// Replaces the rate limiter. Default: `per-ip`, 50 per second, burst
-    /// 100, in process, 100,000 keys. Any store goes through [`AnyStore`]:
-    /// `RateLimitLayer::new(AnyStore::from(MemoryStore::new(10_000)))`.
-    pub fn rate_limit(mut self, layer: RateLimitLayer<AnyStore>) -> Self {
-        self.rate_limit = layer;
+    /// 100, in process, 100,000 keys. A layer over any store is taken as it
+    /// is (the preset holds it as [`RateLimitLayer::into_any_store`] makes
+    /// it).
+    ///
+    /// ```
+    /// use tower_harden::rate_limit::{MemoryStore, Policy, RateLimitLayer, TrustedProxies};
+    /// use tower_harden::Harden;
+    ///
+    /// let harden = Harden::new().rate_limit(
+    ///     RateLimitLayer::new(MemoryStore::new(10_000))
+    ///         .policy(Policy::per_client_ip(TrustedProxies::none())),
+    /// );
+    /// # drop(harden);
+    /// ```
+    pub fn rate_limit<St: RateLimitStore>(mut self, layer: RateLimitLayer<St>) -> Self {
+        self.rate_limit = layer.into_any_store();
         self
     }
 
@@ -180,18 +211,46 @@ impl Harden {
     }
 
     /// The layer, for `Router::layer` or `ServiceBuilder::layer`.
+    ///
+    /// It wraps any service, and keeps its error type. What the compiler
+    /// says when the wrapped service does not fit, and why:
+    ///
+    /// - with `Router::layer`: *`Hardened<Route>` ... `Service<Request<Body>>`
+    ///   is not satisfied*, when a layer between this one and the routes
+    ///   changed the response body into one that is not axum's `Body`
+    ///   (map it back with `axum::body::Body::new`);
+    /// - with [`serve()`](crate::serve()): see there, for the bounds the
+    ///   served service needs;
+    /// - around a `Router` with `ServiceBuilder`, it compiles, but routing has
+    ///   not happened yet: `http.route` is `_unmatched` and the empty 404
+    ///   is still mapped. Prefer `Router::layer`, or give a non-axum service
+    ///   its route templates with
+    ///   [`ObserveLayer::route_classifier`](crate::observe::ObserveLayer::route_classifier).
     pub fn into_layer(self) -> HardenLayer {
         HardenLayer { harden: self }
     }
 
     /// Serves `service` with the connection settings of this stack's
     /// configuration (`[server]`): header-read timeout, keep-alive, header
-    /// and HTTP/2 limits, connection cap, drain timeout.
-    pub fn serve<S: 'static>(
-        &self,
-        listener: TcpListener,
-        service: S,
-    ) -> Serve<S, std::future::Pending<()>> {
+    /// and HTTP/2 limits, connection cap, drain timeout. It stops gracefully
+    /// on Ctrl-C or SIGTERM unless
+    /// [`Serve::with_graceful_shutdown`] gives it another signal. The bounds
+    /// on `service` are [`serve()`](crate::serve())'s, where the usual
+    /// compile errors are explained.
+    pub fn serve<S, B>(&self, listener: TcpListener, service: S) -> Serve<S, ShutdownSignal>
+    where
+        S: tower_service::Service<
+                http::Request<hyper::body::Incoming>,
+                Response = http::Response<B>,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<crate::error::BoxError>,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<crate::error::BoxError>,
+    {
         crate::serve(listener, service).settings(self.server)
     }
 }

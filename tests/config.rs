@@ -69,7 +69,7 @@ fn an_unknown_key_and_a_bad_value_are_reported_together() {
              `max_header_bytes`, `max_uri`",
             "input.max_uri (line 3, column 11): a size cannot be negative",
             "nope (line 4, column 2): unknown key `nope`, expected one of `input`, `deadline`, \
-             `server`, `rate_limit`, `observe`, `overload`",
+             `server`, `rate_limit`, `observe`, `overload`, `problems`",
         ]
     );
 }

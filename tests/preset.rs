@@ -540,9 +540,7 @@ mod metrics_counts {
                 .iter()
                 .filter(|(key, _)| key.name() == name)
                 .filter(|(key, _)| {
-                    label.map_or(true, |(k, v)| {
-                        key.labels().any(|l| l.key() == k && l.value() == v)
-                    })
+                    label.is_none_or(|(k, v)| key.labels().any(|l| l.key() == k && l.value() == v))
                 })
                 .map(|(_, value)| value.load(Ordering::SeqCst))
                 .sum()

@@ -126,7 +126,7 @@ async fn a_million_clients_through_a_trusted_proxy_stay_bounded_and_fast() {
                 } else if n >= REQUESTS - WINDOW {
                     last.push(took);
                 }
-                if n % 1024 == 0 {
+                if n.is_multiple_of(1024) {
                     if let AnyStore::Memory(memory) = &*store {
                         most_keys = most_keys.max(memory.len());
                     }

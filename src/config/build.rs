@@ -37,9 +37,11 @@ pub(crate) fn build(config: &HardenConfig) -> Result<Stack, ConfigErrors> {
     let deadline = deadline(&config.deadline, &mut problems);
     server(config, &mut problems);
     let rate_limit = rate_limit(config, &mut problems);
-    let observe = observe(&config.observe);
+    let observe = observe(&config.observe).problems_for_rejections(config.problems.map_rejections);
+    super::problems::check(&config.problems, &mut problems);
     let in_flight = overload(&config.overload, &mut problems);
     problems.into_result(&config.origin)?;
+    super::problems::apply(&config.problems);
     Ok(Stack {
         observe,
         head,

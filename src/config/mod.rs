@@ -71,6 +71,7 @@
 pub(crate) mod build;
 mod error;
 mod model;
+mod problems;
 #[cfg(feature = "toml")]
 mod read;
 pub(crate) mod value;
@@ -81,6 +82,8 @@ pub use model::{
     Backend, DeadlineConfig, HardenConfig, InputConfig, KeyKind, ObserveConfig, OverloadConfig,
     PolicyConfig, RateLimitConfig, ReservedConfig, StoreFailurePolicy,
 };
+
+pub use problems::ProblemsConfig;
 
 impl HardenConfig {
     /// Reads a configuration from TOML text. Every unknown key and every

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Level;
 
 use super::error::Origin;
+use super::problems::ProblemsConfig;
 use super::value::{self, keyword_serde, Keyword};
 use crate::rate_limit::ProxyHeader;
 use crate::serve::ServerSettings;
@@ -21,6 +22,16 @@ use crate::serve::ServerSettings;
 /// configuration read from a file also remembers where each key was
 /// written, for the errors of [`Harden::from_config`](crate::Harden::from_config);
 /// that is not part of its value (not compared, not serialized).
+///
+/// ```
+/// use tower_harden::{Harden, HardenConfig};
+///
+/// let mut config = HardenConfig::default();
+/// config.input.max_body = 4 * 1024 * 1024;
+/// config.problems.map_rejections = true;
+/// let harden = Harden::from_config(&config).unwrap();
+/// # drop(harden);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HardenConfig {
@@ -45,6 +56,8 @@ pub struct HardenConfig {
     pub observe: ObserveConfig,
     /// `[overload]`: the limit on requests in flight.
     pub overload: OverloadConfig,
+    /// `[problems]`: problem `type` URIs, axum's rejections as problems.
+    pub problems: ProblemsConfig,
     #[serde(skip)]
     pub(crate) origin: Origin,
 }

@@ -193,7 +193,7 @@ pub(crate) mod size {
         let units = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
         match units
             .iter()
-            .find(|(unit, _)| *bytes > 0 && bytes % unit == 0)
+            .find(|(unit, _)| *bytes > 0 && bytes.is_multiple_of(*unit))
         {
             Some((unit, name)) => s.collect_str(&format_args!("{}{name}", bytes / unit)),
             None => s.serialize_u64(*bytes),

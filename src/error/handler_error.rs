@@ -99,18 +99,29 @@ impl HandlerError {
     }
 }
 
+/// `?` on any error a [`BoxError`] can hold: every `std::error::Error +
+/// Send + Sync`, a `Box<dyn Error + Send + Sync>`, an `anyhow::Error` (its
+/// whole context chain reaches the log), a `String`. The client gets a 500
+/// saying "internal error"; the log gets the error's type (for a boxed
+/// error, the box's) and its chain.
+///
+/// ```
+/// use tower_harden::error::{BoxError, HandlerError};
+///
+/// fn load() -> Result<String, BoxError> {
+///     Err("the cache is down".into())
+/// }
+///
+/// async fn handler() -> Result<String, HandlerError> {
+///     Ok(load()?)
+/// }
+/// ```
 impl<E> From<E> for HandlerError
 where
-    E: StdError + Send + Sync + 'static,
+    E: Into<BoxError> + 'static,
 {
     fn from(error: E) -> Self {
-        Self {
-            failure: HandlerFailure {
-                problem: Problem::internal_error(),
-                error_type: std::any::type_name::<E>(),
-                source: Some(Box::new(error)),
-            },
-        }
+        Self::internal(error)
     }
 }
 
@@ -123,6 +134,23 @@ impl fmt::Debug for HandlerError {
 impl fmt::Display for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.failure, f)
+    }
+}
+
+impl HandlerFailure {
+    /// The failure behind a handler's own error response: logged with
+    /// `error`'s type and chain, while the response keeps its body.
+    pub(crate) fn cause<E: Into<BoxError> + 'static>(status: StatusCode, error: E) -> Self {
+        let problem = if status.is_server_error() || !status.is_client_error() {
+            Problem::internal_error()
+        } else {
+            Problem::of(ProblemType::INVALID_INPUT, status)
+        };
+        Self {
+            problem,
+            source: Some(error.into()),
+            error_type: std::any::type_name::<E>(),
+        }
     }
 }
 
@@ -183,5 +211,55 @@ impl axum::response::IntoResponse for HandlerError {
             .extensions_mut()
             .insert(super::problem::ProblemAwaitingContext(problem));
         response
+    }
+}
+
+// The cause of a service's own error response: a refused request whose
+// failure is the service's error (here, beside the failure type it wraps).
+impl super::Refused {
+    /// The cause of a response a service made itself, for the log: put it
+    /// in the response's extensions and the
+    /// [`ObserveLayer`](crate::observe::ObserveLayer) logs `error`'s type
+    /// and its whole `source()` chain in the request's outcome event, while
+    /// the client gets the response as it is. This is how a service's own
+    /// error type, with its own `IntoResponse`, reaches the log without any
+    /// change to its handlers. `status` is the response's (a 4xx is logged
+    /// as a refusal of the request, anything else as a failure).
+    ///
+    /// ```
+    /// use axum::http::StatusCode;
+    /// use axum::response::{IntoResponse, Response};
+    /// use tower_harden::error::Refused;
+    ///
+    /// #[derive(Debug)]
+    /// enum AppError {
+    ///     Database(std::io::Error),
+    /// }
+    ///
+    /// impl std::fmt::Display for AppError {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         f.write_str("the database failed")
+    ///     }
+    /// }
+    ///
+    /// impl std::error::Error for AppError {
+    ///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+    ///         match self {
+    ///             AppError::Database(error) => Some(error),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// impl IntoResponse for AppError {
+    ///     fn into_response(self) -> Response {
+    ///         let status = StatusCode::INTERNAL_SERVER_ERROR;
+    ///         let mut response = (status, "something went wrong").into_response();
+    ///         response.extensions_mut().insert(Refused::cause(status, self));
+    ///         response
+    ///     }
+    /// }
+    /// ```
+    pub fn cause<E: Into<super::BoxError> + 'static>(status: http::StatusCode, error: E) -> Self {
+        Self::new(HandlerFailure::cause(status, error))
     }
 }

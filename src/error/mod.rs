@@ -46,6 +46,34 @@
 //! | <span id="internal-error">`internal-error`</span> | 500 | a handler failed or panicked |
 //! | <span id="service-unavailable">`service-unavailable`</span> | 503 | a dependency (for example the rate-limit store) is unavailable |
 //! | <span id="overloaded">`overloaded`</span> | 503 | the in-flight limit shed the request: the service had as many requests in flight as it can take; `Retry-After` says when to try again |
+//! | <span id="not-found">`not-found`</span> | 404 | no route matches the path (an empty 404, answered by the observe layer) |
+//! | <span id="method-not-allowed">`method-not-allowed`</span> | 405 | the route does not take the request's method (an empty 405, answered by the observe layer) |
+//! | <span id="unsupported-media-type">`unsupported-media-type`</span> | 415 | the body lacks the content type the handler reads (a mapped axum rejection) |
+//!
+//! # The `type` URI: this crate's, the service's, or `about:blank`
+//!
+//! By default `type` is [`TYPE_BASE`] followed by the slug, an anchor of the
+//! table above. A service that documents its errors itself calls
+//! [`set_type_base`] (or sets `type_base` in the `[problems]` section of the
+//! configuration) with its own page, or with [`ABOUT_BLANK`] for no page at
+//! all (RFC 9457, section 4.2.1: the `title` is then the status phrase).
+//! Its own problem types are [`Problem::new`] with a slug under that base,
+//! or [`Problem::with_type_uri`] with a URI of their own; both take owned
+//! strings.
+//!
+//! # Every error response a problem
+//!
+//! | response | answered as a problem | how |
+//! |---|---|---|
+//! | a refusal of this crate's layers | always | the layer |
+//! | [`HandlerError`], a handler's [`Problem`] | always | their `IntoResponse` |
+//! | a panic | always | the observe layer |
+//! | axum's empty 404 (no route) and 405 (wrong method) | always, behind the observe layer | the observe layer |
+//! | axum's plain-text rejections: JSON, form, path, query, missing content type (400, 413, 415, 422) | when [`ObserveLayer::problems_for_rejections`](crate::observe::ObserveLayer::problems_for_rejections) (or `[problems] map_rejections`) is on | the observe layer, keeping the text as `detail` |
+//! | a handler's own error response with a body | never: its body is the handler's | – |
+//!
+//! A handler's own error type can still hand its cause to the log without
+//! changing its body: see [`Refused::cause`].
 
 mod body;
 mod future;
@@ -54,15 +82,18 @@ mod json;
 mod problem;
 mod problem_type;
 mod refusal;
+mod type_base;
 
 pub use body::ProblemOr;
 pub use future::RefuseOr;
 pub use handler_error::HandlerError;
 pub(crate) use problem::ProblemAwaitingContext;
 pub use problem::{Problem, PROBLEM_JSON};
-pub use problem_type::{ProblemType, TYPE_BASE};
+pub use problem_type::ProblemType;
 pub(crate) use refusal::{message_of, RefusalSlot};
 pub use refusal::{Refusal, RefusalContext, Refused};
+pub(crate) use type_base::check_type_base;
+pub use type_base::{set_type_base, type_base, TypeBaseError, ABOUT_BLANK, TYPE_BASE};
 
 /// A type-erased error: the inner error of a body, a client or a store, kept
 /// whole as a `source()`.

@@ -8,7 +8,8 @@ use http::{Response, StatusCode};
 use serde_json::{Map, Value};
 
 use super::json::{json_map_sorts_keys, push_json_member, push_json_string, Standard};
-use super::{ProblemOr, ProblemType, TYPE_BASE};
+use super::type_base::{type_base, ABOUT_BLANK};
+use super::{ProblemOr, ProblemType};
 use crate::context::{Hex, RequestContext, RequestId, TraceId};
 
 /// The media type of every problem body (RFC 9457, section 3).
@@ -27,11 +28,28 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// assert_eq!(json["status"], 422);
 /// assert_eq!(json["item"], 3);
 /// ```
+///
+/// A problem type of the service's own: a slug under the configured
+/// [type base](super::set_type_base), or a URI of its own; both with owned or
+/// borrowed text.
+///
+/// ```
+/// use http::StatusCode;
+/// use tower_harden::error::Problem;
+///
+/// let sku = String::from("A-113");
+/// let problem = Problem::new(StatusCode::CONFLICT, "out-of-stock", "Out of stock")
+///     .with_type_uri("https://api.example.com/problems/out-of-stock")
+///     .with_detail(format!("{sku} is out of stock"));
+/// assert_eq!(problem.type_uri(), "https://api.example.com/problems/out-of-stock");
+/// ```
 #[derive(Debug, Clone)]
 pub struct Problem {
     status: StatusCode,
-    slug: &'static str,
-    title: &'static str,
+    slug: Cow<'static, str>,
+    /// The whole `type` URI, when the problem does not take the base.
+    type_uri: Option<Cow<'static, str>>,
+    title: Cow<'static, str>,
     detail: Option<Cow<'static, str>>,
     request_id: Option<RequestId>,
     trace_id: Option<TraceId>,
@@ -39,14 +57,20 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// A problem of the given status and type. `slug` becomes the fragment of
-    /// the `type` URI (see [`TYPE_BASE`]); `title` is the same for every
-    /// occurrence of the type.
-    pub fn new(status: StatusCode, slug: &'static str, title: &'static str) -> Self {
+    /// A problem of the given status and type. `slug` follows the
+    /// [type base](super::type_base) in the `type` URI (this crate's
+    /// documentation unless [`set_type_base`](super::set_type_base) chose
+    /// another); `title` is the same for every occurrence of the type.
+    pub fn new(
+        status: StatusCode,
+        slug: impl Into<Cow<'static, str>>,
+        title: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
             status,
-            slug,
-            title,
+            slug: slug.into(),
+            type_uri: None,
+            title: title.into(),
             detail: None,
             request_id: None,
             trace_id: None,
@@ -74,6 +98,14 @@ impl Problem {
             StatusCode::INTERNAL_SERVER_ERROR,
         )
         .with_detail("internal error")
+    }
+
+    /// Gives the problem a `type` URI of its own, which the
+    /// [type base](super::set_type_base) does not change (the slug stays
+    /// what [`slug`](Self::slug) reports, for logs and matching).
+    pub fn with_type_uri(mut self, uri: impl Into<Cow<'static, str>>) -> Self {
+        self.type_uri = Some(uri.into());
+        self
     }
 
     /// Sets the human-readable explanation of this occurrence. It is shown to
@@ -115,13 +147,17 @@ impl Problem {
     }
 
     /// The problem type's short name, the fragment of its `type` URI.
-    pub fn slug(&self) -> &'static str {
-        self.slug
+    pub fn slug(&self) -> &str {
+        &self.slug
     }
 
-    /// The problem's `title`.
-    pub fn title(&self) -> &'static str {
-        self.title
+    /// The problem's `title`: for a problem of type `about:blank` (the
+    /// [type base](super::set_type_base) set to it), the status phrase.
+    pub fn title(&self) -> &str {
+        match (&self.type_uri, type_base()) {
+            (None, ABOUT_BLANK) => self.status.canonical_reason().unwrap_or(&self.title),
+            _ => &self.title,
+        }
     }
 
     /// The problem's `detail`, if set.
@@ -131,7 +167,20 @@ impl Problem {
 
     /// The full `type` URI.
     pub fn type_uri(&self) -> String {
-        format!("{TYPE_BASE}{}", self.slug)
+        let mut uri = String::new();
+        for part in self.type_parts() {
+            uri.push_str(part);
+        }
+        uri
+    }
+
+    /// The `type` URI, in the pieces it is written from.
+    fn type_parts(&self) -> [&str; 2] {
+        match (&self.type_uri, type_base()) {
+            (Some(uri), _) => [uri, ""],
+            (None, ABOUT_BLANK) => [ABOUT_BLANK, ""],
+            (None, base) => [base, &self.slug],
+        }
     }
 
     /// The JSON body.
@@ -171,7 +220,7 @@ impl Problem {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b"\":");
             match value {
-                Standard::Type => push_json_string(&mut out, &[TYPE_BASE, self.slug]),
+                Standard::Type => push_json_string(&mut out, &self.type_parts()),
                 Standard::Text(text) => push_json_string(&mut out, &[text]),
                 Standard::Plain(text) => {
                     out.push(b'"');
@@ -214,7 +263,7 @@ impl Problem {
                         .map(|id| Standard::Plain(id.as_str())),
                 ),
                 ("status", Some(Standard::Status(self.status.as_u16()))),
-                ("title", Some(Standard::Text(self.title))),
+                ("title", Some(Standard::Text(self.title()))),
                 (
                     "trace_id",
                     trace_hex.map(|hex| Standard::Plain(hex.as_str())),
@@ -224,7 +273,7 @@ impl Problem {
         } else {
             [
                 ("type", Some(Standard::Type)),
-                ("title", Some(Standard::Text(self.title))),
+                ("title", Some(Standard::Text(self.title()))),
                 ("status", Some(Standard::Status(self.status.as_u16()))),
                 ("detail", self.detail.as_deref().map(Standard::Text)),
                 (
@@ -283,7 +332,7 @@ mod tests {
     fn to_json_through_a_map(problem: &Problem) -> Bytes {
         let mut object = Map::with_capacity(6 + problem.members.len());
         object.insert("type".into(), Value::String(problem.type_uri()));
-        object.insert("title".into(), Value::String(problem.title.into()));
+        object.insert("title".into(), Value::String(problem.title().into()));
         object.insert("status".into(), Value::from(problem.status.as_u16()));
         if let Some(detail) = &problem.detail {
             object.insert("detail".into(), Value::String(detail.to_string()));
@@ -343,7 +392,10 @@ mod tests {
         .with_member("status", 999)
         .with_request_context(RequestContext::from_extensions(&extensions));
         let json: Value = serde_json::from_slice(&problem.to_json()).unwrap();
-        assert_eq!(json["type"], format!("{TYPE_BASE}payload-too-large"));
+        assert_eq!(
+            json["type"],
+            format!("{}payload-too-large", crate::error::TYPE_BASE)
+        );
         assert_eq!(json["title"], "Payload too large");
         assert_eq!(json["status"], 413);
         assert_eq!(json["detail"], "too big");

@@ -1,9 +1,5 @@
 //! This crate's problem types, as one list.
 
-/// Where the `type` URIs of this crate's problems point: the documentation of
-/// the [`error`](crate::error) module, one anchor per problem type.
-pub const TYPE_BASE: &str = "https://docs.rs/tower-harden/latest/tower_harden/error/index.html#";
-
 /// One of this crate's problem types: the fragment of its `type` URI (an
 /// anchor in the [`error`](crate::error) module's documentation) and its
 /// `title`, the same for every occurrence.
@@ -51,8 +47,18 @@ impl ProblemType {
     /// request was shed at once (with `Retry-After`).
     pub const OVERLOADED: Self = Self::new("overloaded", "Service overloaded");
 
+    /// 404: no route matches the request's path (axum's fallback, answered
+    /// through the [`ObserveLayer`](crate::observe::ObserveLayer)).
+    pub const NOT_FOUND: Self = Self::new("not-found", "Not found");
+    /// 405: the route exists, but not for the request's method.
+    pub const METHOD_NOT_ALLOWED: Self = Self::new("method-not-allowed", "Method not allowed");
+    /// 415: a body without the `Content-Type` the handler reads (an axum
+    /// rejection, [mapped](crate::observe::ObserveLayer::problems_for_rejections)).
+    pub const UNSUPPORTED_MEDIA_TYPE: Self =
+        Self::new("unsupported-media-type", "Unsupported media type");
+
     /// Every problem type of this crate.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 15] = [
         Self::PAYLOAD_TOO_LARGE,
         Self::UNSUPPORTED_ENCODING,
         Self::MALFORMED_BODY,
@@ -65,6 +71,9 @@ impl ProblemType {
         Self::INTERNAL_ERROR,
         Self::SERVICE_UNAVAILABLE,
         Self::OVERLOADED,
+        Self::NOT_FOUND,
+        Self::METHOD_NOT_ALLOWED,
+        Self::UNSUPPORTED_MEDIA_TYPE,
     ];
 
     const fn new(slug: &'static str, title: &'static str) -> Self {
@@ -81,9 +90,13 @@ impl ProblemType {
         self.title
     }
 
-    /// The whole `type` URI.
+    /// The whole `type` URI, under the [type base](super::type_base) in
+    /// force.
     pub fn uri(self) -> String {
-        format!("{TYPE_BASE}{}", self.slug)
+        match super::type_base() {
+            super::ABOUT_BLANK => super::ABOUT_BLANK.to_owned(),
+            base => format!("{base}{}", self.slug),
+        }
     }
 }
 

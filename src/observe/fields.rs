@@ -59,6 +59,9 @@ pub(crate) fn ip_text(ip: std::net::IpAddr) -> String {
 pub(crate) struct RouteTemplate {
     #[cfg(feature = "axum")]
     matched: Option<axum::extract::MatchedPath>,
+    /// What a [route classifier](super::ObserveLayer::route_classifier)
+    /// said, when axum matched nothing.
+    pub(crate) classified: Option<std::borrow::Cow<'static, str>>,
 }
 
 impl RouteTemplate {
@@ -67,7 +70,17 @@ impl RouteTemplate {
         Self {
             #[cfg(feature = "axum")]
             matched: extensions.get::<axum::extract::MatchedPath>().cloned(),
+            classified: None,
         }
+    }
+
+    /// Whether axum matched a route.
+    pub(crate) fn is_matched(&self) -> bool {
+        #[cfg(feature = "axum")]
+        if self.matched.is_some() {
+            return true;
+        }
+        false
     }
 
     /// The template, or `_unmatched`.
@@ -76,7 +89,7 @@ impl RouteTemplate {
         if let Some(matched) = &self.matched {
             return matched.as_str();
         }
-        "_unmatched"
+        self.classified.as_deref().unwrap_or("_unmatched")
     }
 }
 

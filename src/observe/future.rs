@@ -135,6 +135,34 @@ fn finish<B: Body<Data = bytes::Bytes>>(
                     .to_json(),
             )
         }
+        None if parts.status.is_client_error() => {
+            // An error response without a problem body (axum's empty 404
+            // and 405, or a mapped rejection): rare, and checked only here.
+            match super::rejection::problem_for(
+                parts.status,
+                &parts.headers,
+                body,
+                outcome.config.map_rejections,
+            ) {
+                Ok(problem) => {
+                    parts.headers.remove(CONTENT_LENGTH);
+                    parts.headers.insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static(PROBLEM_JSON),
+                    );
+                    parts.headers.insert(
+                        http::header::CACHE_CONTROL,
+                        http::HeaderValue::from_static("no-store"),
+                    );
+                    ProblemOr::problem(
+                        problem
+                            .with_request_context(outcome.context.clone())
+                            .to_json(),
+                    )
+                }
+                Err(body) => ProblemOr::inner(body),
+            }
+        }
         None => ProblemOr::inner(body),
     };
     parts.headers.insert(

@@ -17,6 +17,7 @@ use super::fields::{client_address, ip_text, method_name, RouteTemplate, TARGET}
 use super::future::ObserveFuture;
 use super::outcome::{Outcome, OutcomeConfig};
 use super::panic::{install_hook, payload_message, Catching};
+use super::route::RouteClassifier;
 use crate::context::{
     RequestContext, RequestId, TraceContext, TraceParent, TraceState, REQUEST_ID_HEADER,
     TRACEPARENT_HEADER, TRACESTATE_HEADER,
@@ -69,6 +70,8 @@ pub(crate) struct Config {
     pub(crate) max_trace_state_len: usize,
     pub(crate) logged_headers: Vec<HeaderName>,
     pub(crate) span_level: Level,
+    /// [`ObserveLayer::route_classifier`].
+    pub(crate) route_classifier: Option<RouteClassifier>,
     /// What each request's outcome takes a copy of.
     pub(crate) outcome: OutcomeConfig,
 }
@@ -109,12 +112,13 @@ impl ObserveLayer {
                 max_trace_state_len: TraceState::DEFAULT_MAX_LEN,
                 logged_headers: Vec::new(),
                 span_level: Level::ERROR,
+                route_classifier: None,
                 outcome: OutcomeConfig::default(),
             }),
         }
     }
 
-    fn config(&mut self) -> &mut Config {
+    pub(super) fn config(&mut self) -> &mut Config {
         Arc::make_mut(&mut self.config)
     }
 
@@ -240,6 +244,81 @@ impl ObserveLayer {
     /// (`tracing-opentelemetry`).
     pub fn full_span(mut self, full: bool) -> Self {
         self.config().outcome.full_span = full;
+        self
+    }
+}
+
+// The builder methods of the opt-in features that live in their own files
+// (`route.rs`, `rejection.rs`), here so that those files need not import
+// the layer.
+impl ObserveLayer {
+    /// Names the route template of a request axum did not route (a service
+    /// that is not an axum `Router`, or this layer put around one with
+    /// `ServiceBuilder`): `http.route` in the log and the `route` label of
+    /// metrics. `None`, or no classifier (the default), is `_unmatched`.
+    /// Return templates, not paths: every distinct value is a metrics series.
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// use tower_harden::observe::ObserveLayer;
+    ///
+    /// let layer = ObserveLayer::new().route_classifier(|_method, uri| {
+    ///     let path = uri.path();
+    ///     if path == "/health" {
+    ///         Some(Cow::Borrowed("/health"))
+    ///     } else if path.starts_with("/users/") {
+    ///         Some(Cow::Borrowed("/users/{id}"))
+    ///     } else {
+    ///         None
+    ///     }
+    /// });
+    /// # drop(layer);
+    /// ```
+    pub fn route_classifier<F>(mut self, classify: F) -> Self
+    where
+        F: Fn(&http::Method, &http::Uri) -> Option<std::borrow::Cow<'static, str>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.config().route_classifier = Some(RouteClassifier(Arc::new(classify)));
+        self
+    }
+
+    /// Whether axum's plain-text extractor rejections become problems: a
+    /// `text/plain` response of status 400, 413, 415 or 422 (what axum's
+    /// `Json`, `Form`, `Path`, `Query` and `RawForm` rejections answer, and
+    /// a missing or wrong `Content-Type`) is answered as an
+    /// `application/problem+json` body with the request id, the text kept
+    /// as `detail` (it describes the client's own input: "Failed to parse
+    /// the request body as JSON: ..."). Other statuses, and responses with
+    /// any other content type, keep their body: a handler's own error
+    /// response stays its own. Default `false`.
+    ///
+    /// Without it (or for what it leaves alone), handlers can take the
+    /// rejection themselves (`Result<Json<T>, JsonRejection>`) and answer
+    /// with [`HandlerError`](crate::error::HandlerError).
+    ///
+    /// Empty 404 and 405 responses (axum's fallback for an unknown route and
+    /// a method the route does not take) are always answered as problems,
+    /// whatever this setting: they have no body to keep.
+    ///
+    /// ```
+    /// use axum::{routing::post, Json, Router};
+    /// use tower_harden::observe::ObserveLayer;
+    ///
+    /// async fn create(Json(user): Json<serde_json::Value>) -> String {
+    ///     user.to_string()
+    /// }
+    ///
+    /// // A body that is not JSON gets a 400 problem, a missing content
+    /// // type a 415 problem, both with the request id.
+    /// let app: Router = Router::new()
+    ///     .route("/users", post(create))
+    ///     .layer(ObserveLayer::new().problems_for_rejections(true));
+    /// ```
+    pub fn problems_for_rejections(mut self, map: bool) -> Self {
+        self.config().outcome.map_rejections = map;
         self
     }
 }
@@ -378,7 +457,12 @@ where
         extensions.insert(trace.clone());
 
         let method = method_name(request.method());
-        let route = RouteTemplate::of(request.extensions());
+        let mut route = RouteTemplate::of(request.extensions());
+        if let Some(classify) = &config.route_classifier {
+            if !route.is_matched() {
+                route.classified = classify.0(request.method(), request.uri());
+            }
+        }
         let client_address = client_address(request.extensions());
         let headers = config.logged_headers(request.headers());
 

@@ -62,6 +62,8 @@ mod future;
 mod layer;
 mod outcome;
 mod panic;
+mod rejection;
+mod route;
 
 pub use body::ObservedBody;
 pub use fields::TARGET;

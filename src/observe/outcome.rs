@@ -84,6 +84,8 @@ pub(crate) struct OutcomeConfig {
     pub(crate) server_error_level: Level,
     pub(crate) forward_panics: bool,
     pub(crate) full_span: bool,
+    /// [`ObserveLayer::problems_for_rejections`](super::ObserveLayer::problems_for_rejections).
+    pub(crate) map_rejections: bool,
 }
 
 impl Default for OutcomeConfig {
@@ -99,6 +101,7 @@ impl Default for OutcomeConfig {
             server_error_level: Level::ERROR,
             forward_panics: false,
             full_span: false,
+            map_rejections: false,
         }
     }
 }
@@ -233,7 +236,7 @@ impl Outcome {
         error_type: Option<&'static str>,
         latency: Duration,
     ) {
-        let is_error = error_type.is_some() || status.map_or(true, |s| s >= 500);
+        let is_error = error_type.is_some() || status.is_none_or(|s| s >= 500);
         record_request(
             &RequestLabels {
                 method: self.method,

@@ -148,8 +148,25 @@ pub struct TrustedProxies {
 }
 
 impl TrustedProxies {
-    /// No trusted proxies.
+    /// Trusts no proxy: the client is the TCP peer, and forwarding headers
+    /// are ignored. The same as [`TrustedProxies::none`], whose name says it.
     pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trusts no proxy: the client is the TCP peer, and forwarding headers
+    /// are ignored (the default). Add proxies with
+    /// [`trust`](Self::trust), or start from [`TrustedProxies::networks`].
+    ///
+    /// ```
+    /// use tower_harden::rate_limit::TrustedProxies;
+    ///
+    /// let peer = "203.0.113.9".parse().unwrap();
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+    /// assert_eq!(TrustedProxies::none().client_ip(peer, &headers), Ok(peer));
+    /// ```
+    pub fn none() -> Self {
         Self::default()
     }
 

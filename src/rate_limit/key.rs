@@ -226,6 +226,28 @@ impl KeyHasher {
 pub type CustomKeyFn = Arc<dyn Fn(&RequestHead<'_>) -> Option<Vec<u8>> + Send + Sync>;
 
 /// Where a policy finds each request's key.
+///
+/// ```
+/// use http::HeaderName;
+/// use tower_harden::rate_limit::{KeySource, Policy, Quota, TrustedProxies};
+///
+/// let quota = Quota::per_second(10).unwrap();
+/// // The client behind the load balancer at 10.0.0.0/8.
+/// let per_client = KeySource::client_ip(TrustedProxies::none().trust("10.0.0.0/8".parse().unwrap()));
+/// // An API key, hashed before it is stored or logged.
+/// let per_api_key = KeySource::header(HeaderName::from_static("x-api-key"));
+/// // The tenant in the path, `/tenants/{id}/...`.
+/// let per_tenant = KeySource::custom(|head| {
+///     let mut segments = head.uri.path().split('/');
+///     (segments.nth(1) == Some("tenants")).then(|| segments.next())?.map(|id| id.as_bytes().to_vec())
+/// });
+/// let policies = [
+///     Policy::new("per-client", quota, per_client),
+///     Policy::new("per-api-key", quota, per_api_key),
+///     Policy::new("per-tenant", quota, per_tenant),
+/// ];
+/// assert_eq!(policies[2].name(), "per-tenant");
+/// ```
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum KeySource {

@@ -9,7 +9,9 @@ use super::key::KeyHasher;
 use super::policy::{Policy, StoreFailure};
 use super::service::RateLimit;
 use super::shared::Shared;
+use super::store::any::AnyStore;
 use super::store::memory::MemoryStore;
+use super::store::RateLimitStore;
 
 /// Keyed rate limiting for any `Service<http::Request<B>>`.
 ///
@@ -164,6 +166,58 @@ impl<St> RateLimitLayer<St> {
     /// The policies, in order.
     pub fn policies(&self) -> &[Policy] {
         &self.policies
+    }
+}
+
+impl<St: RateLimitStore> RateLimitLayer<St> {
+    /// The same layer (policies, hasher, settings, store) over an
+    /// [`AnyStore`], the store type of the [`Harden`](crate::Harden)
+    /// preset: what [`Harden::rate_limit`](crate::Harden::rate_limit) does
+    /// with a layer over any other store. A layer over an `AnyStore` is
+    /// returned as it is.
+    ///
+    /// ```
+    /// use tower_harden::rate_limit::{AnyStore, MemoryStore, RateLimitLayer};
+    ///
+    /// let layer: RateLimitLayer<AnyStore> =
+    ///     RateLimitLayer::new(MemoryStore::new(10_000)).into_any_store();
+    /// # drop(layer);
+    /// ```
+    pub fn into_any_store(self) -> RateLimitLayer<AnyStore> {
+        use std::any::Any;
+        let mut slot = Some(self);
+        if let Some(layer) =
+            (&mut slot as &mut dyn Any).downcast_mut::<Option<RateLimitLayer<AnyStore>>>()
+        {
+            return layer.take().expect("filled above");
+        }
+        let Self {
+            store,
+            policies,
+            hasher,
+            shadow,
+            legacy_headers,
+            store_failure,
+            built: _,
+        } = slot.expect("filled above");
+        let mut store = Some(store);
+        let store = match (&mut store as &mut dyn Any).downcast_mut::<Option<Arc<MemoryStore>>>() {
+            // An in-process store no one else holds keeps its own variant.
+            Some(memory) => match Arc::try_unwrap(memory.take().expect("filled above")) {
+                Ok(memory) => AnyStore::Memory(memory),
+                Err(shared) => AnyStore::custom(shared),
+            },
+            None => AnyStore::custom(store.expect("filled above")),
+        };
+        RateLimitLayer {
+            store: Arc::new(store),
+            policies,
+            hasher,
+            shadow,
+            legacy_headers,
+            store_failure,
+            built: Arc::default(),
+        }
     }
 }
 

@@ -48,7 +48,7 @@ pub use policy::{
     DEFAULT_RATE_PER_SECOND,
 };
 pub use service::{RateLimit, RateLimitFuture};
-pub use store::any::AnyStore;
+pub use store::any::{AnyStore, CustomStore};
 pub use store::memory::{MemoryStore, OverflowPolicy};
 #[cfg(feature = "redis")]
 pub use store::redis;

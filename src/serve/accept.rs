@@ -43,7 +43,14 @@ where
         idle: config.keep_alive_idle_timeout,
     };
     let mut signal = std::pin::pin!(signal);
+    // Polled once before the first connection: a signal's handlers (the
+    // default `ShutdownSignal`'s) are installed on its first poll, so from
+    // here on SIGTERM drains instead of killing the process.
+    let stopped = futures_util::FutureExt::now_or_never(signal.as_mut()).is_some();
     loop {
+        if stopped {
+            break;
+        }
         let slot = tokio::select! {
             slot = cap.slot() => slot,
             () = &mut signal => break,

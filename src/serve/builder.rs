@@ -1,7 +1,7 @@
 //! [`Serve`]: a server being configured, and how awaiting it runs it.
 
 use std::fmt;
-use std::future::{Future, IntoFuture, Pending};
+use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,28 +16,47 @@ use tower_service::Service;
 use super::accept;
 use super::listener::Listener;
 use super::settings::ServerSettings;
+use super::signals::ShutdownSignal;
 use crate::error::BoxError;
 
 /// A server being configured; await it to run. Made by [`serve()`](super::serve()).
 ///
 /// `L` is the [`Listener`] (a [`TcpListener`] unless stated), `S` the
-/// service, `F` the [shutdown signal](Self::with_graceful_shutdown) (none
-/// unless stated).
+/// service, `F` the [shutdown signal](Self::with_graceful_shutdown)
+/// ([`ShutdownSignal`], Ctrl-C or SIGTERM, unless stated).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let app = Router::new().route("/", get(|| async { "hello" }));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let server = tower_harden::serve(listener, app)
+///     .max_connections(512)
+///     .drain_timeout(Duration::from_secs(10))
+///     .with_graceful_shutdown(async { let _ = stopped.await; });
+/// println!("listening on {}", server.local_addr()?);
+/// # drop(stop);
+/// server.await
+/// # }
+/// ```
 #[must_use = "a server does nothing until awaited"]
-pub struct Serve<S, F = Pending<()>, L = TcpListener> {
+pub struct Serve<S, F = ShutdownSignal, L = TcpListener> {
     listener: L,
     service: S,
     signal: F,
     settings: ServerSettings,
 }
 
-impl<S, L> Serve<S, Pending<()>, L> {
-    /// A server with the default settings and no shutdown signal.
+impl<S, L> Serve<S, ShutdownSignal, L> {
+    /// A server with the default settings, stopped by Ctrl-C or SIGTERM.
     pub(super) fn new(listener: L, service: S) -> Self {
         Self {
             listener,
             service,
-            signal: std::future::pending(),
+            signal: ShutdownSignal::default(),
             settings: ServerSettings::default(),
         }
     }
@@ -147,7 +166,9 @@ impl<S, F, L> Serve<S, F, L> {
 
     /// Stops accepting connections when `signal` completes, lets in-flight
     /// requests finish (up to the [drain timeout](Self::drain_timeout)), then
-    /// returns.
+    /// returns. `signal` replaces the default, [`ShutdownSignal`] (Ctrl-C or
+    /// SIGTERM); `std::future::pending()` leaves the server running until
+    /// its task ends.
     pub fn with_graceful_shutdown<G>(self, signal: G) -> Serve<S, G, L>
     where
         G: Future<Output = ()> + Send + 'static,

@@ -29,6 +29,11 @@
 //! `ConnectInfo<SocketAddr>`, so `ConnectInfo` extractors work without
 //! `into_make_service_with_connect_info`.
 //!
+//! A graceful shutdown is the default: on Ctrl-C or SIGTERM the server
+//! stops accepting, lets in-flight requests finish for up to the drain
+//! timeout, and returns. [`Serve::with_graceful_shutdown`] replaces the
+//! signal with one of the service's own.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use axum::{routing::get, Router};
@@ -36,9 +41,8 @@
 //! # async fn run() -> std::io::Result<()> {
 //! let app = Router::new().route("/", get(|| async { "hello" }));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! tower_harden::serve(listener, app)
+//! tower_harden::serve(listener, app) // drains on Ctrl-C or SIGTERM
 //!     .header_read_timeout(Duration::from_secs(10))
-//!     .with_graceful_shutdown(tower_harden::serve::shutdown_signal())
 //!     .await
 //! # }
 //! ```
@@ -63,15 +67,46 @@ pub use settings::{
     DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HEADER_BYTES, DEFAULT_PARSER_MAX_HEADERS,
 };
-pub use signals::shutdown_signal;
+pub use signals::{shutdown_signal, ShutdownSignal};
 
 /// Serves `service` on `listener` with connection-level limits; see the
 /// [module documentation](self) for the defaults. Await the returned
 /// [`Serve`] (after setting any of its options) to run the server.
-pub fn serve<L, S>(listener: L, service: S) -> Serve<S, std::future::Pending<()>, L>
+///
+/// On Ctrl-C or SIGTERM it stops accepting, lets in-flight requests finish
+/// (up to the [drain timeout](Serve::drain_timeout), 25 s) and returns;
+/// [`Serve::with_graceful_shutdown`] replaces that signal.
+///
+/// # What it serves, and the usual compile errors
+///
+/// `service` is any `Clone + Send` service of `http::Request<hyper::body::Incoming>`
+/// whose future is `Send` and whose response body is `Send`, each error
+/// convertible into a [`BoxError`](crate::error::BoxError). The bounds are
+/// stated here, so a mismatch is reported at this call, not at `.await`:
+///
+/// - *`IntoMakeServiceWithConnectInfo<..>: Service<Request<Incoming>>` is not
+///   satisfied*: pass the `Router` itself; `serve` gives every request
+///   axum's `ConnectInfo<SocketAddr>` already.
+/// - *`Router<AppState>` ... expected `Router<()>`*: call
+///   `.with_state(state)` first.
+/// - *the response body ... cannot be sent between threads*, or its `Data`
+///   is not `Bytes`: a layer changed the body type into one that is not
+///   `Send`; box it (`axum::body::Body::new`) or use a `Send` body.
+/// - *the future ... cannot be sent between threads safely*: a handler
+///   holds something `!Send` (an `Rc`, a `std::sync::MutexGuard`) across
+///   an `.await`.
+pub fn serve<L, S, B>(listener: L, service: S) -> Serve<S, ShutdownSignal, L>
 where
     L: Listener,
-    S: 'static,
+    S: tower_service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<crate::error::BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<crate::error::BoxError>,
 {
     Serve::new(listener, with_routes_built(service))
 }

@@ -3,9 +3,22 @@ use super::memory::MemoryStore;
 use super::redis::store::RedisStore;
 use super::{Check, Decisions, RateLimitStore, StoreError};
 
-/// A store chosen at run time, from configuration: in process or Redis.
-/// What [`Harden`](crate::Harden) uses, so one layer type serves either
-/// backend.
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A store chosen at run time, from configuration: in process, Redis, or
+/// any other [`RateLimitStore`]. What [`Harden`](crate::Harden) uses, so one
+/// layer type serves every backend.
+///
+/// ```
+/// use tower_harden::rate_limit::{AnyStore, MemoryStore, RateLimitLayer};
+///
+/// let store = AnyStore::from(MemoryStore::new(10_000));
+/// let layer = RateLimitLayer::new(store);
+/// # drop(layer);
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum AnyStore {
@@ -14,6 +27,45 @@ pub enum AnyStore {
     /// The Redis store (feature `redis`).
     #[cfg(feature = "redis")]
     Redis(RedisStore),
+    /// Any other store ([`AnyStore::custom`]).
+    Custom(CustomStore),
+}
+
+impl AnyStore {
+    /// Any store, behind one type: its decisions made at once
+    /// ([`RateLimitStore::try_check_now`]) go through as they are; its
+    /// futures are boxed.
+    pub fn custom<St: RateLimitStore>(store: St) -> Self {
+        Self::Custom(CustomStore(Arc::new(store)))
+    }
+}
+
+/// A [`RateLimitStore`] of any type, in an [`AnyStore`].
+#[derive(Clone)]
+pub struct CustomStore(Arc<dyn ErasedStore>);
+
+impl fmt::Debug for CustomStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CustomStore")
+    }
+}
+
+type BoxedCheck = Pin<Box<dyn Future<Output = Result<Decisions, StoreError>> + Send>>;
+
+/// [`RateLimitStore`] without its future type, so any store fits one box.
+trait ErasedStore: Send + Sync + 'static {
+    fn boxed_check(&self, checks: &[Check]) -> BoxedCheck;
+    fn check_now(&self, checks: &[Check]) -> Option<Result<Decisions, StoreError>>;
+}
+
+impl<St: RateLimitStore> ErasedStore for St {
+    fn boxed_check(&self, checks: &[Check]) -> BoxedCheck {
+        Box::pin(RateLimitStore::check(self, checks))
+    }
+
+    fn check_now(&self, checks: &[Check]) -> Option<Result<Decisions, StoreError>> {
+        RateLimitStore::try_check_now(self, checks)
+    }
 }
 
 impl From<MemoryStore> for AnyStore {
@@ -32,20 +84,25 @@ impl From<RedisStore> for AnyStore {
 impl RateLimitStore for AnyStore {
     #[cfg(feature = "redis")]
     type Future = futures_util::future::Either<
-        <MemoryStore as RateLimitStore>::Future,
-        <RedisStore as RateLimitStore>::Future,
+        futures_util::future::Either<
+            <MemoryStore as RateLimitStore>::Future,
+            <RedisStore as RateLimitStore>::Future,
+        >,
+        BoxedCheck,
     >;
     #[cfg(not(feature = "redis"))]
-    type Future = <MemoryStore as RateLimitStore>::Future;
+    type Future = futures_util::future::Either<<MemoryStore as RateLimitStore>::Future, BoxedCheck>;
 
     fn check(&self, checks: &[Check]) -> Self::Future {
+        use futures_util::future::Either::{Left, Right};
         match self {
             #[cfg(feature = "redis")]
-            Self::Memory(store) => futures_util::future::Either::Left(store.check(checks)),
+            Self::Memory(store) => Left(Left(store.check(checks))),
             #[cfg(not(feature = "redis"))]
-            Self::Memory(store) => store.check(checks),
+            Self::Memory(store) => Left(store.check(checks)),
             #[cfg(feature = "redis")]
-            Self::Redis(store) => futures_util::future::Either::Right(store.check(checks)),
+            Self::Redis(store) => Left(Right(store.check(checks))),
+            Self::Custom(store) => Right(store.0.boxed_check(checks)),
         }
     }
 
@@ -54,6 +111,7 @@ impl RateLimitStore for AnyStore {
             Self::Memory(store) => store.try_check_now(checks),
             #[cfg(feature = "redis")]
             Self::Redis(store) => store.try_check_now(checks),
+            Self::Custom(store) => store.0.check_now(checks),
         }
     }
 }
