@@ -340,9 +340,7 @@ impl<'a> Tree<'a> {
                 };
                 let is_own_child = absolute.len() > file.module.len()
                     && absolute.starts_with(&file.module)
-                    && self
-                        .by_module
-                        .contains_key(&absolute[..=file.module.len()])
+                    && self.by_module.contains_key(&absolute[..=file.module.len()])
                     && (file.path.ends_with("mod.rs") || file.path.ends_with("lib.rs"));
                 if is_own_child {
                     continue;

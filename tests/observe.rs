@@ -680,15 +680,22 @@ async fn a_handler_error_keeps_its_secret_out_of_the_body_and_its_chain_in_the_l
         .unwrap()
         .ends_with("ConnectError"));
     assert_eq!(fields["error.message"], "the handler failed");
+    // The whole chain, with the URL's password redacted.
     assert_eq!(
         fields["error.chain"],
-        format!("the handler failed: connecting to {SECRET_URL}: connection refused")
+        "the handler failed: connecting to postgres://app:[REDACTED]@db.internal/app: connection refused"
     );
     assert_eq!(fields["refusal.layer"], "handler");
     assert_eq!(fields["http.response.body.size"], text.len());
-    // Logged once: one event in the whole log mentions the failure.
-    let mentions = log.text().lines().filter(|l| l.contains("hunter2")).count();
+    // Logged once: one event in the whole log mentions the failure, and
+    // none the password.
+    let mentions = log
+        .text()
+        .lines()
+        .filter(|l| l.contains("db.internal"))
+        .count();
     assert_eq!(mentions, 1);
+    assert!(!log.text().contains("hunter2"), "{}", log.text());
 }
 
 #[tokio::test]

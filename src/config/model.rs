@@ -349,8 +349,13 @@ pub struct ObserveConfig {
     /// Level for 5xx. Default `"error"`.
     #[serde(with = "value::level")]
     pub server_error_level: Level,
-    /// Request headers logged (beside the ones always logged). Secrets
-    /// (`authorization`, cookies, API keys) are never logged. Default: none.
+    /// Request headers logged (beside the ones always logged), their
+    /// values redacted as error text is. A header whose name contains
+    /// `auth`, `token`, `secret`, `key`, `session`, `cookie`, `password`,
+    /// `credential`, `jwt`, `oidc`, `saml`, `assertion` or `signature` is
+    /// never logged (see
+    /// [`ObserveLayer::log_header`](crate::observe::ObserveLayer::log_header)).
+    /// Default: none.
     #[serde(with = "value::header_names")]
     pub log_headers: Vec<HeaderName>,
     /// The request's span also carries method, route, path and client

@@ -3,9 +3,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::header::{
-    HeaderName, AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE, USER_AGENT,
-};
+use http::header::{HeaderName, USER_AGENT};
 use http::{HeaderMap, Request, Response};
 use http_body::Body;
 use tower_layer::Layer;
@@ -21,7 +19,7 @@ use crate::context::{
     RequestContext, RequestId, TraceContext, TraceParent, TraceState, REQUEST_ID_HEADER,
     TRACEPARENT_HEADER, TRACESTATE_HEADER,
 };
-use crate::telemetry::{escape, escape_bytes};
+use crate::telemetry::{escape, redact_escape, Redactor};
 
 /// Observes every request: correlation ids, one span, one outcome event,
 /// panics caught, metrics.
@@ -79,19 +77,31 @@ impl Default for ObserveLayer {
     }
 }
 
-/// Headers that never reach a log, whatever the allowlist says.
+/// The parts of header names that mark a header as secret: a header whose
+/// name contains one never reaches a log, whatever the allowlist says.
+const SECRET_HEADER_PARTS: &[&str] = &[
+    "auth",
+    "token",
+    "secret",
+    "key",
+    "session",
+    "cookie",
+    "password",
+    "credential",
+    // Identity assertions proxies add: `x-amzn-oidc-data`,
+    // `x-goog-iap-jwt-assertion`, SAML and signatures.
+    "jwt",
+    "oidc",
+    "saml",
+    "assertion",
+    "signature",
+];
+
+/// Whether a header is never logged: its name contains one of
+/// [`SECRET_HEADER_PARTS`] (names are lowercase).
 fn is_secret_header(name: &HeaderName) -> bool {
     let name = name.as_str();
-    name == AUTHORIZATION
-        || name == PROXY_AUTHORIZATION
-        || name == COOKIE
-        || name == SET_COOKIE
-        || name.contains("api-key")
-        || name.contains("apikey")
-        || name.contains("token")
-        || name.contains("secret")
-        || name.contains("password")
-        || name.contains("session")
+    SECRET_HEADER_PARTS.iter().any(|part| name.contains(part))
 }
 
 impl ObserveLayer {
@@ -180,14 +190,26 @@ impl ObserveLayer {
 
     /// Logs this request header (escaped and capped) in the outcome event's
     /// `http.request.headers` field. Default: none (besides `User-Agent`,
-    /// always logged as `user_agent.original`). `Authorization`,
-    /// `Proxy-Authorization`, `Cookie`, `Set-Cookie` and any name holding
-    /// `api-key`, `apikey`, `token`, `secret`, `password` or `session` are
-    /// never logged: asking for them is ignored.
+    /// always logged as `user_agent.original`). A header whose name
+    /// contains `auth`, `token`, `secret`, `key`, `session`, `cookie`,
+    /// `password`, `credential`, `jwt`, `oidc`, `saml`, `assertion` or
+    /// `signature` (`Authorization`, `Cookie`, `X-Api_Key`,
+    /// `X-Amzn-Oidc-Data`, ...) is never logged: asking for it is ignored.
+    /// The values of the others go through the
+    /// [redactor](Self::redactor), as error text does.
     pub fn log_header(mut self, name: HeaderName) -> Self {
         if !is_secret_header(&name) && !self.config.logged_headers.contains(&name) {
             self.config().logged_headers.push(name);
         }
+        self
+    }
+
+    /// The redaction run on every error message, error chain, panic
+    /// message and logged header value before it is escaped and capped.
+    /// Default [`Redactor::new()`]: credentials in URLs, key-value secrets,
+    /// `Bearer`/`Basic` credentials; [`Redactor::off()`] turns it off.
+    pub fn redactor(mut self, redactor: Redactor) -> Self {
+        self.config().outcome.redactor = redactor;
         self
     }
 
@@ -345,7 +367,17 @@ impl Config {
                 }
                 logged.push_str(name.as_str());
                 logged.push_str(": ");
-                logged.push_str(&escape_bytes(value.as_bytes(), self.outcome.max_field_len));
+                let max = self.outcome.max_field_len;
+                match value.to_str() {
+                    // The same redaction as error text: `X-Forwarded-Client-Cert`,
+                    // a `Via` or `Referer` may carry credentials in a URL.
+                    Ok(text) => logged.push_str(&redact_escape(text, max, &self.outcome.redactor)),
+                    Err(_) => logged.push_str(&redact_escape(
+                        &String::from_utf8_lossy(value.as_bytes()),
+                        max,
+                        &self.outcome.redactor,
+                    )),
+                }
             }
         }
         (!logged.is_empty()).then_some(logged)
@@ -470,4 +502,37 @@ fn make_span(
         };
     }
     super::at_level!(level, span_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_headers_are_denied_by_name_pattern() {
+        for name in [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "set-cookie",
+            "x-api_key",
+            "x-api-key",
+            "x-auth-token",
+            "x-forwarded-authorization",
+            "x-amzn-oidc-data",
+            "x-amzn-oidc-accesstoken",
+            "x-goog-iap-jwt-assertion",
+            "x-session-id",
+            "x-client-credential",
+            "x-hub-signature-256",
+        ] {
+            let name = HeaderName::from_static(name);
+            assert!(is_secret_header(&name), "{name}");
+            let layer = ObserveLayer::new().log_header(name.clone());
+            assert!(layer.config.logged_headers.is_empty(), "{name}");
+        }
+        for name in ["x-forwarded-for", "accept", "via", "x-tenant", "keep-alive"] {
+            assert!(!is_secret_header(&HeaderName::from_static(name)), "{name}");
+        }
+    }
 }

@@ -20,7 +20,7 @@
 //!  "http.response.status_code":500,"http.response.body.size":255,"latency_ms":0.344,
 //!  "user_agent.original":"curl/8.5.0","request_id":"01a21e19-63e6-752d-bbf6-08fc595dc584",
 //!  "span_id":"9fd3dee3fb2bd955","error.type":"app::ConnectError","error.message":"the handler failed",
-//!  "error.chain":"the handler failed: connecting to postgres://app:hunter2@db.internal/app: connection refused",
+//!  "error.chain":"the handler failed: connecting to postgres://app:[REDACTED]@db.internal/app: connection refused",
 //!  "refusal.layer":"handler","target":"tower_harden::observe",
 //!  "span":{"request_id":"01a21e19-63e6-752d-bbf6-08fc595dc584",
 //!   "trace_id":"218ded79dd7f42d79123e11d756d155a","name":"request"}}

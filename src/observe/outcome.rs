@@ -10,7 +10,7 @@ use super::panic::PanicSite;
 use crate::context::{RequestContext, RequestId, SpanId, TraceId, REQUEST_ID_HEADER};
 use crate::error::Refused;
 use crate::telemetry::metrics::{record_request, RequestLabels};
-use crate::telemetry::{escape, escape_bytes};
+use crate::telemetry::{escape, escape_bytes, redact_escape, Redactor};
 use http::HeaderName;
 use tracing::Level;
 
@@ -84,6 +84,8 @@ pub(crate) struct OutcomeConfig {
     pub(crate) server_error_level: Level,
     pub(crate) forward_panics: bool,
     pub(crate) full_span: bool,
+    /// Runs on error and panic text before it is escaped and capped.
+    pub(crate) redactor: Redactor,
 }
 
 impl Default for OutcomeConfig {
@@ -99,6 +101,7 @@ impl Default for OutcomeConfig {
             server_error_level: Level::ERROR,
             forward_panics: false,
             full_span: false,
+            redactor: Redactor::new(),
         }
     }
 }
@@ -144,10 +147,10 @@ impl<'a> ErrorFields<'a> {
                 chain.push_str(": ");
                 let _ = write!(chain, "{error}");
             }
-            Cow::Owned(escape(&chain, max).into_owned())
+            Cow::Owned(redact_escape(&chain, max, &config.redactor).into_owned())
         });
         // Text that needs no escape is the message itself: no copy.
-        let escaped_message: Cow<'a, str> = match escape(&message, max) {
+        let escaped_message: Cow<'a, str> = match redact_escape(&message, max, &config.redactor) {
             Cow::Borrowed(_) => Cow::Owned(message),
             Cow::Owned(escaped) => Cow::Owned(escaped),
         };
@@ -178,7 +181,7 @@ impl<'a> ErrorFields<'a> {
             None => Self::default(),
             Some(Failure::Refused(refused)) => Self::of_refusal(refused, config),
             Some(Failure::Panic { message, site }) => {
-                let message = escape(message, max);
+                let message = redact_escape(message, max, &config.redactor);
                 Self {
                     message: Some(message),
                     panic_location: Some(
@@ -200,7 +203,7 @@ impl<'a> ErrorFields<'a> {
                 ..Self::default()
             },
             Some(Failure::Service(message)) | Some(Failure::Body(message)) => {
-                let message = escape(message, max);
+                let message = redact_escape(message, max, &config.redactor);
                 Self {
                     message: Some(message),
                     ..Self::default()
