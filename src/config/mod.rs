@@ -82,7 +82,7 @@ pub(crate) use error::{Origin, Problems};
 use model::ServerSection;
 pub use model::{
     Backend, DeadlineConfig, InputConfig, KeyKind, ObserveConfig, PolicyConfig, RateLimitConfig,
-    StoreFailurePolicy,
+    RedactConfig, StoreFailurePolicy,
 };
 
 use crate::serve::ServerSettings;

@@ -16,8 +16,8 @@ use super::future::ObserveFuture;
 use super::outcome::{Outcome, OutcomeConfig};
 use super::panic::{install_hook, payload_message, Catching};
 use crate::context::{
-    RequestContext, RequestId, TraceContext, TraceParent, TraceState, REQUEST_ID_HEADER,
-    TRACEPARENT_HEADER, TRACESTATE_HEADER,
+    RequestContext, RequestId, RequestIdHeader, TraceContext, TraceParent, TraceState,
+    TrustedNetworks, BAGGAGE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER,
 };
 use crate::telemetry::{escape, redact_escape, Redactor};
 
@@ -64,6 +64,9 @@ pub(crate) struct Config {
     pub(crate) max_request_id_len: usize,
     pub(crate) trust_request_id: bool,
     pub(crate) trust_trace_context: bool,
+    /// Peers whose request id, `traceparent`, `tracestate` and `baggage`
+    /// are believed.
+    pub(crate) trusted_context: TrustedNetworks,
     pub(crate) max_trace_state_len: usize,
     pub(crate) logged_headers: Vec<HeaderName>,
     pub(crate) span_level: Level,
@@ -116,6 +119,7 @@ impl ObserveLayer {
                 max_request_id_len: RequestId::DEFAULT_MAX_LEN,
                 trust_request_id: true,
                 trust_trace_context: true,
+                trusted_context: TrustedNetworks::private(),
                 max_trace_state_len: TraceState::DEFAULT_MAX_LEN,
                 logged_headers: Vec::new(),
                 span_level: Level::ERROR,
@@ -143,6 +147,23 @@ impl ObserveLayer {
         self
     }
 
+    /// The peers whose inbound request id, `traceparent`, `tracestate` and
+    /// `baggage` are believed, decided on the connection's peer address
+    /// ([`PeerAddr`](crate::context::PeerAddr) or axum's `ConnectInfo`; a
+    /// request without one is from nobody trusted). Default
+    /// [`TrustedNetworks::private()`]: loopback, RFC 1918 and IPv6 unique
+    /// local addresses, where service meshes and internal callers live.
+    ///
+    /// From any other peer a request gets a generated id (the caller's, if
+    /// plain, is logged as `request_id.caller`) and a new trace, not
+    /// sampled whatever its `traceparent` says (which is logged as
+    /// `traceparent.refused`), and its `baggage` is not passed on.
+    /// [`TrustedNetworks::everyone()`] believes every peer.
+    pub fn trust_inbound_context(mut self, trusted: TrustedNetworks) -> Self {
+        self.config().trusted_context = trusted;
+        self
+    }
+
     /// The longest inbound request id accepted. Default 128
     /// ([`RequestId::DEFAULT_MAX_LEN`]): room for any UUID, ULID or
     /// prefixed id, no room for a payload.
@@ -151,7 +172,8 @@ impl ObserveLayer {
         self
     }
 
-    /// Whether to accept a plain inbound request id at all. Default `true`;
+    /// Whether to accept a plain inbound request id at all, from the
+    /// [trusted peers](Self::trust_inbound_context). Default `true`;
     /// switch it off on an edge server whose clients are not trusted to
     /// choose ids, so every request gets a generated one.
     pub fn trust_inbound_request_id(mut self, trust: bool) -> Self {
@@ -159,8 +181,9 @@ impl ObserveLayer {
         self
     }
 
-    /// Whether to continue the caller's trace from `traceparent`. Default
-    /// `true`; when off, every request starts a new trace.
+    /// Whether to continue the caller's trace from `traceparent`, for the
+    /// [trusted peers](Self::trust_inbound_context). Default `true`; when
+    /// off, every request starts a new trace.
     pub fn trust_inbound_trace_context(mut self, trust: bool) -> Self {
         self.config().trust_trace_context = trust;
         self
@@ -308,25 +331,41 @@ fn only_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> SingleHeader<'a
 }
 
 impl Config {
-    fn request_id(&self, request: &Request<impl Sized>) -> (RequestId, Option<String>) {
+    /// The request's id, why the caller's was refused, and the caller's
+    /// when it came from a peer not trusted.
+    fn request_id(
+        &self,
+        request: &Request<impl Sized>,
+        trusted: bool,
+    ) -> (RequestId, Option<String>, Option<RequestId>) {
         if let Some(id) = request.extensions().get::<RequestId>() {
-            return (id.clone(), None);
+            return (id.clone(), None, None);
         }
         if !self.trust_request_id {
-            return (RequestId::generate(), None);
+            return (RequestId::generate(), None, None);
         }
         match only_header(request.headers(), &self.outcome.request_id_header) {
-            SingleHeader::Repeated => (RequestId::generate(), Some("repeated header".to_owned())),
-            SingleHeader::Absent => (RequestId::generate(), None),
+            SingleHeader::Repeated => (
+                RequestId::generate(),
+                Some("repeated header".to_owned()),
+                None,
+            ),
+            SingleHeader::Absent => (RequestId::generate(), None, None),
             SingleHeader::Once(value) => match RequestId::try_parse(value, self.max_request_id_len)
             {
-                Ok(id) => (id, None),
-                Err(refusal) => (RequestId::generate(), Some(refusal.to_string())),
+                Ok(id) if trusted => (id, None, None),
+                // Plain, so safe to log; never echoed nor forwarded.
+                Ok(id) => (RequestId::generate(), None, Some(id)),
+                Err(refusal) => (RequestId::generate(), Some(refusal.to_string()), None),
             },
         }
     }
 
-    fn trace_context(&self, request: &Request<impl Sized>) -> (TraceContext, Option<String>) {
+    fn trace_context(
+        &self,
+        request: &Request<impl Sized>,
+        trusted: bool,
+    ) -> (TraceContext, Option<String>) {
         if let Some(context) = request.extensions().get::<TraceContext>() {
             return (context.clone(), None);
         }
@@ -334,6 +373,14 @@ impl Config {
             return (TraceContext::new_root(), None);
         }
         let headers = request.headers();
+        if !trusted {
+            // A new trace, not sampled: the caller cannot graft this
+            // request into a trace of its choosing nor force sampling.
+            let refused = headers
+                .contains_key(&TRACEPARENT_HEADER)
+                .then(|| "not trusted from this peer".to_owned());
+            return (TraceContext::new_root(), refused);
+        }
         let value = match only_header(headers, &TRACEPARENT_HEADER) {
             SingleHeader::Absent => return (TraceContext::new_root(), None),
             SingleHeader::Repeated => {
@@ -352,7 +399,17 @@ impl Config {
                 let state = (!joined.is_empty())
                     .then(|| TraceState::parse(&joined, self.max_trace_state_len).ok())
                     .flatten();
-                (TraceContext::continue_from(parent, state), None)
+                let mut context = TraceContext::continue_from(parent, state);
+                if headers.contains_key(&BAGGAGE_HEADER) {
+                    let baggage = headers
+                        .get_all(&BAGGAGE_HEADER)
+                        .iter()
+                        .map(|v| v.to_str().unwrap_or("\u{0}"))
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    context = context.with_baggage(&baggage);
+                }
+                (context, None)
             }
             Err(refusal) => (TraceContext::new_root(), Some(refusal.to_string())),
         }
@@ -401,9 +458,15 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
         let config = &self.config;
-        let (request_id, request_id_refused) = config.request_id(&request);
-        let (trace, trace_refused) = config.trace_context(&request);
+        let client_address = client_address(request.extensions());
+        let trusted = config.trusted_context.is_trusted_peer(client_address);
+        let (request_id, request_id_refused, caller_request_id) =
+            config.request_id(&request, trusted);
+        let (trace, trace_refused) = config.trace_context(&request, trusted);
         let extensions = request.extensions_mut();
+        if config.outcome.request_id_header != REQUEST_ID_HEADER {
+            extensions.insert(RequestIdHeader(config.outcome.request_id_header.clone()));
+        }
         extensions.insert(crate::context::Arrival(tokio::time::Instant::now()));
         extensions.insert(request_id.clone());
         extensions.insert(trace.trace_id());
@@ -411,7 +474,6 @@ where
 
         let method = method_name(request.method());
         let route = RouteTemplate::of(request.extensions());
-        let client_address = client_address(request.extensions());
         let headers = config.logged_headers(request.headers());
 
         let full = config.outcome.full_span.then(|| FullSpan {
@@ -440,6 +502,7 @@ where
             },
             request_id,
             request_id_refused,
+            caller_request_id,
             trace_id: trace.trace_id(),
             span_id: trace.span_id(),
             trace_refused,

@@ -62,6 +62,9 @@ pub(crate) struct Outcome {
     pub(crate) context: RequestContext,
     pub(crate) request_id: RequestId,
     pub(crate) request_id_refused: Option<String>,
+    /// The caller's plain request id, not believed (its peer is not
+    /// trusted): logged, never echoed nor forwarded.
+    pub(crate) caller_request_id: Option<RequestId>,
     pub(crate) trace_id: TraceId,
     pub(crate) span_id: SpanId,
     pub(crate) trace_refused: Option<String>,
@@ -322,6 +325,7 @@ impl Outcome {
                     http.request.headers = self.headers.as_deref(),
                     request_id = self.request_id.as_str(),
                     request_id.refused = self.request_id_refused.as_deref(),
+                    request_id.caller = self.caller_request_id.as_ref().map(RequestId::as_str),
                     trace_id = trace_id.map(|id| id.hex()).as_ref().map(|hex| hex.as_str()),
                     span_id = self.span_id.hex().as_str(),
                     traceparent.refused = self.trace_refused.as_deref(),
