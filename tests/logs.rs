@@ -235,6 +235,9 @@ async fn outbound_headers(
     headers: &[(&str, &str)],
     calls: usize,
 ) -> Vec<HeaderMap> {
+    // Every test of this file logs to a subscriber of its own: a callsite
+    // first seen where none is set could be cached as never wanted.
+    let (_log, _guard) = capture_json();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let recorded = seen.clone();
     let client = OutboundLayer::new(Duration::from_secs(5)).layer(service_fn(

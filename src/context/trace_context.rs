@@ -478,6 +478,22 @@ impl TraceContext {
     /// The longest `baggage` kept: 8192 bytes, the W3C Baggage limit.
     pub const MAX_BAGGAGE_LEN: usize = 8192;
 
+    /// This context with the ids (and sampling decision) an OpenTelemetry
+    /// tracer gave the server span, so that logs, exported spans and
+    /// outbound `traceparent`s name the same trace and span.
+    #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
+    pub(crate) fn with_span_ids(
+        mut self,
+        trace_id: TraceId,
+        span_id: SpanId,
+        sampled: bool,
+    ) -> Self {
+        self.trace_id = trace_id;
+        self.span_id = span_id;
+        self.flags = u8::from(sampled);
+        self
+    }
+
     /// The caller's `baggage`, when kept.
     pub fn baggage(&self) -> Option<&str> {
         self.baggage.as_deref()

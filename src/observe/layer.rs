@@ -463,6 +463,41 @@ where
         let (request_id, request_id_refused, caller_request_id) =
             config.request_id(&request, trusted);
         let (trace, trace_refused) = config.trace_context(&request, trusted);
+
+        let method = method_name(request.method());
+        let route = RouteTemplate::of(request.extensions());
+        let headers = config.logged_headers(request.headers());
+
+        let span = if cfg!(feature = "opentelemetry") && config.outcome.full_span {
+            // OpenTelemetry's HTTP server span, with its name and kind.
+            #[cfg(feature = "opentelemetry")]
+            let span = super::otel::server_span(
+                config.span_level,
+                &request,
+                method,
+                route.as_str(),
+                client_address,
+                &request_id,
+                &trace,
+                config.outcome.max_field_len,
+            );
+            #[cfg(not(feature = "opentelemetry"))]
+            let span = Span::none();
+            span
+        } else {
+            let full = config.outcome.full_span.then(|| FullSpan {
+                method,
+                route: escape(route.as_str(), config.outcome.max_field_len),
+                path: escape(request.uri().path(), config.outcome.max_field_len),
+                client_address: client_address.map(ip_text),
+            });
+            make_span(config.span_level, full.as_ref(), &request_id, &trace)
+        };
+        // With an OpenTelemetry layer, the exported span's parent is the
+        // trusted caller's, and its ids are the ones this request goes by.
+        #[cfg(feature = "opentelemetry")]
+        let trace = super::otel::join(&span, trace);
+
         let extensions = request.extensions_mut();
         if config.outcome.request_id_header != REQUEST_ID_HEADER {
             extensions.insert(RequestIdHeader(config.outcome.request_id_header.clone()));
@@ -471,18 +506,6 @@ where
         extensions.insert(request_id.clone());
         extensions.insert(trace.trace_id());
         extensions.insert(trace.clone());
-
-        let method = method_name(request.method());
-        let route = RouteTemplate::of(request.extensions());
-        let headers = config.logged_headers(request.headers());
-
-        let full = config.outcome.full_span.then(|| FullSpan {
-            method,
-            route: escape(route.as_str(), config.outcome.max_field_len),
-            path: escape(request.uri().path(), config.outcome.max_field_len),
-            client_address: client_address.map(ip_text),
-        });
-        let span = make_span(config.span_level, full.as_ref(), &request_id, &trace);
         // What only the outcome event needs is kept as it came (reference
         // counted, unescaped): escaped when, and only if, the event is
         // written.

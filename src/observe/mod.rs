@@ -60,6 +60,8 @@ mod body;
 mod fields;
 mod future;
 mod layer;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 mod outcome;
 mod panic;
 

@@ -216,22 +216,47 @@ where
                 return Box::pin(async move { Err(error) });
             }
         };
-        self.layer.forward_context(request.headers_mut(), budget);
+        // The call's own span: with the `opentelemetry` feature an exported
+        // client span, child of the server span, whose id the callee sees
+        // as its parent; without it, an id of its own, on a DEBUG event.
+        #[cfg(feature = "opentelemetry")]
+        let (span, call) = super::otel::client_span(&request);
+        #[cfg(not(feature = "opentelemetry"))]
+        let call = None;
+        self.layer
+            .forward_context(request.headers_mut(), budget, call);
         let limit = self.layer.max_response_bytes;
         let response = self.inner.call(request);
-        Box::pin(async move {
+        let future = async move {
             let deadline = instant_after(started, budget);
-            read_response(response, deadline, limit)
-                .await
-                .map_err(|(status, kind)| OutboundError {
-                    target,
-                    budget,
-                    origin,
-                    elapsed: started.elapsed(),
-                    status,
-                    kind,
-                })
-        })
+            let result = read_response(response, deadline, limit).await;
+            #[cfg(feature = "opentelemetry")]
+            {
+                let span = tracing::Span::current();
+                match &result {
+                    Ok(response) => {
+                        span.record("http.response.status_code", response.status().as_u16());
+                        if response.status().is_server_error() {
+                            span.record("otel.status_code", "error");
+                        }
+                    }
+                    Err(_) => {
+                        span.record("otel.status_code", "error");
+                    }
+                }
+            }
+            result.map_err(|(status, kind)| OutboundError {
+                target,
+                budget,
+                origin,
+                elapsed: started.elapsed(),
+                status,
+                kind,
+            })
+        };
+        #[cfg(feature = "opentelemetry")]
+        let future = tracing::Instrument::instrument(future, span);
+        Box::pin(future)
     }
 }
 
@@ -258,7 +283,7 @@ impl OutboundLayer {
 
     /// Writes the deadline, and the inbound request's id and trace, into an
     /// outbound request's headers, each only where the caller set none.
-    fn forward_context(&self, headers: &mut HeaderMap, budget: Duration) {
+    fn forward_context(&self, headers: &mut HeaderMap, budget: Duration, call: Option<SpanId>) {
         if !headers.contains_key(&self.deadline_header) {
             headers.insert(self.deadline_header.clone(), millis_header(budget));
         }
@@ -282,7 +307,7 @@ impl OutboundLayer {
         // decision, `tracestate` and `baggage`; without the observe layer's
         // context, a span of the inbound trace, not sampled (we did not
         // decide to sample).
-        let call = SpanId::generate();
+        let call = call.unwrap_or_else(SpanId::generate);
         let (parent, trace_state, baggage) = match current_trace() {
             Some(trace) => {
                 tracing::debug!(
