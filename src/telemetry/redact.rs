@@ -143,6 +143,11 @@ impl Redactor {
         if self.off {
             return Cow::Borrowed(text);
         }
+        // One pass finds most text (refusal messages, plain errors) has
+        // nothing any rule could match: no separator, no `@`, no scheme.
+        if self.custom.is_none() && !may_hold_secret(text.as_bytes()) {
+            return Cow::Borrowed(text);
+        }
         let extra: &[String] = self.custom.as_ref().map_or(&[], |c| &c.keys);
         let text = chain(Cow::Borrowed(text), url_userinfo);
         let text = chain(text, auth_schemes);
@@ -156,6 +161,19 @@ impl Redactor {
         }
         text
     }
+}
+
+/// Whether any built-in rule could match: a key-value separator, a URL's
+/// userinfo `@`, or a `Bearer`/`Basic` scheme.
+fn may_hold_secret(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().any(|(at, &byte)| match byte {
+        b'=' | b':' | b'@' => true,
+        b'b' | b'B' => {
+            starts_with_ignore_case(bytes, at, "bearer ")
+                || starts_with_ignore_case(bytes, at, "basic ")
+        }
+        _ => false,
+    })
 }
 
 /// Applies `rule` to `text`, keeping it borrowed when the rule changes
@@ -512,6 +530,27 @@ mod tests {
     }
 
     #[test]
+    fn the_prefilter_misses_nothing_a_rule_would_match() {
+        for text in [
+            "a=b",
+            "x: y",
+            "u@h",
+            "Bearer x",
+            "BASIC dXNl",
+            "plain text",
+            "bearerx",
+        ] {
+            let any_rule = url_userinfo(text).is_some()
+                || auth_schemes(text).is_some()
+                || key_values(text, &[]).is_some();
+            assert!(!any_rule || may_hold_secret(text.as_bytes()), "{text}");
+        }
+        assert!(!may_hold_secret(
+            b"rate limit exceeded (policy per-ip); retry in 2 s"
+        ));
+    }
+
+    #[test]
     fn nothing_to_redact_is_borrowed() {
         let text = "the declared request body of 20 bytes exceeds the limit of 10 bytes";
         assert!(matches!(Redactor::new().redact(text), Cow::Borrowed(_)));
@@ -548,6 +587,12 @@ mod tests {
         #[test]
         fn redaction_never_panics_is_bounded_and_idempotent(text in texty()) {
             let redactor = Redactor::new();
+            // The prefilter never skips text a rule would change.
+            if !may_hold_secret(text.as_bytes()) {
+                prop_assert!(url_userinfo(&text).is_none());
+                prop_assert!(auth_schemes(&text).is_none());
+                prop_assert!(key_values(&text, &[]).is_none());
+            }
             let once = redactor.redact(&text).into_owned();
             prop_assert!(once.len() <= 4 * text.len() + REDACTED.len(), "{} -> {}", text, once);
             let twice = redactor.redact(&once).into_owned();
