@@ -35,7 +35,12 @@
 //! Every piece of untrusted text in it (path, query, header values, ids,
 //! error messages) is escaped (control characters, line separators, bidi
 //! overrides) and capped before any formatter sees it, so neither the JSON nor
-//! the text formatter can be made to print a forged line.
+//! the text formatter can be made to print a forged line. Error chains, error
+//! and panic messages and logged header values are first redacted
+//! ([`Redactor`](crate::telemetry::Redactor)): the password above is
+//! `[REDACTED]`, the rest of the chain is kept. The request id and trace
+//! context a caller sends are believed only from trusted peers
+//! ([`ObserveLayer::trust_inbound_context`]).
 
 /// Calls `$emit!(Level::X)` for the runtime `level`: tracing's macros need a
 /// level known at compile time.
