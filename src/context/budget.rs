@@ -154,8 +154,6 @@ pub(crate) struct Scope {
     /// flag, `tracestate`), for the `traceparent` of outbound calls.
     /// Kept inline: cloning it is cheaper than an allocation per request.
     pub(crate) trace: Option<TraceContext>,
-    /// The request-id header the observe layer uses, when not the default.
-    pub(crate) request_id_header: Option<http::HeaderName>,
 }
 
 tokio::task_local! {
@@ -184,15 +182,6 @@ pub fn current_request() -> Option<RequestContext> {
 /// deadline layer captured it.
 pub(crate) fn current_trace() -> Option<TraceContext> {
     SCOPE.try_with(|scope| scope.trace.clone()).ok().flatten()
-}
-
-/// The request-id header of the inbound request this code runs for, when
-/// the observe layer was configured with another than `x-request-id`.
-pub(crate) fn current_request_id_header() -> Option<http::HeaderName> {
-    SCOPE
-        .try_with(|scope| scope.request_id_header.clone())
-        .ok()
-        .flatten()
 }
 
 /// Runs `future` with `budget` and `request` visible through [`current_budget()`]
@@ -224,7 +213,6 @@ pub fn scope<F: Future>(
             budget,
             request,
             trace: None,
-            request_id_header: None,
         },
         future,
     )

@@ -15,13 +15,6 @@ pub const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent"
 /// The W3C trace state header (`tracestate`).
 pub const TRACESTATE_HEADER: HeaderName = HeaderName::from_static("tracestate");
 
-/// The request-id header the observe layer was configured with, as a
-/// request extension, when it is not the default [`REQUEST_ID_HEADER`]:
-/// the deadline layers hand it to the outbound layer, which forwards the
-/// id under the same name.
-#[derive(Debug, Clone)]
-pub(crate) struct RequestIdHeader(pub(crate) HeaderName);
-
 /// The W3C baggage header (`baggage`): passed on from trusted callers only.
 pub const BAGGAGE_HEADER: HeaderName = HeaderName::from_static("baggage");
 

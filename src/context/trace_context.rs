@@ -394,7 +394,18 @@ pub struct TraceContext {
     span_id: SpanId,
     flags: u8,
     trace_state: Option<TraceState>,
-    baggage: Option<Arc<str>>,
+    /// What few requests have, behind one pointer: the context is cloned
+    /// into every request's scope.
+    extra: Option<Arc<Extra>>,
+}
+
+/// The rare parts of a [`TraceContext`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Extra {
+    baggage: Option<Box<str>>,
+    /// The observe layer's request-id header, when not `x-request-id`: the
+    /// outbound layer forwards the id in it.
+    request_id_header: Option<http::HeaderName>,
 }
 
 impl TraceContext {
@@ -406,7 +417,7 @@ impl TraceContext {
             span_id: SpanId::generate(),
             flags: 0,
             trace_state: None,
-            baggage: None,
+            extra: None,
         }
     }
 
@@ -419,7 +430,7 @@ impl TraceContext {
             // Only the sampled bit is defined for version 00.
             flags: parent.flags & 1,
             trace_state,
-            baggage: None,
+            extra: None,
         }
     }
 
@@ -470,9 +481,25 @@ impl TraceContext {
         let plain = baggage
             .bytes()
             .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
-        self.baggage = (plain && !baggage.is_empty() && baggage.len() <= Self::MAX_BAGGAGE_LEN)
-            .then(|| Arc::from(baggage));
+        let kept = (plain && !baggage.is_empty() && baggage.len() <= Self::MAX_BAGGAGE_LEN)
+            .then(|| Box::from(baggage));
+        self.extra_mut().baggage = kept;
         self
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        Arc::make_mut(self.extra.get_or_insert_with(Default::default))
+    }
+
+    /// This context, naming the header the request id is forwarded in.
+    pub(crate) fn with_request_id_header(mut self, name: http::HeaderName) -> Self {
+        self.extra_mut().request_id_header = Some(name);
+        self
+    }
+
+    /// The header the request id is forwarded in, when not `x-request-id`.
+    pub(crate) fn request_id_header(&self) -> Option<&http::HeaderName> {
+        self.extra.as_ref()?.request_id_header.as_ref()
     }
 
     /// The longest `baggage` kept: 8192 bytes, the W3C Baggage limit.
@@ -496,7 +523,7 @@ impl TraceContext {
 
     /// The caller's `baggage`, when kept.
     pub fn baggage(&self) -> Option<&str> {
-        self.baggage.as_deref()
+        self.extra.as_ref()?.baggage.as_deref()
     }
 }
 

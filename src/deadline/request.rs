@@ -212,10 +212,6 @@ where
             .extensions
             .get::<crate::context::TraceContext>()
             .cloned();
-        let request_id_header = parts
-            .extensions
-            .get::<crate::context::RequestIdHeader>()
-            .map(|header| header.0.clone());
         let http1 = parts.version <= Version::HTTP_11;
         // A body that has already ended never makes the handler wait for
         // the client: nothing to watch, and it was read to its end.
@@ -226,7 +222,6 @@ where
             budget,
             request: context.clone(),
             trace,
-            request_id_header,
         };
         let future = sync_in_scope(scope.clone(), || self.inner.call(request));
         RequestDeadlineFuture {

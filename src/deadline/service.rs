@@ -100,7 +100,6 @@ where
             budget,
             request: current_request().unwrap_or_default(),
             trace: crate::context::current_trace(),
-            request_id_header: crate::context::current_request_id_header(),
         };
         let future = sync_in_scope(scope.clone(), || self.inner.call(request));
         CallDeadlineFuture {

@@ -16,8 +16,8 @@ use super::future::ObserveFuture;
 use super::outcome::{Outcome, OutcomeConfig};
 use super::panic::{install_hook, payload_message, Catching};
 use crate::context::{
-    RequestContext, RequestId, RequestIdHeader, TraceContext, TraceParent, TraceState,
-    TrustedNetworks, BAGGAGE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER,
+    RequestContext, RequestId, TraceContext, TraceParent, TraceState, TrustedNetworks,
+    BAGGAGE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER,
 };
 use crate::telemetry::{escape, redact_escape, Redactor};
 
@@ -67,6 +67,9 @@ pub(crate) struct Config {
     /// Peers whose request id, `traceparent`, `tracestate` and `baggage`
     /// are believed.
     pub(crate) trusted_context: TrustedNetworks,
+    /// The request-id header when it is not `x-request-id`, handed to
+    /// outbound calls with the trace context.
+    pub(crate) custom_request_id_header: Option<HeaderName>,
     pub(crate) max_trace_state_len: usize,
     pub(crate) logged_headers: Vec<HeaderName>,
     pub(crate) span_level: Level,
@@ -120,6 +123,7 @@ impl ObserveLayer {
                 trust_request_id: true,
                 trust_trace_context: true,
                 trusted_context: TrustedNetworks::private(),
+                custom_request_id_header: None,
                 max_trace_state_len: TraceState::DEFAULT_MAX_LEN,
                 logged_headers: Vec::new(),
                 span_level: Level::ERROR,
@@ -139,6 +143,8 @@ impl ObserveLayer {
         // counted, and every request clones it: one shared counter that all
         // threads write. The default name, however it was made, becomes the
         // static one, whose clones write nothing.
+        let custom = (name != REQUEST_ID_HEADER).then(|| name.clone());
+        self.config().custom_request_id_header = custom;
         self.config().outcome.request_id_header = if name == REQUEST_ID_HEADER {
             REQUEST_ID_HEADER
         } else {
@@ -462,7 +468,10 @@ where
         let trusted = config.trusted_context.is_trusted_peer(client_address);
         let (request_id, request_id_refused, caller_request_id) =
             config.request_id(&request, trusted);
-        let (trace, trace_refused) = config.trace_context(&request, trusted);
+        let (mut trace, trace_refused) = config.trace_context(&request, trusted);
+        if let Some(name) = &config.custom_request_id_header {
+            trace = trace.with_request_id_header(name.clone());
+        }
 
         let method = method_name(request.method());
         let route = RouteTemplate::of(request.extensions());
@@ -499,9 +508,6 @@ where
         let trace = super::otel::join(&span, trace);
 
         let extensions = request.extensions_mut();
-        if config.outcome.request_id_header != REQUEST_ID_HEADER {
-            extensions.insert(RequestIdHeader(config.outcome.request_id_header.clone()));
-        }
         extensions.insert(crate::context::Arrival(tokio::time::Instant::now()));
         extensions.insert(request_id.clone());
         extensions.insert(trace.trace_id());

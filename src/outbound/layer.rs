@@ -16,9 +16,9 @@ use tower_service::Service;
 
 use super::{OutboundError, OutboundErrorKind};
 use crate::context::{
-    current_budget, current_request, current_request_id_header, current_trace, declared_length,
-    instant_after, traceparent, BudgetOrigin, SpanId, BAGGAGE_HEADER, REQUEST_DEADLINE_HEADER,
-    REQUEST_ID_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER,
+    current_budget, current_request, current_trace, declared_length, instant_after, traceparent,
+    BudgetOrigin, SpanId, BAGGAGE_HEADER, REQUEST_DEADLINE_HEADER, REQUEST_ID_HEADER,
+    TRACEPARENT_HEADER, TRACESTATE_HEADER,
 };
 
 use crate::error::BoxError;
@@ -290,8 +290,12 @@ impl OutboundLayer {
         let Some(inbound) = current_request() else {
             return;
         };
+        let trace = current_trace();
         if let Some(id) = inbound.request_id {
-            let name = current_request_id_header().unwrap_or(REQUEST_ID_HEADER);
+            let name = trace
+                .as_ref()
+                .and_then(|trace| trace.request_id_header().cloned())
+                .unwrap_or(REQUEST_ID_HEADER);
             if !headers.contains_key(&name) {
                 if let Ok(value) = HeaderValue::from_str(id.as_str()) {
                     headers.insert(name, value);
@@ -308,7 +312,7 @@ impl OutboundLayer {
         // context, a span of the inbound trace, not sampled (we did not
         // decide to sample).
         let call = call.unwrap_or_else(SpanId::generate);
-        let (parent, trace_state, baggage) = match current_trace() {
+        let (parent, trace_state, baggage) = match trace {
             Some(trace) => {
                 tracing::debug!(
                     target: "tower_harden::outbound",
