@@ -14,8 +14,8 @@
 //! Routes: `GET /` (200), `POST /echo` (streams the body through the limit and
 //! replies `{"bytes": N}`), `GET /slow/{ms}` (sleeps, then 200), `GET /panic`
 //! (panics: a 500 problem, logged with its request id), `GET /fail` (a handler
-//! error whose source chain holds a stand-in secret: in the log, never in the
-//! response).
+//! error whose source chain holds a stand-in secret: never in the response,
+//! and redacted in the log, which keeps the rest of the chain).
 //!
 //! Logs are JSON lines when standard output is not a terminal, readable text
 //! when it is. `RUST_LOG` filters them (default `info`).
@@ -85,7 +85,8 @@ struct DatabaseUnreachable {
 
 async fn fail() -> Result<String, HandlerError> {
     let unreachable = DatabaseUnreachable {
-        // A stand-in secret: the log gets it in `error.chain`, the client
+        // A stand-in secret: the log gets the chain with the password
+        // redacted (`postgres://app:[REDACTED]@db.internal/app`), the client
         // gets "internal error" and the request id.
         url: "postgres://app:hunter2@db.internal/app",
         source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"),

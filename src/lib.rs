@@ -27,7 +27,7 @@
 //!
 //! | layer | defends against | answer | default |
 //! |---|---|---|---|
-//! | [`observe::ObserveLayer`] | failures nobody can trace; forged log lines; lost panics | one span and one outcome event per request, `x-request-id`, 500 for a panic, problems for axum's empty 404 and 405 (and, [on request](observe::ObserveLayer::problems_for_rejections), its plain-text rejections) | ids up to 128 plain characters accepted |
+//! | [`observe::ObserveLayer`] | failures nobody can trace; forged log lines; secrets in logs; forged trace context; lost panics | one span and one outcome event per request, redacted, `x-request-id`, 500 for a panic, problems for axum's empty 404 and 405 (and, [on request](observe::ObserveLayer::problems_for_rejections), its plain-text rejections) | ids up to 128 plain characters and trace context accepted from loopback and private networks |
 //! | [`input::HeadLimitLayer`] | header floods, huge headers and URIs | 431 / 414 | 96 fields, 16 KiB, 8 KiB URI |
 //! | [`input::BodyLimitLayer`] | huge or endless bodies, lying `Content-Length` | 413, before any byte is read when declared | 1 MiB |
 //! | [`rate_limit::RateLimitLayer`] | floods from one client, key spoofing, memory blow-up from random keys | 429 with `Retry-After` and `RateLimit` headers | 50/s, burst 100 per client IP; 100,000 keys |
@@ -52,7 +52,7 @@
 //! |---|---|---|
 //! | [`context`] | who the request is: request id, trace context, peer address, trusted networks, arrival, time budget, header names | nothing of the crate |
 //! | [`error`] | refusals and problems: `Refusal`, `Problem`, the problem types, `HandlerError`, the problem body and future | `context` |
-//! | [`telemetry`] | reporting safely: escaping untrusted text, metrics, the log throttle | `context` |
+//! | [`telemetry`] | reporting safely: escaping and redacting untrusted text, metrics, the log throttle | `context` |
 //! | [`input`] | bounded input: body (wire and decoded), headers, URI | the base |
 //! | [`deadline`] | request deadline, slow bodies, deadlines for any service | the base |
 //! | [`outbound`] | the client layer: budget, ids and trace forwarded | the base |
@@ -71,6 +71,13 @@
 //! - `redis`: [`rate_limit::RedisStore`], one limit shared by many instances.
 //! - `metrics`: request duration and counts through the `metrics` facade
 //!   ([`telemetry::metrics`]).
+//! - `opentelemetry`: spans a collector can join, through
+//!   `tracing-opentelemetry`: with
+//!   [`full_span`](observe::ObserveLayer::full_span) the request's span is
+//!   OpenTelemetry's HTTP server span (`{method} {http.route}`, kind server,
+//!   the conventions' attributes), its parent the trusted caller's
+//!   `traceparent`; each [`outbound`] call is a client span whose id its
+//!   `traceparent` carries. `examples/otel_server.rs` exports over OTLP.
 //!
 //! [tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]

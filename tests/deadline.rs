@@ -782,7 +782,12 @@ async fn outbound_calls_are_children_of_this_servers_span_with_the_callers_sampl
             get(move || {
                 let client = client.clone();
                 async move {
-                    let _ = client.oneshot(get_user()).await;
+                    // Three calls while serving one request.
+                    let _ = tokio::join!(
+                        client.clone().oneshot(get_user()),
+                        client.clone().oneshot(get_user()),
+                        client.oneshot(get_user()),
+                    );
                     StatusCode::BAD_GATEWAY
                 }
             }),
@@ -799,13 +804,23 @@ async fn outbound_calls_are_children_of_this_servers_span_with_the_callers_sampl
         request.extensions_mut().insert(trace.trace_id());
         request.extensions_mut().insert(trace.clone());
         app.clone().oneshot(request).await.unwrap();
-        let headers = seen.lock().unwrap().pop().expect("the call was made");
-        // Parent: this server's span (not the caller's, not a random one);
-        // flags: the caller's sampling decision, not forced on.
-        assert_eq!(headers["traceparent"], trace.traceparent().as_str());
-        assert!(trace.traceparent().ends_with(&format!("-{sampled}")));
-        assert!(trace.traceparent().contains(&trace.span_id().to_string()));
-        assert_eq!(headers["tracestate"], "vendor=abc");
+        let calls: Vec<HeaderMap> = std::mem::take(&mut *seen.lock().unwrap());
+        assert_eq!(calls.len(), 3);
+        // Each call is a span of its own, child of this server's span: the
+        // same trace and the caller's sampling decision (not forced on),
+        // and a parent-id of its own, neither the caller's span nor this
+        // server's, distinct from the other calls'.
+        let mut parents = std::collections::HashSet::new();
+        for headers in &calls {
+            let sent = TraceParent::parse(headers["traceparent"].to_str().unwrap()).unwrap();
+            assert_eq!(sent.trace_id(), trace.trace_id());
+            assert_eq!(sent.flags(), u8::from(sampled == "01"));
+            assert_ne!(sent.parent_id(), trace.span_id());
+            assert_ne!(sent.parent_id(), parent.parent_id());
+            parents.insert(sent.parent_id());
+            assert_eq!(headers["tracestate"], "vendor=abc");
+        }
+        assert_eq!(parents.len(), 3, "three calls name three distinct parents");
     }
 }
 

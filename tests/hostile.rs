@@ -930,11 +930,17 @@ fn hostile_corpus_is_refused_cleanly_and_the_server_keeps_answering() {
         "a smuggled request reached a handler"
     );
     // Every log line is one JSON object (a forged id cannot forge a line),
-    // and the secret reached the log's error chain (the case ran).
+    // and the error chain reached the log (the case ran) with its secret
+    // redacted.
     let events = logs.events();
     assert!(
-        logs.text().contains(SECRET),
-        "the error chain with the secret is logged"
+        logs.text()
+            .contains("postgres://app:[REDACTED]@db.internal/app"),
+        "the error chain is logged, redacted"
+    );
+    assert!(
+        !logs.text().contains(SECRET),
+        "the secret in the error chain is redacted from the log"
     );
     assert!(!events.is_empty());
 }

@@ -601,13 +601,24 @@ mod metrics_counts {
                 }
             });
         });
-        let decisions = tower_harden::telemetry::metrics::names::RATE_LIMIT_DECISIONS;
+        use tower_harden::telemetry::metrics::names::{
+            RATE_LIMITING_EVICTIONS, RATE_LIMITING_REQUESTS, RATE_LIMITING_RESULT,
+        };
         assert_eq!(
-            recorder.count(decisions, Some(("outcome", "admitted"))),
+            recorder.count(
+                RATE_LIMITING_REQUESTS,
+                Some((RATE_LIMITING_RESULT, "acquired"))
+            ),
             2 + 998
         );
-        assert_eq!(recorder.count(decisions, Some(("outcome", "refused"))), 1);
-        let evictions = tower_harden::telemetry::metrics::names::RATE_LIMIT_EVICTIONS;
+        assert_eq!(
+            recorder.count(
+                RATE_LIMITING_REQUESTS,
+                Some((RATE_LIMITING_RESULT, "rejected"))
+            ),
+            1
+        );
+        let evictions = RATE_LIMITING_EVICTIONS;
         assert!(recorder.count(evictions, None) >= 1_000 - 64 - 1);
     }
 }

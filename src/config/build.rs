@@ -17,6 +17,7 @@ use crate::rate_limit::{
     TrustedProxies,
 };
 use crate::serve::ServerSettings;
+use crate::telemetry::Redactor;
 
 /// The preset's layers and server settings, built from one configuration.
 pub(crate) struct Stack {
@@ -37,7 +38,8 @@ pub(crate) fn build(config: &HardenConfig) -> Result<Stack, ConfigErrors> {
     let deadline = deadline(&config.deadline, &mut problems);
     server(config, &mut problems);
     let rate_limit = rate_limit(config, &mut problems);
-    let observe = observe(&config.observe).problems_for_rejections(config.problems.map_rejections);
+    let observe = observe(&config.observe, &mut problems)
+        .problems_for_rejections(config.problems.map_rejections);
     super::problems::check(&config.problems, &mut problems);
     let in_flight = overload(&config.overload, &mut problems);
     problems.into_result(&config.origin)?;
@@ -297,11 +299,15 @@ fn unique_name(
     }
 }
 
-fn observe(observe: &ObserveConfig) -> ObserveLayer {
+fn observe(observe: &ObserveConfig, problems: &mut Problems) -> ObserveLayer {
     observe.log_headers.iter().fold(
         ObserveLayer::new()
             .request_id_header(observe.request_id_header.clone())
             .trust_inbound_request_id(observe.trust_inbound_request_id)
+            .trust_inbound_context(TrustedNetworks::networks(
+                observe.trusted_context.iter().copied(),
+            ))
+            .redactor(redactor(&observe.redact, problems))
             .full_span(observe.full_span)
             .levels(
                 observe.success_level,
@@ -310,6 +316,33 @@ fn observe(observe: &ObserveConfig) -> ObserveLayer {
             ),
         |layer, name| layer.log_header(name.clone()),
     )
+}
+
+/// The redactor `[observe.redact]` describes, each pattern checked.
+fn redactor(redact: &super::RedactConfig, problems: &mut Problems) -> Redactor {
+    if !redact.enabled {
+        return Redactor::off();
+    }
+    let redactor = redact
+        .keys
+        .iter()
+        .fold(Redactor::new(), |redactor, key| redactor.key(key));
+    redact
+        .patterns
+        .iter()
+        .enumerate()
+        .fold(redactor, |redactor, (index, pattern)| {
+            match redactor.clone().pattern(pattern) {
+                Ok(redactor) => redactor,
+                Err(error) => {
+                    problems.push(
+                        format!("observe.redact.patterns[{index}]"),
+                        error.to_string(),
+                    );
+                    redactor
+                }
+            }
+        })
 }
 
 #[cfg(not(feature = "redis"))]

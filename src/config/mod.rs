@@ -80,7 +80,7 @@ pub(crate) use error::Problems;
 pub use error::{ConfigError, ConfigErrors, Position};
 pub use model::{
     Backend, DeadlineConfig, HardenConfig, InputConfig, KeyKind, ObserveConfig, OverloadConfig,
-    PolicyConfig, RateLimitConfig, ReservedConfig, StoreFailurePolicy,
+    PolicyConfig, RateLimitConfig, RedactConfig, ReservedConfig, StoreFailurePolicy,
 };
 
 pub use problems::ProblemsConfig;

@@ -410,8 +410,13 @@ pub struct ObserveConfig {
     /// Level for 5xx. Default `"error"`.
     #[serde(with = "value::level")]
     pub server_error_level: Level,
-    /// Request headers logged (beside the ones always logged). Secrets
-    /// (`authorization`, cookies, API keys) are never logged. Default: none.
+    /// Request headers logged (beside the ones always logged), their
+    /// values redacted as error text is. A header whose name contains
+    /// `auth`, `token`, `secret`, `key`, `session`, `cookie`, `password`,
+    /// `credential`, `jwt`, `oidc`, `saml`, `assertion` or `signature` is
+    /// never logged (see
+    /// [`ObserveLayer::log_header`](crate::observe::ObserveLayer::log_header)).
+    /// Default: none.
     #[serde(with = "value::header_names")]
     pub log_headers: Vec<HeaderName>,
     /// The request's span also carries method, route, path and client
@@ -420,6 +425,45 @@ pub struct ObserveConfig {
     /// outcome event then leaves them to the span. Default false: see
     /// [`ObserveLayer::full_span`](crate::observe::ObserveLayer::full_span).
     pub full_span: bool,
+    /// Peers (CIDRs; a bare address is a /32 or /128) whose request id,
+    /// `traceparent`, `tracestate` and `baggage` are believed; from others
+    /// a request gets a new id and a new, unsampled trace. Default:
+    /// loopback and the private ranges (`127.0.0.0/8`, `::1/128`,
+    /// `10.0.0.0/8`, `172.16.0.0/12`, `192.168.0.0/16`, `fc00::/7`);
+    /// `[]` trusts nobody, `["0.0.0.0/0", "::/0"]` everyone. See
+    /// [`ObserveLayer::trust_inbound_context`](crate::observe::ObserveLayer::trust_inbound_context).
+    #[serde(with = "value::cidrs")]
+    pub trusted_context: Vec<IpNet>,
+    /// `[observe.redact]`: secrets removed from logged error text and header
+    /// values.
+    pub redact: RedactConfig,
+}
+
+/// `[observe.redact]`: what [`Redactor`](crate::telemetry::Redactor) removes
+/// from error chains, error and panic messages and logged header values
+/// before they are written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedactConfig {
+    /// The built-in rules (URL userinfo, key-value secrets, `Bearer` and
+    /// `Basic` credentials) and the ones below. Default true.
+    pub enabled: bool,
+    /// More key names whose values are secrets (a key containing one, in
+    /// any case). Default: none.
+    pub keys: Vec<String>,
+    /// Regular expressions whose matches are replaced by `[REDACTED]`
+    /// (`regex-lite` syntax). Default: none.
+    pub patterns: Vec<String>,
+}
+
+impl Default for RedactConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            keys: Vec::new(),
+            patterns: Vec::new(),
+        }
+    }
 }
 
 impl Default for ObserveConfig {
@@ -432,6 +476,11 @@ impl Default for ObserveConfig {
             server_error_level: Level::ERROR,
             log_headers: Vec::new(),
             full_span: false,
+            trusted_context: crate::context::PRIVATE_NETWORKS
+                .iter()
+                .map(|net| net.parse().expect("the private networks are valid CIDRs"))
+                .collect(),
+            redact: RedactConfig::default(),
         }
     }
 }

@@ -15,6 +15,9 @@ pub const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent"
 /// The W3C trace state header (`tracestate`).
 pub const TRACESTATE_HEADER: HeaderName = HeaderName::from_static("tracestate");
 
+/// The W3C baggage header (`baggage`): passed on from trusted callers only.
+pub const BAGGAGE_HEADER: HeaderName = HeaderName::from_static("baggage");
+
 /// The header a trusted caller uses to say how much of its own budget is left:
 /// `x-request-deadline-ms: 1500` means "I stop waiting for you in 1.5 s".
 ///

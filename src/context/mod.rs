@@ -21,10 +21,11 @@ pub use budget::{current_budget, current_request, scope, Budget, BudgetOrigin};
 pub(crate) use budget::{current_trace, in_scope, sync_in_scope, Scope};
 pub(crate) use headers::declared_length;
 pub use headers::{
-    REQUEST_DEADLINE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER,
+    BAGGAGE_HEADER, REQUEST_DEADLINE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
 };
 pub(crate) use networks::parse_network;
-pub use networks::{InvalidCidr, TrustedNetworks};
+pub use networks::{InvalidCidr, TrustedNetworks, EVERYONE, PRIVATE_NETWORKS};
 pub(crate) use peer::peer_addr;
 pub use peer::PeerAddr;
 pub use request::RequestContext;

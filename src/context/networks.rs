@@ -29,6 +29,7 @@ pub struct TrustedNetworks(Trust);
 enum Trust {
     #[default]
     Nobody,
+    Everyone,
     Networks(Arc<[IpNet]>),
     Predicate(Arc<dyn Fn(IpAddr) -> bool + Send + Sync>),
 }
@@ -37,6 +38,32 @@ impl TrustedNetworks {
     /// Trusts nobody (the default).
     pub fn nobody() -> Self {
         Self(Trust::Nobody)
+    }
+
+    /// Trusts loopback and the private ranges, where service meshes,
+    /// sidecars and internal callers live: `127.0.0.0/8`, `::1/128`, the
+    /// RFC 1918 networks (`10.0.0.0/8`, `172.16.0.0/12`, `192.168.0.0/16`)
+    /// and IPv6 unique local addresses (`fc00::/7`, RFC 4193).
+    ///
+    /// ```
+    /// use tower_harden::context::TrustedNetworks;
+    ///
+    /// let private = TrustedNetworks::private();
+    /// assert!(private.is_trusted("10.1.2.3".parse().unwrap()));
+    /// assert!(private.is_trusted("::1".parse().unwrap()));
+    /// assert!(!private.is_trusted("203.0.113.9".parse().unwrap()));
+    /// ```
+    pub fn private() -> Self {
+        Self::networks(PRIVATE_NETWORKS.iter().map(|net| {
+            net.parse::<IpNet>()
+                .expect("the private networks are valid CIDRs")
+        }))
+    }
+
+    /// Trusts every peer (`0.0.0.0/0` and `::/0`), and requests whose peer
+    /// is not known (see [`is_trusted_peer`](Self::is_trusted_peer)).
+    pub fn everyone() -> Self {
+        Self(Trust::Everyone)
     }
 
     /// Trusts peers inside any of these networks, given as text
@@ -61,8 +88,13 @@ impl TrustedNetworks {
     /// `10.1.2.3/8` is `10.0.0.0/8`). No network at all trusts nobody.
     pub fn networks(networks: impl IntoIterator<Item = IpNet>) -> Self {
         let networks: Arc<[IpNet]> = networks.into_iter().map(canonical).collect();
+        let whole = |net: &IpNet| net.prefix_len() == 0;
         if networks.is_empty() {
             Self(Trust::Nobody)
+        } else if networks.iter().any(|n| whole(n) && n.addr().is_ipv4())
+            && networks.iter().any(|n| whole(n) && n.addr().is_ipv6())
+        {
+            Self(Trust::Everyone)
         } else {
             Self(Trust::Networks(networks))
         }
@@ -77,6 +109,7 @@ impl TrustedNetworks {
     pub fn with(self, more: impl IntoIterator<Item = IpNet>) -> Self {
         match self.0 {
             Trust::Nobody => Self::networks(more),
+            Trust::Everyone => Self::everyone(),
             Trust::Networks(networks) => Self::networks(networks.iter().copied().chain(more)),
             Trust::Predicate(predicate) => {
                 let more: Arc<[IpNet]> = more.into_iter().map(canonical).collect();
@@ -91,8 +124,19 @@ impl TrustedNetworks {
         let peer = peer.to_canonical();
         match &self.0 {
             Trust::Nobody => false,
+            Trust::Everyone => true,
             Trust::Networks(networks) => networks.iter().any(|network| network.contains(&peer)),
             Trust::Predicate(predicate) => predicate(peer),
+        }
+    }
+
+    /// Whether a request whose peer is `peer` is trusted: a request whose
+    /// peer is not known (no [`PeerAddr`](super::PeerAddr) nor `ConnectInfo`)
+    /// is trusted only by [`everyone()`](Self::everyone).
+    pub fn is_trusted_peer(&self, peer: Option<IpAddr>) -> bool {
+        match peer {
+            Some(peer) => self.is_trusted(peer),
+            None => matches!(self.0, Trust::Everyone),
         }
     }
 
@@ -106,6 +150,7 @@ impl fmt::Debug for TrustedNetworks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Trust::Nobody => f.write_str("TrustedNetworks::Nobody"),
+            Trust::Everyone => f.write_str("TrustedNetworks::Everyone"),
             Trust::Networks(networks) => f.debug_tuple("TrustedNetworks").field(networks).finish(),
             Trust::Predicate(_) => f.write_str("TrustedNetworks::Predicate"),
         }
@@ -127,6 +172,20 @@ fn canonical(network: IpNet) -> IpNet {
     }
     network
 }
+
+/// What [`TrustedNetworks::private`] trusts, as text (also the default of
+/// the `observe.trusted_context` setting).
+pub const PRIVATE_NETWORKS: &[&str] = &[
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+];
+
+/// What [`TrustedNetworks::everyone`] trusts, as text.
+pub const EVERYONE: &[&str] = &["0.0.0.0/0", "::/0"];
 
 /// A network given as text that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,6 +242,35 @@ mod tests {
         for invalid in ["10.0.0.0/33", "::/129", "nope", "10.0.0.0/x", ""] {
             assert!(TrustedNetworks::cidrs([invalid]).is_err(), "{invalid}");
         }
+    }
+
+    #[test]
+    fn private_and_everyone() {
+        let private = TrustedNetworks::private();
+        let ip = |text: &str| text.parse().unwrap();
+        for trusted in [
+            "127.0.0.1",
+            "::1",
+            "10.0.0.1",
+            "172.31.255.1",
+            "192.168.1.1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(private.is_trusted(ip(trusted)), "{trusted}");
+        }
+        for public in [
+            "172.32.0.1",
+            "8.8.8.8",
+            "2001:db8::1",
+            "fe80::1",
+            "203.0.113.9",
+        ] {
+            assert!(!private.is_trusted(ip(public)), "{public}");
+        }
+        let everyone = TrustedNetworks::everyone();
+        assert!(everyone.is_trusted(ip("203.0.113.9")));
+        assert!(everyone.is_trusted(ip("2001:db8::1")));
     }
 
     #[test]

@@ -303,22 +303,20 @@ pub enum TraceStateRefusal {
         /// The most allowed.
         max: usize,
     },
-    /// A member is not `key=value` as the specification defines them.
-    #[error("tracestate member {index} is malformed")]
-    MalformedMember {
-        /// Its index among the members.
-        index: usize,
-    },
-    /// The same key appears twice.
-    #[error("tracestate has a duplicate key at member {index}")]
-    DuplicateKey {
-        /// The index of the second occurrence.
-        index: usize,
-    },
+    /// Not a list at all: a byte a header line cannot hold (a control
+    /// character), or no member of the form `key=value`.
+    #[error("tracestate is not a list of key=value members")]
+    NotAList,
 }
 
-/// A validated W3C `tracestate` header, kept verbatim (trimmed) for
-/// propagation.
+/// A W3C `tracestate` header, kept as the caller sent it (several header
+/// lines joined with `,`, blanks around it trimmed) for propagation.
+///
+/// Parsing is lenient, as the specification asks of a vendor passing the
+/// list on: a member this crate would not write itself (an unusual key, a
+/// duplicated key, a long multi-tenant key) is passed on with the others.
+/// The whole value is dropped only when it is longer than the bound, holds
+/// more than 32 members, or is no list at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceState(Arc<str>);
 
@@ -329,13 +327,15 @@ impl TraceState {
     /// specification asks every vendor to propagate at least.
     pub const DEFAULT_MAX_LEN: usize = 512;
 
-    /// Validates a `tracestate` value of at most `max_len` bytes.
+    /// Accepts a `tracestate` value of at most `max_len` bytes.
     ///
     /// ```
-    /// use tower_harden::context::TraceState;
+    /// use tower_harden::context::{TraceState, TraceStateRefusal};
     ///
     /// assert!(TraceState::parse("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", 512).is_ok());
-    /// assert!(TraceState::parse("Rojo=1", 512).is_err());
+    /// // A member this crate would not write does not drop the others.
+    /// assert_eq!(TraceState::parse("Rojo=1,congo=2,congo=3", 512).unwrap().as_str(), "Rojo=1,congo=2,congo=3");
+    /// assert_eq!(TraceState::parse("no members", 512), Err(TraceStateRefusal::NotAList));
     /// ```
     pub fn parse(value: &str, max_len: usize) -> Result<Self, TraceStateRefusal> {
         if value.len() > max_len {
@@ -344,27 +344,33 @@ impl TraceState {
                 max_len,
             });
         }
-        let mut keys: Vec<&str> = Vec::new();
-        for (index, member) in value.split(',').enumerate() {
+        if value
+            .bytes()
+            .any(|b| !(b == b'\t' || (b' '..=b'~').contains(&b)))
+        {
+            return Err(TraceStateRefusal::NotAList);
+        }
+        let mut members = 0;
+        let mut well_formed = 0;
+        for member in value.split(',') {
             let member = member.trim_matches([' ', '\t']);
             if member.is_empty() {
                 continue;
             }
-            if keys.len() == Self::MAX_MEMBERS {
+            members += 1;
+            if members > Self::MAX_MEMBERS {
                 return Err(TraceStateRefusal::TooManyMembers {
                     max: Self::MAX_MEMBERS,
                 });
             }
-            let (key, member_value) = member
-                .split_once('=')
-                .ok_or(TraceStateRefusal::MalformedMember { index })?;
-            if !valid_key(key) || !valid_value(member_value) {
-                return Err(TraceStateRefusal::MalformedMember { index });
+            if member.split_once('=').is_some_and(|(key, value)| {
+                !key.is_empty() && !key.contains([' ', '\t']) && !value.trim_matches(' ').is_empty()
+            }) {
+                well_formed += 1;
             }
-            if keys.contains(&key) {
-                return Err(TraceStateRefusal::DuplicateKey { index });
-            }
-            keys.push(key);
+        }
+        if well_formed == 0 {
+            return Err(TraceStateRefusal::NotAList);
         }
         Ok(Self(Arc::from(value.trim_matches([' ', '\t']))))
     }
@@ -373,40 +379,6 @@ impl TraceState {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-fn valid_key(key: &str) -> bool {
-    let rest = |s: &str, max: usize| {
-        s.len() <= max
-            && s.bytes().all(|b| {
-                b.is_ascii_lowercase()
-                    || b.is_ascii_digit()
-                    || matches!(b, b'_' | b'-' | b'*' | b'/')
-            })
-    };
-    match key.split_once('@') {
-        None => key.as_bytes().first().is_some_and(u8::is_ascii_lowercase) && rest(&key[1..], 255),
-        Some((tenant, system)) => {
-            tenant
-                .as_bytes()
-                .first()
-                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-                && rest(&tenant[1..], 240)
-                && system
-                    .as_bytes()
-                    .first()
-                    .is_some_and(u8::is_ascii_lowercase)
-                && rest(&system[1..], 13)
-        }
-    }
-}
-
-fn valid_value(value: &str) -> bool {
-    let non_blank = |b: u8| matches!(b, 0x21..=0x2b | 0x2d..=0x3c | 0x3e..=0x7e);
-    !value.is_empty()
-        && value.len() <= 256
-        && value.bytes().all(|b| b == b' ' || non_blank(b))
-        && value.bytes().last().is_some_and(non_blank)
 }
 
 /// The trace context of one request: the trace it belongs to (continued from
@@ -422,6 +394,18 @@ pub struct TraceContext {
     span_id: SpanId,
     flags: u8,
     trace_state: Option<TraceState>,
+    /// What few requests have, behind one pointer: the context is cloned
+    /// into every request's scope.
+    extra: Option<Arc<Extra>>,
+}
+
+/// The rare parts of a [`TraceContext`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Extra {
+    baggage: Option<Box<str>>,
+    /// The observe layer's request-id header, when not `x-request-id`: the
+    /// outbound layer forwards the id in it.
+    request_id_header: Option<http::HeaderName>,
 }
 
 impl TraceContext {
@@ -433,6 +417,7 @@ impl TraceContext {
             span_id: SpanId::generate(),
             flags: 0,
             trace_state: None,
+            extra: None,
         }
     }
 
@@ -445,6 +430,7 @@ impl TraceContext {
             // Only the sampled bit is defined for version 00.
             flags: parent.flags & 1,
             trace_state,
+            extra: None,
         }
     }
 
@@ -472,6 +458,72 @@ impl TraceContext {
     /// trace, with this server's span as the parent.
     pub fn traceparent(&self) -> String {
         traceparent(self.trace_id, self.span_id, self.flags)
+    }
+
+    /// The `traceparent` of one outbound call whose own (client) span is
+    /// `call`: this trace and sampling decision, `call` as the parent-id, so
+    /// that every call made while serving this request names a distinct
+    /// parent.
+    pub fn traceparent_for(&self, call: SpanId) -> String {
+        traceparent(self.trace_id, call, self.flags)
+    }
+
+    /// Whether this trace is sampled (the caller's decision, when trusted).
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
+    /// The caller's W3C `baggage`, passed on to outbound calls: kept only
+    /// when it is at most [`MAX_BAGGAGE_LEN`](Self::MAX_BAGGAGE_LEN) bytes of
+    /// printable ASCII (the observe layer reads it only from trusted peers).
+    pub fn with_baggage(mut self, baggage: &str) -> Self {
+        let baggage = baggage.trim_matches([' ', '\t']);
+        let plain = baggage
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+        let kept = (plain && !baggage.is_empty() && baggage.len() <= Self::MAX_BAGGAGE_LEN)
+            .then(|| Box::from(baggage));
+        self.extra_mut().baggage = kept;
+        self
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        Arc::make_mut(self.extra.get_or_insert_with(Default::default))
+    }
+
+    /// This context, naming the header the request id is forwarded in.
+    pub(crate) fn with_request_id_header(mut self, name: http::HeaderName) -> Self {
+        self.extra_mut().request_id_header = Some(name);
+        self
+    }
+
+    /// The header the request id is forwarded in, when not `x-request-id`.
+    pub(crate) fn request_id_header(&self) -> Option<&http::HeaderName> {
+        self.extra.as_ref()?.request_id_header.as_ref()
+    }
+
+    /// The longest `baggage` kept: 8192 bytes, the W3C Baggage limit.
+    pub const MAX_BAGGAGE_LEN: usize = 8192;
+
+    /// This context with the ids (and sampling decision) an OpenTelemetry
+    /// tracer gave the server span, so that logs, exported spans and
+    /// outbound `traceparent`s name the same trace and span.
+    #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
+    pub(crate) fn with_span_ids(
+        mut self,
+        trace_id: TraceId,
+        span_id: SpanId,
+        sampled: bool,
+    ) -> Self {
+        self.trace_id = trace_id;
+        self.span_id = span_id;
+        self.flags = u8::from(sampled);
+        self
+    }
+
+    /// The caller's `baggage`, when kept.
+    pub fn baggage(&self) -> Option<&str> {
+        self.extra.as_ref()?.baggage.as_deref()
     }
 }
 

@@ -174,6 +174,9 @@ fn finish<B: Body<Data = bytes::Bytes>>(
         outcome
             .span
             .record("http.response.status_code", parts.status.as_u16());
+        if parts.status.is_server_error() {
+            outcome.span.record("otel.status_code", "error");
+        }
     }
     outcome.failure = parts
         .extensions
@@ -197,6 +200,7 @@ fn panicked<B: Body<Data = bytes::Bytes>>(
     outcome.status = Some(response.status());
     if outcome.config.full_span {
         outcome.span.record("http.response.status_code", 500);
+        outcome.span.record("otel.status_code", "error");
     }
     outcome.failure = Some(Failure::Panic { message, site });
     response.map(|body| ObservedBody::new(body, outcome))

@@ -3,9 +3,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::header::{
-    HeaderName, AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE, USER_AGENT,
-};
+use http::header::{HeaderName, USER_AGENT};
 use http::{HeaderMap, Request, Response};
 use http_body::Body;
 use tower_layer::Layer;
@@ -19,10 +17,10 @@ use super::outcome::{Outcome, OutcomeConfig};
 use super::panic::{install_hook, payload_message, Catching};
 use super::route::RouteClassifier;
 use crate::context::{
-    RequestContext, RequestId, TraceContext, TraceParent, TraceState, REQUEST_ID_HEADER,
-    TRACEPARENT_HEADER, TRACESTATE_HEADER,
+    RequestContext, RequestId, TraceContext, TraceParent, TraceState, TrustedNetworks,
+    BAGGAGE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER,
 };
-use crate::telemetry::{escape, escape_bytes};
+use crate::telemetry::{escape, redact_escape, Redactor};
 
 /// Observes every request: correlation ids, one span, one outcome event,
 /// panics caught, metrics.
@@ -67,6 +65,12 @@ pub(crate) struct Config {
     pub(crate) max_request_id_len: usize,
     pub(crate) trust_request_id: bool,
     pub(crate) trust_trace_context: bool,
+    /// Peers whose request id, `traceparent`, `tracestate` and `baggage`
+    /// are believed.
+    pub(crate) trusted_context: TrustedNetworks,
+    /// The request-id header when it is not `x-request-id`, handed to
+    /// outbound calls with the trace context.
+    pub(crate) custom_request_id_header: Option<HeaderName>,
     pub(crate) max_trace_state_len: usize,
     pub(crate) logged_headers: Vec<HeaderName>,
     pub(crate) span_level: Level,
@@ -82,19 +86,31 @@ impl Default for ObserveLayer {
     }
 }
 
-/// Headers that never reach a log, whatever the allowlist says.
+/// The parts of header names that mark a header as secret: a header whose
+/// name contains one never reaches a log, whatever the allowlist says.
+const SECRET_HEADER_PARTS: &[&str] = &[
+    "auth",
+    "token",
+    "secret",
+    "key",
+    "session",
+    "cookie",
+    "password",
+    "credential",
+    // Identity assertions proxies add: `x-amzn-oidc-data`,
+    // `x-goog-iap-jwt-assertion`, SAML and signatures.
+    "jwt",
+    "oidc",
+    "saml",
+    "assertion",
+    "signature",
+];
+
+/// Whether a header is never logged: its name contains one of
+/// [`SECRET_HEADER_PARTS`] (names are lowercase).
 fn is_secret_header(name: &HeaderName) -> bool {
     let name = name.as_str();
-    name == AUTHORIZATION
-        || name == PROXY_AUTHORIZATION
-        || name == COOKIE
-        || name == SET_COOKIE
-        || name.contains("api-key")
-        || name.contains("apikey")
-        || name.contains("token")
-        || name.contains("secret")
-        || name.contains("password")
-        || name.contains("session")
+    SECRET_HEADER_PARTS.iter().any(|part| name.contains(part))
 }
 
 impl ObserveLayer {
@@ -109,6 +125,8 @@ impl ObserveLayer {
                 max_request_id_len: RequestId::DEFAULT_MAX_LEN,
                 trust_request_id: true,
                 trust_trace_context: true,
+                trusted_context: TrustedNetworks::private(),
+                custom_request_id_header: None,
                 max_trace_state_len: TraceState::DEFAULT_MAX_LEN,
                 logged_headers: Vec::new(),
                 span_level: Level::ERROR,
@@ -129,11 +147,30 @@ impl ObserveLayer {
         // counted, and every request clones it: one shared counter that all
         // threads write. The default name, however it was made, becomes the
         // static one, whose clones write nothing.
+        let custom = (name != REQUEST_ID_HEADER).then(|| name.clone());
+        self.config().custom_request_id_header = custom;
         self.config().outcome.request_id_header = if name == REQUEST_ID_HEADER {
             REQUEST_ID_HEADER
         } else {
             name
         };
+        self
+    }
+
+    /// The peers whose inbound request id, `traceparent`, `tracestate` and
+    /// `baggage` are believed, decided on the connection's peer address
+    /// ([`PeerAddr`](crate::context::PeerAddr) or axum's `ConnectInfo`; a
+    /// request without one is from nobody trusted). Default
+    /// [`TrustedNetworks::private()`]: loopback, RFC 1918 and IPv6 unique
+    /// local addresses, where service meshes and internal callers live.
+    ///
+    /// From any other peer a request gets a generated id (the caller's, if
+    /// plain, is logged as `request_id.caller`) and a new trace, not
+    /// sampled whatever its `traceparent` says (which is logged as
+    /// `traceparent.refused`), and its `baggage` is not passed on.
+    /// [`TrustedNetworks::everyone()`] believes every peer.
+    pub fn trust_inbound_context(mut self, trusted: TrustedNetworks) -> Self {
+        self.config().trusted_context = trusted;
         self
     }
 
@@ -145,7 +182,8 @@ impl ObserveLayer {
         self
     }
 
-    /// Whether to accept a plain inbound request id at all. Default `true`;
+    /// Whether to accept a plain inbound request id at all, from the
+    /// [trusted peers](Self::trust_inbound_context). Default `true`;
     /// switch it off on an edge server whose clients are not trusted to
     /// choose ids, so every request gets a generated one.
     pub fn trust_inbound_request_id(mut self, trust: bool) -> Self {
@@ -153,8 +191,9 @@ impl ObserveLayer {
         self
     }
 
-    /// Whether to continue the caller's trace from `traceparent`. Default
-    /// `true`; when off, every request starts a new trace.
+    /// Whether to continue the caller's trace from `traceparent`, for the
+    /// [trusted peers](Self::trust_inbound_context). Default `true`; when
+    /// off, every request starts a new trace.
     pub fn trust_inbound_trace_context(mut self, trust: bool) -> Self {
         self.config().trust_trace_context = trust;
         self
@@ -184,14 +223,26 @@ impl ObserveLayer {
 
     /// Logs this request header (escaped and capped) in the outcome event's
     /// `http.request.headers` field. Default: none (besides `User-Agent`,
-    /// always logged as `user_agent.original`). `Authorization`,
-    /// `Proxy-Authorization`, `Cookie`, `Set-Cookie` and any name holding
-    /// `api-key`, `apikey`, `token`, `secret`, `password` or `session` are
-    /// never logged: asking for them is ignored.
+    /// always logged as `user_agent.original`). A header whose name
+    /// contains `auth`, `token`, `secret`, `key`, `session`, `cookie`,
+    /// `password`, `credential`, `jwt`, `oidc`, `saml`, `assertion` or
+    /// `signature` (`Authorization`, `Cookie`, `X-Api_Key`,
+    /// `X-Amzn-Oidc-Data`, ...) is never logged: asking for it is ignored.
+    /// The values of the others go through the
+    /// [redactor](Self::redactor), as error text does.
     pub fn log_header(mut self, name: HeaderName) -> Self {
         if !is_secret_header(&name) && !self.config.logged_headers.contains(&name) {
             self.config().logged_headers.push(name);
         }
+        self
+    }
+
+    /// The redaction run on every error message, error chain, panic
+    /// message and logged header value before it is escaped and capped.
+    /// Default [`Redactor::new()`]: credentials in URLs, key-value secrets,
+    /// `Bearer`/`Basic` credentials; [`Redactor::off()`] turns it off.
+    pub fn redactor(mut self, redactor: Redactor) -> Self {
+        self.config().outcome.redactor = redactor;
         self
     }
 
@@ -365,25 +416,41 @@ fn only_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> SingleHeader<'a
 }
 
 impl Config {
-    fn request_id(&self, request: &Request<impl Sized>) -> (RequestId, Option<String>) {
+    /// The request's id, why the caller's was refused, and the caller's
+    /// when it came from a peer not trusted.
+    fn request_id(
+        &self,
+        request: &Request<impl Sized>,
+        trusted: bool,
+    ) -> (RequestId, Option<String>, Option<RequestId>) {
         if let Some(id) = request.extensions().get::<RequestId>() {
-            return (id.clone(), None);
+            return (id.clone(), None, None);
         }
         if !self.trust_request_id {
-            return (RequestId::generate(), None);
+            return (RequestId::generate(), None, None);
         }
         match only_header(request.headers(), &self.outcome.request_id_header) {
-            SingleHeader::Repeated => (RequestId::generate(), Some("repeated header".to_owned())),
-            SingleHeader::Absent => (RequestId::generate(), None),
+            SingleHeader::Repeated => (
+                RequestId::generate(),
+                Some("repeated header".to_owned()),
+                None,
+            ),
+            SingleHeader::Absent => (RequestId::generate(), None, None),
             SingleHeader::Once(value) => match RequestId::try_parse(value, self.max_request_id_len)
             {
-                Ok(id) => (id, None),
-                Err(refusal) => (RequestId::generate(), Some(refusal.to_string())),
+                Ok(id) if trusted => (id, None, None),
+                // Plain, so safe to log; never echoed nor forwarded.
+                Ok(id) => (RequestId::generate(), None, Some(id)),
+                Err(refusal) => (RequestId::generate(), Some(refusal.to_string()), None),
             },
         }
     }
 
-    fn trace_context(&self, request: &Request<impl Sized>) -> (TraceContext, Option<String>) {
+    fn trace_context(
+        &self,
+        request: &Request<impl Sized>,
+        trusted: bool,
+    ) -> (TraceContext, Option<String>) {
         if let Some(context) = request.extensions().get::<TraceContext>() {
             return (context.clone(), None);
         }
@@ -391,6 +458,14 @@ impl Config {
             return (TraceContext::new_root(), None);
         }
         let headers = request.headers();
+        if !trusted {
+            // A new trace, not sampled: the caller cannot graft this
+            // request into a trace of its choosing nor force sampling.
+            let refused = headers
+                .contains_key(&TRACEPARENT_HEADER)
+                .then(|| "not trusted from this peer".to_owned());
+            return (TraceContext::new_root(), refused);
+        }
         let value = match only_header(headers, &TRACEPARENT_HEADER) {
             SingleHeader::Absent => return (TraceContext::new_root(), None),
             SingleHeader::Repeated => {
@@ -409,7 +484,17 @@ impl Config {
                 let state = (!joined.is_empty())
                     .then(|| TraceState::parse(&joined, self.max_trace_state_len).ok())
                     .flatten();
-                (TraceContext::continue_from(parent, state), None)
+                let mut context = TraceContext::continue_from(parent, state);
+                if headers.contains_key(&BAGGAGE_HEADER) {
+                    let baggage = headers
+                        .get_all(&BAGGAGE_HEADER)
+                        .iter()
+                        .map(|v| v.to_str().unwrap_or("\u{0}"))
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    context = context.with_baggage(&baggage);
+                }
+                (context, None)
             }
             Err(refusal) => (TraceContext::new_root(), Some(refusal.to_string())),
         }
@@ -424,7 +509,17 @@ impl Config {
                 }
                 logged.push_str(name.as_str());
                 logged.push_str(": ");
-                logged.push_str(&escape_bytes(value.as_bytes(), self.outcome.max_field_len));
+                let max = self.outcome.max_field_len;
+                match value.to_str() {
+                    // The same redaction as error text: `X-Forwarded-Client-Cert`,
+                    // a `Via` or `Referer` may carry credentials in a URL.
+                    Ok(text) => logged.push_str(&redact_escape(text, max, &self.outcome.redactor)),
+                    Err(_) => logged.push_str(&redact_escape(
+                        &String::from_utf8_lossy(value.as_bytes()),
+                        max,
+                        &self.outcome.redactor,
+                    )),
+                }
             }
         }
         (!logged.is_empty()).then_some(logged)
@@ -448,13 +543,14 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
         let config = &self.config;
-        let (request_id, request_id_refused) = config.request_id(&request);
-        let (trace, trace_refused) = config.trace_context(&request);
-        let extensions = request.extensions_mut();
-        extensions.insert(crate::context::Arrival(tokio::time::Instant::now()));
-        extensions.insert(request_id.clone());
-        extensions.insert(trace.trace_id());
-        extensions.insert(trace.clone());
+        let client_address = client_address(request.extensions());
+        let trusted = config.trusted_context.is_trusted_peer(client_address);
+        let (request_id, request_id_refused, caller_request_id) =
+            config.request_id(&request, trusted);
+        let (mut trace, trace_refused) = config.trace_context(&request, trusted);
+        if let Some(name) = &config.custom_request_id_header {
+            trace = trace.with_request_id_header(name.clone());
+        }
 
         let method = method_name(request.method());
         let mut route = RouteTemplate::of(request.extensions());
@@ -463,16 +559,43 @@ where
                 route.classified = classify.0(request.method(), request.uri());
             }
         }
-        let client_address = client_address(request.extensions());
         let headers = config.logged_headers(request.headers());
 
-        let full = config.outcome.full_span.then(|| FullSpan {
-            method,
-            route: escape(route.as_str(), config.outcome.max_field_len),
-            path: escape(request.uri().path(), config.outcome.max_field_len),
-            client_address: client_address.map(ip_text),
-        });
-        let span = make_span(config.span_level, full.as_ref(), &request_id, &trace);
+        let span = if cfg!(feature = "opentelemetry") && config.outcome.full_span {
+            // OpenTelemetry's HTTP server span, with its name and kind.
+            #[cfg(feature = "opentelemetry")]
+            let span = super::otel::server_span(
+                config.span_level,
+                &request,
+                method,
+                route.as_str(),
+                client_address,
+                &request_id,
+                &trace,
+                config.outcome.max_field_len,
+            );
+            #[cfg(not(feature = "opentelemetry"))]
+            let span = Span::none();
+            span
+        } else {
+            let full = config.outcome.full_span.then(|| FullSpan {
+                method,
+                route: escape(route.as_str(), config.outcome.max_field_len),
+                path: escape(request.uri().path(), config.outcome.max_field_len),
+                client_address: client_address.map(ip_text),
+            });
+            make_span(config.span_level, full.as_ref(), &request_id, &trace)
+        };
+        // With an OpenTelemetry layer, the exported span's parent is the
+        // trusted caller's, and its ids are the ones this request goes by.
+        #[cfg(feature = "opentelemetry")]
+        let trace = super::otel::join(&span, trace);
+
+        let extensions = request.extensions_mut();
+        extensions.insert(crate::context::Arrival(tokio::time::Instant::now()));
+        extensions.insert(request_id.clone());
+        extensions.insert(trace.trace_id());
+        extensions.insert(trace.clone());
         // What only the outcome event needs is kept as it came (reference
         // counted, unescaped): escaped when, and only if, the event is
         // written.
@@ -492,6 +615,7 @@ where
             },
             request_id,
             request_id_refused,
+            caller_request_id,
             trace_id: trace.trace_id(),
             span_id: trace.span_id(),
             trace_refused,
@@ -554,4 +678,37 @@ fn make_span(
         };
     }
     super::at_level!(level, span_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_headers_are_denied_by_name_pattern() {
+        for name in [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "set-cookie",
+            "x-api_key",
+            "x-api-key",
+            "x-auth-token",
+            "x-forwarded-authorization",
+            "x-amzn-oidc-data",
+            "x-amzn-oidc-accesstoken",
+            "x-goog-iap-jwt-assertion",
+            "x-session-id",
+            "x-client-credential",
+            "x-hub-signature-256",
+        ] {
+            let name = HeaderName::from_static(name);
+            assert!(is_secret_header(&name), "{name}");
+            let layer = ObserveLayer::new().log_header(name.clone());
+            assert!(layer.config.logged_headers.is_empty(), "{name}");
+        }
+        for name in ["x-forwarded-for", "accept", "via", "x-tenant", "keep-alive"] {
+            assert!(!is_secret_header(&HeaderName::from_static(name)), "{name}");
+        }
+    }
 }

@@ -20,7 +20,7 @@
 //!  "http.response.status_code":500,"http.response.body.size":255,"latency_ms":0.344,
 //!  "user_agent.original":"curl/8.5.0","request_id":"01a21e19-63e6-752d-bbf6-08fc595dc584",
 //!  "span_id":"9fd3dee3fb2bd955","error.type":"app::ConnectError","error.message":"the handler failed",
-//!  "error.chain":"the handler failed: connecting to postgres://app:hunter2@db.internal/app: connection refused",
+//!  "error.chain":"the handler failed: connecting to postgres://app:[REDACTED]@db.internal/app: connection refused",
 //!  "refusal.layer":"handler","target":"tower_harden::observe",
 //!  "span":{"request_id":"01a21e19-63e6-752d-bbf6-08fc595dc584",
 //!   "trace_id":"218ded79dd7f42d79123e11d756d155a","name":"request"}}
@@ -35,7 +35,12 @@
 //! Every piece of untrusted text in it (path, query, header values, ids,
 //! error messages) is escaped (control characters, line separators, bidi
 //! overrides) and capped before any formatter sees it, so neither the JSON nor
-//! the text formatter can be made to print a forged line.
+//! the text formatter can be made to print a forged line. Error chains, error
+//! and panic messages and logged header values are first redacted
+//! ([`Redactor`](crate::telemetry::Redactor)): the password above is
+//! `[REDACTED]`, the rest of the chain is kept. The request id and trace
+//! context a caller sends are believed only from trusted peers
+//! ([`ObserveLayer::trust_inbound_context`]).
 
 /// Calls `$emit!(Level::X)` for the runtime `level`: tracing's macros need a
 /// level known at compile time.
@@ -60,6 +65,8 @@ mod body;
 mod fields;
 mod future;
 mod layer;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 mod outcome;
 mod panic;
 mod rejection;

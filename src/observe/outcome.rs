@@ -10,7 +10,7 @@ use super::panic::PanicSite;
 use crate::context::{RequestContext, RequestId, SpanId, TraceId, REQUEST_ID_HEADER};
 use crate::error::Refused;
 use crate::telemetry::metrics::{record_request, RequestLabels};
-use crate::telemetry::{escape, escape_bytes};
+use crate::telemetry::{escape, escape_bytes, redact_escape, Redactor};
 use http::HeaderName;
 use tracing::Level;
 
@@ -62,6 +62,9 @@ pub(crate) struct Outcome {
     pub(crate) context: RequestContext,
     pub(crate) request_id: RequestId,
     pub(crate) request_id_refused: Option<String>,
+    /// The caller's plain request id, not believed (its peer is not
+    /// trusted): logged, never echoed nor forwarded.
+    pub(crate) caller_request_id: Option<RequestId>,
     pub(crate) trace_id: TraceId,
     pub(crate) span_id: SpanId,
     pub(crate) trace_refused: Option<String>,
@@ -86,6 +89,8 @@ pub(crate) struct OutcomeConfig {
     pub(crate) full_span: bool,
     /// [`ObserveLayer::problems_for_rejections`](super::ObserveLayer::problems_for_rejections).
     pub(crate) map_rejections: bool,
+    /// Runs on error and panic text before it is escaped and capped.
+    pub(crate) redactor: Redactor,
 }
 
 impl Default for OutcomeConfig {
@@ -102,6 +107,7 @@ impl Default for OutcomeConfig {
             forward_panics: false,
             full_span: false,
             map_rejections: false,
+            redactor: Redactor::new(),
         }
     }
 }
@@ -147,10 +153,10 @@ impl<'a> ErrorFields<'a> {
                 chain.push_str(": ");
                 let _ = write!(chain, "{error}");
             }
-            Cow::Owned(escape(&chain, max).into_owned())
+            Cow::Owned(redact_escape(&chain, max, &config.redactor).into_owned())
         });
         // Text that needs no escape is the message itself: no copy.
-        let escaped_message: Cow<'a, str> = match escape(&message, max) {
+        let escaped_message: Cow<'a, str> = match redact_escape(&message, max, &config.redactor) {
             Cow::Borrowed(_) => Cow::Owned(message),
             Cow::Owned(escaped) => Cow::Owned(escaped),
         };
@@ -181,7 +187,7 @@ impl<'a> ErrorFields<'a> {
             None => Self::default(),
             Some(Failure::Refused(refused)) => Self::of_refusal(refused, config),
             Some(Failure::Panic { message, site }) => {
-                let message = escape(message, max);
+                let message = redact_escape(message, max, &config.redactor);
                 Self {
                     message: Some(message),
                     panic_location: Some(
@@ -203,7 +209,7 @@ impl<'a> ErrorFields<'a> {
                 ..Self::default()
             },
             Some(Failure::Service(message)) | Some(Failure::Body(message)) => {
-                let message = escape(message, max);
+                let message = redact_escape(message, max, &config.redactor);
                 Self {
                     message: Some(message),
                     ..Self::default()
@@ -322,6 +328,7 @@ impl Outcome {
                     http.request.headers = self.headers.as_deref(),
                     request_id = self.request_id.as_str(),
                     request_id.refused = self.request_id_refused.as_deref(),
+                    request_id.caller = self.caller_request_id.as_ref().map(RequestId::as_str),
                     trace_id = trace_id.map(|id| id.hex()).as_ref().map(|hex| hex.as_str()),
                     span_id = self.span_id.hex().as_str(),
                     traceparent.refused = self.trace_refused.as_deref(),

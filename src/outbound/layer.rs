@@ -17,8 +17,8 @@ use tower_service::Service;
 use super::{OutboundError, OutboundErrorKind};
 use crate::context::{
     current_budget, current_request, current_trace, declared_length, instant_after, traceparent,
-    BudgetOrigin, SpanId, REQUEST_DEADLINE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER,
-    TRACESTATE_HEADER,
+    BudgetOrigin, SpanId, BAGGAGE_HEADER, REQUEST_DEADLINE_HEADER, REQUEST_ID_HEADER,
+    TRACEPARENT_HEADER, TRACESTATE_HEADER,
 };
 
 use crate::error::BoxError;
@@ -49,8 +49,12 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
 ///   left means the call is not made at all.
 /// - **Headers** (each only if the request has none yet):
 ///   [`REQUEST_DEADLINE_HEADER`] with the timeout in milliseconds, the
-///   inbound request's id in `x-request-id`, and `traceparent` carrying the
-///   inbound trace id with a fresh span id.
+///   inbound request's id in the observe layer's request-id header
+///   (`x-request-id` unless configured otherwise), `traceparent` carrying
+///   the inbound trace with this call's own span id as the parent-id (each
+///   call a distinct one, logged at `DEBUG` as `span_id` with the server
+///   span's `parent_span_id`), and the inbound `tracestate` and `baggage`
+///   (the latter only ever taken from trusted peers).
 /// - **Body**: read whole into [`Bytes`], at most
 ///   [`max_response_bytes`](Self::max_response_bytes); a declared
 ///   `Content-Length` over it fails before any byte is read.
@@ -212,22 +216,47 @@ where
                 return Box::pin(async move { Err(error) });
             }
         };
-        self.layer.forward_context(request.headers_mut(), budget);
+        // The call's own span: with the `opentelemetry` feature an exported
+        // client span, child of the server span, whose id the callee sees
+        // as its parent; without it, an id of its own, on a DEBUG event.
+        #[cfg(feature = "opentelemetry")]
+        let (span, call) = super::otel::client_span(&request);
+        #[cfg(not(feature = "opentelemetry"))]
+        let call = None;
+        self.layer
+            .forward_context(request.headers_mut(), budget, call);
         let limit = self.layer.max_response_bytes;
         let response = self.inner.call(request);
-        Box::pin(async move {
+        let future = async move {
             let deadline = instant_after(started, budget);
-            read_response(response, deadline, limit)
-                .await
-                .map_err(|(status, kind)| OutboundError {
-                    target,
-                    budget,
-                    origin,
-                    elapsed: started.elapsed(),
-                    status,
-                    kind,
-                })
-        })
+            let result = read_response(response, deadline, limit).await;
+            #[cfg(feature = "opentelemetry")]
+            {
+                let span = tracing::Span::current();
+                match &result {
+                    Ok(response) => {
+                        span.record("http.response.status_code", response.status().as_u16());
+                        if response.status().is_server_error() {
+                            span.record("otel.status_code", "error");
+                        }
+                    }
+                    Err(_) => {
+                        span.record("otel.status_code", "error");
+                    }
+                }
+            }
+            result.map_err(|(status, kind)| OutboundError {
+                target,
+                budget,
+                origin,
+                elapsed: started.elapsed(),
+                status,
+                kind,
+            })
+        };
+        #[cfg(feature = "opentelemetry")]
+        let future = tracing::Instrument::instrument(future, span);
+        Box::pin(future)
     }
 }
 
@@ -254,33 +283,53 @@ impl OutboundLayer {
 
     /// Writes the deadline, and the inbound request's id and trace, into an
     /// outbound request's headers, each only where the caller set none.
-    fn forward_context(&self, headers: &mut HeaderMap, budget: Duration) {
+    fn forward_context(&self, headers: &mut HeaderMap, budget: Duration, call: Option<SpanId>) {
         if !headers.contains_key(&self.deadline_header) {
             headers.insert(self.deadline_header.clone(), millis_header(budget));
         }
         let Some(inbound) = current_request() else {
             return;
         };
+        let trace = current_trace();
         if let Some(id) = inbound.request_id {
-            if !headers.contains_key(&REQUEST_ID_HEADER) {
+            let name = trace
+                .as_ref()
+                .and_then(|trace| trace.request_id_header().cloned())
+                .unwrap_or(REQUEST_ID_HEADER);
+            if !headers.contains_key(&name) {
                 if let Ok(value) = HeaderValue::from_str(id.as_str()) {
-                    headers.insert(REQUEST_ID_HEADER, value);
+                    headers.insert(name, value);
                 }
             }
         }
         if headers.contains_key(&TRACEPARENT_HEADER) {
             return;
         }
-        // This server's span is the parent of the call, with the caller's
-        // sampling decision and `tracestate`; without the observe layer's
-        // context, a fresh span of the inbound trace, not sampled (we did not
+        // The call is a span of its own (a client span), child of this
+        // server's span: its id is the parent-id the callee sees, so that
+        // every call names a distinct parent. With the caller's sampling
+        // decision, `tracestate` and `baggage`; without the observe layer's
+        // context, a span of the inbound trace, not sampled (we did not
         // decide to sample).
-        let (parent, trace_state) = match current_trace() {
-            Some(trace) => (Some(trace.traceparent()), trace.trace_state().cloned()),
+        let call = call.unwrap_or_else(SpanId::generate);
+        let (parent, trace_state, baggage) = match trace {
+            Some(trace) => {
+                tracing::debug!(
+                    target: "tower_harden::outbound",
+                    trace_id = %trace.trace_id(),
+                    span_id = %call,
+                    parent_span_id = %trace.span_id(),
+                    "outbound call"
+                );
+                (
+                    Some(trace.traceparent_for(call)),
+                    trace.trace_state().cloned(),
+                    trace.baggage().map(str::to_owned),
+                )
+            }
             None => (
-                inbound
-                    .trace_id
-                    .map(|trace| traceparent(trace, SpanId::generate(), 0)),
+                inbound.trace_id.map(|trace| traceparent(trace, call, 0)),
+                None,
                 None,
             ),
         };
@@ -289,6 +338,11 @@ impl OutboundLayer {
         }
         if let Some(Ok(value)) = trace_state.map(|state| HeaderValue::from_str(state.as_str())) {
             headers.insert(TRACESTATE_HEADER, value);
+        }
+        if !headers.contains_key(&BAGGAGE_HEADER) {
+            if let Some(Ok(value)) = baggage.map(HeaderValue::try_from) {
+                headers.insert(BAGGAGE_HEADER, value);
+            }
         }
     }
 }

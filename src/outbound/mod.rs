@@ -15,6 +15,8 @@
 
 mod error;
 mod layer;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 
 pub use error::{OutboundError, OutboundErrorKind};
 pub use layer::{

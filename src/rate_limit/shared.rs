@@ -212,16 +212,16 @@ impl<St: RateLimitStore> Shared<St> {
             self.legacy_headers,
         );
         let Some(retry_after) = decisions.retry_after() else {
-            decision_metric("admitted");
+            decision_metric("acquired");
             return Verdict::Admit(Some(headers));
         };
         let refusal = quota_exceeded(checks, decisions.as_slice(), retry_after);
         if self.shadow {
-            decision_metric("shadow_refused");
+            decision_metric("shadow_rejected");
             self.log_shadow(&refusal);
             return Verdict::Admit(Some(headers));
         }
-        decision_metric("refused");
+        decision_metric("rejected");
         let mut response = Problem::refuse(refusal, request);
         headers
             .with_retry_after(retry_after)
@@ -334,8 +334,11 @@ fn warn_no_peer_once(policy: &str) {
 
 fn decision_metric(outcome: &'static str) {
     crate::telemetry::metrics::increment(
-        crate::telemetry::metrics::names::RATE_LIMIT_DECISIONS,
-        &[("outcome", outcome)],
+        crate::telemetry::metrics::names::RATE_LIMITING_REQUESTS,
+        &[(
+            crate::telemetry::metrics::names::RATE_LIMITING_RESULT,
+            outcome,
+        )],
         1,
     );
 }

@@ -33,7 +33,7 @@ fn is_plain_byte(byte: u8) -> bool {
 }
 
 /// As [`escape`], where `rest` more bytes were already cut off `text`.
-fn escape_with_rest(text: &str, max_len: usize, rest: usize) -> String {
+pub(super) fn escape_with_rest(text: &str, max_len: usize, rest: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_len) + 2);
     // Most text (paths, user agents, refusal messages) is printable ASCII
     // with nothing to escape: copy that prefix, up to the cap, in one go.

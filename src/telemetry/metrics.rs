@@ -4,6 +4,19 @@
 //! Every label value comes from a closed set (method names, route templates,
 //! status codes, error types), never from request text, so the number of
 //! series stays bounded whatever clients send.
+//!
+//! The `metrics` facade leaves histogram buckets to the exporter: give
+//! `http.server.request.duration` the boundaries OpenTelemetry's HTTP
+//! semantic conventions advise, [`REQUEST_DURATION_BUCKETS`] (seconds), as
+//! `metrics-exporter-prometheus`'s
+//! `set_buckets_for_metric(Matcher::Full(names::REQUEST_DURATION.into()), REQUEST_DURATION_BUCKETS)`
+//! does.
+
+/// The explicit bucket boundaries, in seconds, OpenTelemetry's HTTP semantic
+/// conventions advise for `http.server.request.duration`.
+pub const REQUEST_DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 /// Names of the metrics this crate records.
 pub mod names {
@@ -13,15 +26,23 @@ pub mod names {
     pub const REQUESTS: &str = "http.server.requests";
     /// Counter: requests that ended in an error (a refusal, a 5xx, a panic).
     pub const ERRORS: &str = "http.server.errors";
-    /// Counter: rate-limit decisions, by `outcome` (`admitted`, `refused`,
-    /// `shadow_refused`, `store_failed`).
-    pub const RATE_LIMIT_DECISIONS: &str = "tower_harden.rate_limit.decisions";
+    /// Counter: requests that went through the rate limiter, by
+    /// [`RATE_LIMITING_RESULT`] (`acquired`, `rejected`, `shadow_rejected`,
+    /// `store_failed`): the shape of OpenTelemetry's only rate-limiting
+    /// precedent, ASP.NET Core's `aspnetcore.rate_limiting.requests`.
+    pub const RATE_LIMITING_REQUESTS: &str = "tower_harden.rate_limiting.requests";
+    /// The attribute of [`RATE_LIMITING_REQUESTS`]: what the rate limiter
+    /// decided (as ASP.NET Core's `aspnetcore.rate_limiting.result`).
+    pub const RATE_LIMITING_RESULT: &str = "tower_harden.rate_limiting.result";
     /// Counter: keys the in-process store evicted (idle, or by the overflow
     /// policy).
-    pub const RATE_LIMIT_EVICTIONS: &str = "tower_harden.rate_limit.evictions";
-    /// Counter: Redis store failures, by `kind` (`call`: one failed or
-    /// timed-out call; `degraded`, `recovered`: a switch of the circuit).
-    pub const REDIS_FAILURES: &str = "tower_harden.rate_limit.redis";
+    pub const RATE_LIMITING_EVICTIONS: &str = "tower_harden.rate_limiting.evictions";
+    /// Counter: Redis store events, by [`RATE_LIMITING_STORE_EVENT`]
+    /// (`call_failed`: one failed or timed-out call; `degraded`,
+    /// `recovered`: a switch of the circuit).
+    pub const RATE_LIMITING_STORE_EVENTS: &str = "tower_harden.rate_limiting.store.events";
+    /// The attribute of [`RATE_LIMITING_STORE_EVENTS`].
+    pub const RATE_LIMITING_STORE_EVENT: &str = "tower_harden.rate_limiting.store.event";
     /// Counter: requests the in-flight limit shed, by `partition`
     /// (`default`, `reserved`).
     pub const OVERLOAD_SHED: &str = "tower_harden.overload.shed";

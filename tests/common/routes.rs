@@ -14,8 +14,8 @@ use axum::Router;
 #[allow(dead_code, unused_imports)]
 mod example;
 
-/// The stand-in secret in `/fail`'s error chain: in the log, never in a
-/// response.
+/// The stand-in secret in `/fail`'s error chain: never in a response, and
+/// redacted from the log.
 pub const SECRET: &str = "hunter2";
 
 /// The example server's routes; `smuggled` counts calls to `/smuggled`.

@@ -464,7 +464,7 @@ impl Tentative {
 
 fn eviction_metric(evicted: u64) {
     crate::telemetry::metrics::increment(
-        crate::telemetry::metrics::names::RATE_LIMIT_EVICTIONS,
+        crate::telemetry::metrics::names::RATE_LIMITING_EVICTIONS,
         &[],
         evicted,
     );

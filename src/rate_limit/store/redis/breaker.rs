@@ -76,8 +76,11 @@ impl Breaker {
 
 fn redis_metric(kind: &'static str) {
     crate::telemetry::metrics::increment(
-        crate::telemetry::metrics::names::REDIS_FAILURES,
-        &[("kind", kind)],
+        crate::telemetry::metrics::names::RATE_LIMITING_STORE_EVENTS,
+        &[(
+            crate::telemetry::metrics::names::RATE_LIMITING_STORE_EVENT,
+            kind,
+        )],
         1,
     );
 }
@@ -99,7 +102,7 @@ impl Ticket {
     pub(super) fn failed(mut self, now: u64, error: &StoreError) {
         let breaker = &self.breaker;
         let failures = breaker.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        redis_metric("call");
+        redis_metric("call_failed");
         let reopen_at = now.saturating_add(breaker.cool_down_ns).max(1);
         if self.probe {
             // Still down: another cool-down, no new log line (the switch to
