@@ -17,6 +17,9 @@
 //! error whose source chain holds a stand-in secret: never in the response,
 //! and redacted in the log, which keeps the rest of the chain).
 //!
+//! With `--features metrics`, `GET /metrics` renders Prometheus metrics, the
+//! request-duration histogram in OpenTelemetry's advised buckets.
+//!
 //! Logs are JSON lines when standard output is not a terminal, readable text
 //! when it is. `RUST_LOG` filters them (default `info`).
 
@@ -159,6 +162,29 @@ fn config() -> Result<HardenConfig, Box<dyn std::error::Error>> {
     Ok(config)
 }
 
+/// With the crate's `metrics` feature: a Prometheus recorder whose
+/// `http.server.request.duration` histogram has the bucket boundaries
+/// OpenTelemetry's HTTP semantic conventions advise (the `metrics` facade
+/// leaves buckets to the exporter), rendered at `GET /metrics`.
+#[cfg(feature = "metrics")]
+fn with_metrics(app: Router) -> Result<Router, Box<dyn std::error::Error>> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use tower_harden::telemetry::metrics::{names, REQUEST_DURATION_BUCKETS};
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(names::REQUEST_DURATION.to_owned()),
+            REQUEST_DURATION_BUCKETS,
+        )?
+        .install_recorder()?;
+    Ok(app.route("/metrics", get(move || std::future::ready(handle.render()))))
+}
+
+/// Without the `metrics` feature there is nothing to export.
+#[cfg(not(feature = "metrics"))]
+fn with_metrics(app: Router) -> Result<Router, Box<dyn std::error::Error>> {
+    Ok(app)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _log_writer = init_logging();
@@ -168,7 +194,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // -> rate limit (429, per client IP, 50/s burst 100) -> deadline (503 after
     // 10 s, 408 for slow bodies) -> decompression with a decoded limit (413/415).
     let harden = Harden::from_config(&config()?)?;
-    let app = routes().layer(harden.clone().into_layer());
+    let app = with_metrics(routes())?.layer(harden.clone().into_layer());
 
     let addr: SocketAddr = std::env::var("HARDEN_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:3000".into())

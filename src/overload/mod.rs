@@ -18,7 +18,7 @@
 //! | a slot is held | from the call until the response body ends or is dropped | — |
 //! | reserved routes | [`InFlightLimitLayer::reserve`]: a share of the limit for path prefixes (health checks, critical paths) | none |
 //! | streams | [`InFlightLimitLayer::long_lived`], 101 responses, `text/event-stream`: hold a slot, feed no latency | — |
-//! | observable | [`OverloadStats`]: limit, in flight, shed; metrics `tower_harden.overload.limit` (gauge), `tower_harden.overload.shed` (counter) | — |
+//! | observable | [`OverloadStats`]: limit, in flight, shed; metrics `tower_harden.overload.limit` (gauge), `tower_harden.overload.requests` (counter, by `result`: `acquired`, `rejected`) | — |
 //!
 //! # The algorithm, and why
 //!

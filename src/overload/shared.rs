@@ -143,7 +143,14 @@ impl Shared {
                 } else {
                     "default"
                 };
-                metrics::increment(metrics::names::OVERLOAD_SHED, &[("partition", kind)], 1);
+                metrics::increment(
+                    metrics::names::OVERLOAD_REQUESTS,
+                    &[
+                        (metrics::names::OVERLOAD_RESULT, "rejected"),
+                        (metrics::names::OVERLOAD_PARTITION, kind),
+                    ],
+                    1,
+                );
                 let name = match partition {
                     Some(index) => self.settings.reserved[index].0.clone(),
                     None => Arc::from("default"),
@@ -160,6 +167,11 @@ impl Shared {
 
     fn permit(self: &Arc<Self>, slot: Slot, path: &str) -> Permit {
         self.admitted.fetch_add(1, Ordering::Relaxed);
+        metrics::increment(
+            metrics::names::OVERLOAD_REQUESTS,
+            &[(metrics::names::OVERLOAD_RESULT, "acquired")],
+            1,
+        );
         let sample = self.adaptive.is_some()
             && !self
                 .settings

@@ -43,9 +43,17 @@ pub mod names {
     pub const RATE_LIMITING_STORE_EVENTS: &str = "tower_harden.rate_limiting.store.events";
     /// The attribute of [`RATE_LIMITING_STORE_EVENTS`].
     pub const RATE_LIMITING_STORE_EVENT: &str = "tower_harden.rate_limiting.store.event";
-    /// Counter: requests the in-flight limit shed, by `partition`
-    /// (`default`, `reserved`).
-    pub const OVERLOAD_SHED: &str = "tower_harden.overload.shed";
+    /// Counter: requests that met the in-flight limit, by
+    /// [`OVERLOAD_RESULT`] (`acquired`, `rejected`) and, for `rejected`,
+    /// [`OVERLOAD_PARTITION`] (`default`, `reserved`): the shape of
+    /// [`RATE_LIMITING_REQUESTS`].
+    pub const OVERLOAD_REQUESTS: &str = "tower_harden.overload.requests";
+    /// The attribute of [`OVERLOAD_REQUESTS`]: whether the request got a
+    /// slot.
+    pub const OVERLOAD_RESULT: &str = "tower_harden.overload.result";
+    /// The attribute of [`OVERLOAD_REQUESTS`]: whose share a shed request
+    /// asked for.
+    pub const OVERLOAD_PARTITION: &str = "tower_harden.overload.partition";
     /// Gauge: the in-flight limit now (the adaptive limit, at each update).
     pub const OVERLOAD_LIMIT: &str = "tower_harden.overload.limit";
 }
