@@ -128,7 +128,7 @@ fn strip_comments_and_literals(text: &str) -> String {
                 continue;
             }
             let mut closing = vec![b'"'];
-            closing.extend(std::iter::repeat(b'#').take(hashes));
+            closing.extend(std::iter::repeat_n(b'#', hashes));
             out.extend_from_slice(b"r\"");
             i += 2 + hashes;
             while i < bytes.len() && !bytes[i..].starts_with(&closing) {

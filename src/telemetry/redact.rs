@@ -283,7 +283,7 @@ fn scheme_credential(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
     } else {
         len > 0
     };
-    let whole = bytes.get(end).map_or(true, |&b| ends_value(b));
+    let whole = bytes.get(end).is_none_or(|&b| ends_value(b));
     (plausible && whole).then_some((start, end))
 }
 
