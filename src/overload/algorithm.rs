@@ -88,8 +88,10 @@ impl AdaptiveLimit {
 }
 
 /// Netflix's Gradient2: the limit follows the ratio of the service's
-/// long-term average latency to its latency now. One change: the average
-/// does not learn from windows in which the limit shed (see `update`).
+/// long-term average latency to its latency now. Two changes: the average
+/// does not learn from windows in which the limit shed, and a window that
+/// shed while latency stayed within tolerance grows the limit by a quarter
+/// (a slow start; see `update`).
 #[derive(Debug, Clone)]
 pub(crate) struct Gradient2 {
     settings: AdaptiveLimit,
@@ -104,7 +106,10 @@ pub(crate) struct Gradient2 {
 /// update per 100 ms window).
 const LONG_WINDOW: f64 = 600.0;
 /// The first updates make a plain mean, so the baseline is not one sample.
-const WARMUP: u32 = 10;
+const WARMUP: u32 = 3;
+/// The growth per window of a limit that shed while latency stayed within
+/// tolerance.
+const SLOW_START: f64 = 1.25;
 
 impl Gradient2 {
     pub(crate) fn new(mut settings: AdaptiveLimit) -> Self {
@@ -153,10 +158,19 @@ impl Gradient2 {
             return self.limit();
         }
         let gradient = (self.settings.tolerance * self.long_rtt / short).clamp(0.5, 1.0);
-        let queue = self.limit.sqrt();
-        let target = self.limit * gradient + queue;
-        let smoothing = self.settings.smoothing;
-        let next = self.limit * (1.0 - smoothing) + target * smoothing;
+        let next = if shed && gradient >= 1.0 {
+            // Demand above the limit and latency within tolerance: the limit,
+            // not the service, refused. Grow by a quarter per window (a slow
+            // start): Gradient2's smoothed square-root step takes tens of
+            // seconds to admit a healthy service's concurrency, shedding
+            // most of its traffic meanwhile.
+            self.limit * SLOW_START
+        } else {
+            let queue = self.limit.sqrt();
+            let target = self.limit * gradient + queue;
+            let smoothing = self.settings.smoothing;
+            self.limit * (1.0 - smoothing) + target * smoothing
+        };
         self.limit = next.clamp(self.settings.min as f64, self.settings.max as f64);
         self.limit()
     }
@@ -176,6 +190,32 @@ mod tests {
     fn latency_at(limit: usize, capacity: usize, service_ms: u64) -> Duration {
         let queued = limit.saturating_sub(capacity) as u64;
         ms(service_ms + service_ms * queued / capacity as u64)
+    }
+
+    /// A service whose latency does not change with concurrency (handlers
+    /// that wait on something with room to spare) under more demand than
+    /// the initial limit: the limit reaches the demand within a few
+    /// windows of the warm-up, not tens of seconds.
+    #[test]
+    fn a_healthy_service_gets_its_concurrency_within_a_second() {
+        let mut g = Gradient2::new(AdaptiveLimit::default());
+        let demand = 64;
+        let mut windows = 0;
+        while g.limit() < demand {
+            let limit = g.limit();
+            g.update(ms(5), limit, true);
+            windows += 1;
+            assert!(
+                windows <= WARMUP + 10,
+                "limit {} after {windows} windows",
+                g.limit()
+            );
+        }
+        // Demand met: no more shedding, and the limit holds.
+        for _ in 0..100 {
+            g.update(ms(5), demand, false);
+        }
+        assert!(g.limit() >= demand, "{}", g.limit());
     }
 
     #[test]
