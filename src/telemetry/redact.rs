@@ -289,21 +289,34 @@ fn scheme_credential(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
 
 /// `Bearer abc` → `Bearer [REDACTED]`, `Basic dXNlcjpwdw==` → `Basic [REDACTED]`.
 fn auth_schemes(text: &str) -> Option<String> {
+    replace_spans(text, |bytes, at| {
+        if bytes[at] | 0x20 == b'b' {
+            scheme_credential(bytes, at)
+        } else {
+            None
+        }
+    })
+}
+
+/// `text` with every span `find` reports replaced by [`REDACTED`], or
+/// `None` when it reports none. `find` looks at one offset and returns the
+/// span to replace (which starts at or after it); the scan resumes past it.
+fn replace_spans(
+    text: &str,
+    find: impl Fn(&[u8], usize) -> Option<(usize, usize)>,
+) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out: Option<String> = None;
     let mut copied = 0;
     let mut at = 0;
     while at < bytes.len() {
-        let byte = bytes[at] | 0x20;
-        if byte == b'b' {
-            if let Some((start, end)) = scheme_credential(bytes, at) {
-                let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
-                out.push_str(&text[copied..start]);
-                out.push_str(REDACTED);
-                copied = end;
-                at = end;
-                continue;
-            }
+        if let Some((start, end)) = find(bytes, at) {
+            let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
+            out.push_str(&text[copied..start]);
+            out.push_str(REDACTED);
+            copied = end;
+            at = end;
+            continue;
         }
         at += 1;
     }
@@ -389,26 +402,12 @@ fn secret_value(bytes: &[u8], sep: usize, extra: &[String]) -> Option<(usize, us
 
 /// `password=x`, `"token": "x"`, `API_KEY: x` → the value redacted.
 fn key_values(text: &str, extra: &[String]) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out: Option<String> = None;
-    let mut copied = 0;
-    let mut at = 0;
-    while at < bytes.len() {
+    replace_spans(text, |bytes, at| {
         if matches!(bytes[at], b'=' | b':') {
-            if let Some((start, end)) = secret_value(bytes, at, extra) {
-                let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
-                out.push_str(&text[copied..start]);
-                out.push_str(REDACTED);
-                copied = end;
-                at = end;
-                continue;
-            }
+            secret_value(bytes, at, extra)
+        } else {
+            None
         }
-        at += 1;
-    }
-    out.map(|mut out| {
-        out.push_str(&text[copied..]);
-        out
     })
 }
 
