@@ -64,7 +64,7 @@ use crate::input::{
 use crate::observe::{Observe, ObserveLayer};
 use crate::overload::{InFlightLimit, InFlightLimitLayer, OverloadStats};
 use crate::rate_limit::{AnyStore, RateLimit, RateLimitLayer, RateLimitStore};
-use crate::serve::{Serve, ServerSettings, ShutdownSignal};
+use crate::serve::{Serve, ShutdownSignal};
 
 /// The whole hardened stack. Build it from code ([`Harden::new`] and its
 /// builder methods, which start from the defaults) or from a
@@ -93,14 +93,9 @@ use crate::serve::{Serve, ServerSettings, ShutdownSignal};
 /// ```
 #[derive(Debug, Clone)]
 pub struct Harden {
-    observe: ObserveLayer,
-    head: HeadLimitLayer,
-    body: BodyLimitLayer,
-    rate_limit: RateLimitLayer<AnyStore>,
-    in_flight: InFlightLimitLayer,
-    deadline: RequestDeadlineLayer,
-    decompress: DecompressLayer,
-    server: ServerSettings,
+    /// The layers and server settings, as the configuration's one builder
+    /// makes them; the builder methods below replace one each.
+    stack: build::Stack,
 }
 
 impl Default for Harden {
@@ -120,43 +115,24 @@ impl Harden {
     /// problem is reported, together, with its key path (and, for a
     /// configuration read from a file, its line and column).
     pub fn from_config(config: &HardenConfig) -> Result<Self, ConfigErrors> {
-        let build::Stack {
-            observe,
-            head,
-            body,
-            rate_limit,
-            in_flight,
-            deadline,
-            decompress,
-            server,
-        } = build::build(config)?;
-        Ok(Self {
-            observe,
-            head,
-            body,
-            rate_limit,
-            in_flight,
-            deadline,
-            decompress,
-            server,
-        })
+        build::build(config).map(|stack| Self { stack })
     }
 
     /// Replaces the observe layer (request ids, logging).
     pub fn observe(mut self, layer: ObserveLayer) -> Self {
-        self.observe = layer;
+        self.stack.observe = layer;
         self
     }
 
     /// Replaces the head limits. Default: [`HeadLimitLayer::new`].
     pub fn head_limits(mut self, layer: HeadLimitLayer) -> Self {
-        self.head = layer;
+        self.stack.head = layer;
         self
     }
 
     /// Replaces the body limit. Default: 1 MiB.
     pub fn body_limit(mut self, layer: BodyLimitLayer) -> Self {
-        self.body = layer;
+        self.stack.body = layer;
         self
     }
 
@@ -176,38 +152,38 @@ impl Harden {
     /// # drop(harden);
     /// ```
     pub fn rate_limit<St: RateLimitStore>(mut self, layer: RateLimitLayer<St>) -> Self {
-        self.rate_limit = layer.into_any_store();
+        self.stack.rate_limit = layer.into_any_store();
         self
     }
 
     /// Replaces the in-flight limit. Default: adaptive
     /// ([`InFlightLimitLayer::new`]).
     pub fn in_flight_limit(mut self, layer: InFlightLimitLayer) -> Self {
-        self.in_flight = layer;
+        self.stack.in_flight = layer;
         self
     }
 
     /// The in-flight limit's live figures: the limit now, requests in
     /// flight, requests shed.
     pub fn overload_stats(&self) -> OverloadStats {
-        self.in_flight.stats()
+        self.stack.in_flight.stats()
     }
 
     /// Replaces the request deadline. Default: 10 s.
     pub fn deadline(mut self, layer: RequestDeadlineLayer) -> Self {
-        self.deadline = layer;
+        self.stack.deadline = layer;
         self
     }
 
     /// Replaces the decoded-body limit. Default: 1 MiB.
     pub fn decompress(mut self, layer: DecompressLayer) -> Self {
-        self.decompress = layer;
+        self.stack.decompress = layer;
         self
     }
 
     /// The rate limiter, for its store's counters.
     pub fn rate_limiter(&self) -> &RateLimitLayer<AnyStore> {
-        &self.rate_limit
+        &self.stack.rate_limit
     }
 
     /// The layer, for `Router::layer` or `ServiceBuilder::layer`.
@@ -251,7 +227,7 @@ impl Harden {
         B::Data: Send,
         B::Error: Into<crate::error::BoxError>,
     {
-        crate::serve(listener, service).settings(self.server)
+        crate::serve(listener, service).settings(self.stack.server)
     }
 }
 
@@ -272,13 +248,13 @@ impl<S> Layer<S> for HardenLayer {
     fn layer(&self, inner: S) -> Self::Service {
         let harden = &self.harden;
         let stack: Stack<_, _> = ServiceBuilder::new()
-            .layer(harden.observe.clone())
-            .layer(harden.head)
-            .layer(harden.body)
-            .layer(harden.rate_limit.clone())
-            .layer(harden.in_flight.clone())
-            .layer(harden.deadline.clone())
-            .layer(harden.decompress)
+            .layer(harden.stack.observe.clone())
+            .layer(harden.stack.head)
+            .layer(harden.stack.body)
+            .layer(harden.stack.rate_limit.clone())
+            .layer(harden.stack.in_flight.clone())
+            .layer(harden.stack.deadline.clone())
+            .layer(harden.stack.decompress)
             .into_inner();
         stack.layer(inner)
     }

@@ -20,6 +20,7 @@ use crate::serve::ServerSettings;
 use crate::telemetry::Redactor;
 
 /// The preset's layers and server settings, built from one configuration.
+#[derive(Debug, Clone)]
 pub(crate) struct Stack {
     pub(crate) observe: ObserveLayer,
     pub(crate) head: HeadLimitLayer,
