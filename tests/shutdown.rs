@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::routing::post;
 use axum::Router;
 use tower_harden::Harden;
@@ -32,14 +32,17 @@ fn child_server() {
         .unwrap();
     runtime.block_on(async {
         let harden = Harden::new();
-        // The handler reads a body the parent sends only once the server
-        // has taken the signal, so the request is in flight across it.
+        // The handler says it has started, then reads a body the parent
+        // sends only once the server has taken the signal, so the request
+        // is in flight across it.
         let app = Router::new()
             .route(
                 "/echo",
-                post(
-                    |body: Bytes| async move { format!("echo {}", String::from_utf8_lossy(&body)) },
-                ),
+                post(|body: Body| async move {
+                    println!("handler running");
+                    let body = axum::body::to_bytes(body, 1024).await.unwrap();
+                    format!("echo {}", String::from_utf8_lossy(&body))
+                }),
             )
             .layer(harden.clone().into_layer());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -83,6 +86,9 @@ fn sigterm_drains_an_in_flight_request() {
         )
         .unwrap();
     client.flush().unwrap();
+    // Until the handler runs, the connection may still wait in the listen
+    // backlog, and a listener closed by the signal would reset it.
+    wait_for("handler running");
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
