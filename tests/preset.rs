@@ -506,6 +506,41 @@ fn the_redis_backend_needs_its_url_and_secret() {
     assert_eq!(error.key(), "rate_limit.key_secret_env");
 }
 
+#[cfg(feature = "redis")]
+#[test]
+fn a_redis_cluster_is_configured_by_its_nodes_instead_of_one_url() {
+    let both = "[rate_limit]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1\"\n\
+                redis_cluster_nodes = [\"redis://127.0.0.1:2\"]\n";
+    let error = Harden::from_config(&config(both)).unwrap_err();
+    assert_eq!(error.key(), "rate_limit.redis_cluster_nodes", "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("rate_limit.redis_cluster_nodes (line 4, column 23): set either"),
+        "{error}"
+    );
+    let empty = "[rate_limit]\nbackend = \"redis\"\nredis_cluster_nodes = [\"redis://127.0.0.1:2\", \" \"]\n";
+    let error = Harden::from_config(&config(empty)).unwrap_err();
+    assert_eq!(error.key(), "rate_limit.redis_cluster_nodes", "{error}");
+    assert!(error.to_string().contains("node 1 is an empty URL"), "{error}");
+    let not_a_url = "[rate_limit]\nbackend = \"redis\"\nredis_cluster_nodes = [\"http://x\"]\n\
+                     key_secret_env = \"PATH\"\n";
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let error = Harden::from_config(&config(not_a_url)).unwrap_err();
+    assert_eq!(error.key(), "rate_limit.redis_cluster_nodes", "{error}");
+    // A cluster that is not there yet: the stack is built all the same (the
+    // store applies its failure policy until the cluster answers). `PATH`
+    // stands in for the secret's variable: any set variable does.
+    let absent = "[rate_limit]\nbackend = \"redis\"\n\
+                  redis_cluster_nodes = [\"redis://user:pw@127.0.0.1:1\", \"redis://user:pw@127.0.0.1:2\"]\n\
+                  key_secret_env = \"PATH\"\n";
+    Harden::from_config(&config(absent)).unwrap();
+}
+
 #[test]
 fn the_example_file_parses_and_equals_the_defaults() {
     let text =

@@ -377,11 +377,25 @@ mod redis {
         let rate = &config.rate_limit;
         let before = problems.len();
         let url = rate.redis_url.as_deref().map(str::trim).unwrap_or_default();
-        if url.is_empty() {
-            problems.push(
+        let nodes = &rate.redis_cluster_nodes;
+        match (url.is_empty(), nodes.is_empty()) {
+            (true, true) => problems.push(
                 "rate_limit.redis_url",
-                "required with `backend = \"redis\"`",
-            );
+                "`backend = \"redis\"` needs `redis_url` (one Redis) or `redis_cluster_nodes` (a Redis Cluster)",
+            ),
+            (false, false) => problems.push(
+                "rate_limit.redis_cluster_nodes",
+                "set either `redis_url` (one Redis) or `redis_cluster_nodes` (a Redis Cluster), not both",
+            ),
+            _ => {}
+        }
+        for (index, node) in nodes.iter().enumerate() {
+            if node.trim().is_empty() {
+                problems.push(
+                    "rate_limit.redis_cluster_nodes",
+                    format!("node {index} is an empty URL"),
+                );
+            }
         }
         let timeout = duration(rate.redis_timeout, "rate_limit.redis_timeout", problems);
         let secret = secret(rate.key_secret_env.as_deref(), problems);
@@ -403,12 +417,18 @@ mod redis {
             );
             return None;
         }
-        let store = builder
-            .connect_lazy(url)
-            .map_err(|error| problems.push("rate_limit.redis_url", error.to_string()))
-            .ok()?;
+        let store = if nodes.is_empty() {
+            builder.connect_lazy(url).map(AnyStore::from).map_err(|error| {
+                problems.push("rate_limit.redis_url", error.to_string());
+            })
+        } else {
+            builder.connect_cluster(nodes).map(AnyStore::from).map_err(|error| {
+                problems.push("rate_limit.redis_cluster_nodes", error.to_string());
+            })
+        }
+        .ok()?;
         let hasher = KeyHasher::from_secret(secret?.as_bytes());
-        Some(RateLimitLayer::new(AnyStore::from(store)).key_hasher(hasher))
+        Some(RateLimitLayer::new(store).key_hasher(hasher))
     }
 
     /// The key-hashing secret, from the environment variable `name`.

@@ -61,7 +61,7 @@
 //!     "invalid configuration (2 problems):\n  \
 //!      rate_limit.backend (line 2, column 11): unknown value `memcached`, expected one of `memory`, `redis`\n  \
 //!      rate_limit.max_keyz (line 3, column 1): unknown key `max_keyz`, expected one of `backend`, `redis_url`, \
-//!      `key_secret_env`, `redis_timeout`, `on_store_failure`, `fallback_share`, `max_keys`, `trusted_proxies`, \
+//!      `redis_cluster_nodes`, `key_secret_env`, `redis_timeout`, `on_store_failure`, `fallback_share`, `max_keys`, `trusted_proxies`, \
 //!      `proxy_header`, `ipv6_prefix`, `shadow`, `policies`"
 //! );
 //! ```

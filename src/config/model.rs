@@ -234,9 +234,16 @@ keyword_serde!(ProxyHeader);
 pub struct RateLimitConfig {
     /// `"memory"` or `"redis"`. Default `"memory"`.
     pub backend: Backend,
-    /// Redis URL, for `backend = "redis"` (required there).
+    /// Redis URL, for `backend = "redis"` with one Redis (`redis://[user:password@]host:port[/db]`).
+    /// `backend = "redis"` needs this or `redis_cluster_nodes`, not both.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    /// Node URLs of a Redis Cluster, for `backend = "redis"`
+    /// (`redis://[user:password@]host:port`; any reachable node is enough,
+    /// list several so that one down node does not matter). Instead of
+    /// `redis_url`. Default: none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redis_cluster_nodes: Vec<String>,
     /// Name of the environment variable holding the secret every instance
     /// hashes keys with, for `backend = "redis"` (required there: instances
     /// must agree on every key's hash, and the secret stays out of the file).
@@ -284,6 +291,7 @@ impl Default for RateLimitConfig {
         Self {
             backend: Backend::default(),
             redis_url: None,
+            redis_cluster_nodes: Vec::new(),
             key_secret_env: None,
             redis_timeout: DEFAULT_REDIS_TIMEOUT,
             on_store_failure: StoreFailurePolicy::default(),

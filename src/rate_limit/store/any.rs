@@ -1,6 +1,8 @@
 use super::memory::MemoryStore;
 #[cfg(feature = "redis")]
 use super::redis::store::RedisStore;
+#[cfg(feature = "redis")]
+use redis::cluster_async::ClusterConnection;
 use super::{Check, Decisions, RateLimitStore, StoreError};
 
 use std::fmt;
@@ -24,9 +26,13 @@ use std::sync::Arc;
 pub enum AnyStore {
     /// The bounded in-process store.
     Memory(MemoryStore),
-    /// The Redis store (feature `redis`).
+    /// The Redis store over one Redis (feature `redis`).
     #[cfg(feature = "redis")]
     Redis(RedisStore),
+    /// The Redis store over a Redis Cluster (feature `redis`, see
+    /// [`RedisStoreBuilder::connect_cluster`](crate::rate_limit::RedisStoreBuilder::connect_cluster)).
+    #[cfg(feature = "redis")]
+    RedisCluster(RedisStore<ClusterConnection>),
     /// Any other store ([`AnyStore::custom`]).
     Custom(CustomStore),
 }
@@ -81,6 +87,13 @@ impl From<RedisStore> for AnyStore {
     }
 }
 
+#[cfg(feature = "redis")]
+impl From<RedisStore<ClusterConnection>> for AnyStore {
+    fn from(store: RedisStore<ClusterConnection>) -> Self {
+        Self::RedisCluster(store)
+    }
+}
+
 impl RateLimitStore for AnyStore {
     #[cfg(feature = "redis")]
     type Future = futures_util::future::Either<
@@ -102,6 +115,10 @@ impl RateLimitStore for AnyStore {
             Self::Memory(store) => Left(store.check(checks)),
             #[cfg(feature = "redis")]
             Self::Redis(store) => Left(Right(store.check(checks))),
+            // Every connection type's store answers with the same boxed
+            // future.
+            #[cfg(feature = "redis")]
+            Self::RedisCluster(store) => Left(Right(store.check(checks))),
             Self::Custom(store) => Right(store.0.boxed_check(checks)),
         }
     }
@@ -111,6 +128,8 @@ impl RateLimitStore for AnyStore {
             Self::Memory(store) => store.try_check_now(checks),
             #[cfg(feature = "redis")]
             Self::Redis(store) => store.try_check_now(checks),
+            #[cfg(feature = "redis")]
+            Self::RedisCluster(store) => store.try_check_now(checks),
             Self::Custom(store) => store.0.check_now(checks),
         }
     }

@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::RedisError;
 
 use super::breaker::Breaker;
@@ -49,6 +51,9 @@ pub enum RedisStoreError {
     /// The timeout or the cool-down is zero.
     #[error("the Redis timeout and cool-down must be non-zero")]
     ZeroDuration,
+    /// A cluster was asked for without any node URL.
+    #[error("a Redis Cluster needs at least one node URL")]
+    NoClusterNodes,
 }
 
 /// Builds a [`RedisStore`]; every setting has a default.
@@ -141,12 +146,10 @@ impl RedisStoreBuilder {
     /// One script call per key instead of one per request, for Redis
     /// Cluster (see the [module docs](crate::rate_limit::redis) for what that costs). Default:
     /// off (a single Redis, or a cluster where each request's checks share
-    /// one key).
+    /// one key); [`connect_cluster`](Self::connect_cluster) turns it on.
     ///
-    /// A cluster also needs a cluster-aware connection, which routes each
-    /// call to the node of its key's slot: build one with the redis crate's
-    /// `cluster-async` feature (enable it in your own `Cargo.toml`) and
-    /// pass it to [`with_connection`](Self::with_connection).
+    /// Only needed with a cluster connection of your own, passed to
+    /// [`with_connection`](Self::with_connection).
     pub fn cluster(mut self, cluster: bool) -> Self {
         self.cluster = cluster;
         self
@@ -178,6 +181,84 @@ impl RedisStoreBuilder {
             .set_max_delay(self.timeout);
         let connection = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(RedisStoreError::InvalidUrl)?;
+        Ok(self.build(connection))
+    }
+
+    /// A store over a Redis Cluster, reached through any of `nodes`
+    /// (`redis://[user:password@]host:port`; `rediss://` needs the redis
+    /// crate's TLS features, see below). Turns on
+    /// [`cluster`](Self::cluster).
+    ///
+    /// The connection ([`ClusterConnection`]) learns the slot map from the
+    /// first node that answers and sends each script call to the primary
+    /// of its key's slot. It follows `MOVED` and `ASK` (a slot being
+    /// migrated), and after a fail-over (a node unreachable, or `MOVED` to
+    /// the promoted replica) it refreshes the slot map by itself. Every
+    /// call stays bounded by the [`timeout`](Self::timeout), redirections
+    /// and retries included; a call that runs out of it is a failure like
+    /// any other (failure policy, breaker). The script is loaded per node:
+    /// a node that lacks it (a promoted replica after `SCRIPT FLUSH`, a
+    /// node added later) gets it once with `EVAL`.
+    ///
+    /// Users and passwords (Redis ACLs) go in each URL, the same in every
+    /// URL (the connection refuses nodes with different ones); the user needs
+    /// `+evalsha +eval +cluster|slots +cluster|shards` (or `+@scripting
+    /// +cluster`) on `~prefix:*`. For TLS, use `rediss://` URLs and enable
+    /// one of the redis crate's TLS features (`tokio-rustls-comp` or
+    /// `tokio-native-tls-comp`) in your own `Cargo.toml`; this crate does
+    /// not enable one.
+    ///
+    /// Does not wait for the cluster: as with
+    /// [`connect`](Self::connect), a service starts while the cluster is
+    /// down and applies its failure policy until it answers. Must be called
+    /// within a Tokio runtime.
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), tower_harden::rate_limit::RedisStoreError> {
+    /// use tower_harden::rate_limit::RedisStore;
+    ///
+    /// let store = RedisStore::builder().connect_cluster([
+    ///     "redis://limiter:secret@10.0.0.1:6379",
+    ///     "redis://limiter:secret@10.0.0.2:6379",
+    ///     "redis://limiter:secret@10.0.0.3:6379",
+    /// ])?;
+    /// # let _ = store; Ok(()) }
+    /// ```
+    pub fn connect_cluster<I, U>(
+        mut self,
+        nodes: I,
+    ) -> Result<RedisStore<ClusterConnection>, RedisStoreError>
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        self.validate()?;
+        let nodes: Vec<String> = nodes
+            .into_iter()
+            .map(|node| node.as_ref().trim().to_owned())
+            .filter(|node| !node.is_empty())
+            .collect();
+        if nodes.is_empty() {
+            return Err(RedisStoreError::NoClusterNodes);
+        }
+        let client = ClusterClient::builder(nodes)
+            .connection_timeout(self.timeout)
+            .response_timeout(self.timeout)
+            // Redirections (MOVED, ASK) and reconnections are retried within
+            // the store's timeout; the waits between retries are short so
+            // that a retry fits in it.
+            .overall_response_timeout(Some(self.timeout))
+            .retries(3)
+            .min_retry_wait(1)
+            .max_retry_wait(self.timeout.as_millis().max(1) as u64)
+            .build()
+            .map_err(RedisStoreError::InvalidUrl)?;
+        let connection = client.get_pending_async_connection_with_config(
+            ClusterConfig::new()
+                .set_connection_timeout(self.timeout)
+                .set_response_timeout(self.timeout),
+        );
+        self.cluster = true;
         Ok(self.build(connection))
     }
 
