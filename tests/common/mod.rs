@@ -185,4 +185,6 @@ pub async fn get(addr: SocketAddr, path: &str) -> RawResponse {
 pub mod logs;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
+pub mod redis_cluster;
 pub mod routes;

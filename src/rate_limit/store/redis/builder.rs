@@ -201,9 +201,10 @@ impl RedisStoreBuilder {
     /// node added later) gets it once with `EVAL`.
     ///
     /// Users and passwords (Redis ACLs) go in each URL, the same in every
-    /// URL (the connection refuses nodes with different ones); the user needs
-    /// `+evalsha +eval +cluster|slots +cluster|shards` (or `+@scripting
-    /// +cluster`) on `~prefix:*`. For TLS, use `rediss://` URLs and enable
+    /// URL (the connection refuses nodes with different ones). The user
+    /// needs the script, the commands it calls and the slot map: `~prefix:*
+    /// +evalsha +eval +get +set +time +cluster|slots +cluster|shards +ping`
+    /// (and `+hello +auth`, as the tests' user). For TLS, use `rediss://` URLs and enable
     /// one of the redis crate's TLS features (`tokio-rustls-comp` or
     /// `tokio-native-tls-comp`) in your own `Cargo.toml`; this crate does
     /// not enable one.
