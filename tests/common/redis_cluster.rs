@@ -172,7 +172,11 @@ impl RedisCluster {
             .arg("--cluster-config-file")
             .arg(self.dir.join(format!("nodes-{port}.conf")))
             .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
-            .args(["--save", "", "--appendonly", "no"]);
+            .args(["--save", "", "--appendonly", "no"])
+            // Replicas sync at once instead of after 5 s.
+            .args(["--repl-diskless-sync-delay", "0"])
+            .arg("--logfile")
+            .arg(self.dir.join(format!("{port}.log")));
         if self.acl {
             command
                 .args(["--requirepass", ADMIN_PASSWORD])
@@ -191,20 +195,34 @@ impl RedisCluster {
     fn wait_for(&self, what: &str, mut condition: impl FnMut() -> bool) {
         let started = Instant::now();
         while !condition() {
-            assert!(started.elapsed() < CLUSTER_GUARD, "{what}: did not happen");
+            assert!(
+                started.elapsed() < CLUSTER_GUARD,
+                "{what}: did not happen; {}",
+                self.describe()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// Waits until every live node says `cluster_state:ok` and sees three
-    /// primaries serving slots, none of them failed.
+    /// primaries serving slots, none of them failed, and every replica's
+    /// link to its primary is up.
     pub fn wait_until_ok(&self) {
         self.wait_for("cluster_state:ok on every node", || {
             self.live_ports().iter().all(|&port| {
                 let info = self
                     .try_command::<String>(port, &["CLUSTER", "INFO"])
                     .unwrap_or_default();
+                let replication = self
+                    .try_command::<String>(port, &["INFO", "replication"])
+                    .unwrap_or_default();
+                // A replica must hold its primary's data before a test
+                // kills that primary: a replica that never synced refuses
+                // to fail over.
+                let in_sync = replication.contains("role:master")
+                    || replication.contains("master_link_status:up");
                 info.contains("cluster_state:ok")
+                    && in_sync
                     && self.try_nodes(port).is_some_and(|nodes| {
                         nodes
                             .iter()
@@ -217,6 +235,26 @@ impl RedisCluster {
                     })
             })
         });
+    }
+
+    /// What each live node says of the cluster, for a failure message.
+    fn describe(&self) -> String {
+        self.live_ports()
+            .iter()
+            .map(|&port| {
+                let info = self
+                    .try_command::<String>(port, &["CLUSTER", "INFO"])
+                    .map(|info| info.lines().take(1).collect::<String>())
+                    .unwrap_or_else(|error| error.to_string());
+                let nodes = self
+                    .try_command::<String>(port, &["CLUSTER", "NODES"])
+                    .unwrap_or_else(|error| error.to_string());
+                let log = std::fs::read_to_string(self.dir.join(format!("{port}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                format!("\nnode {port}: {info}\n{nodes}\nlog: {tail:#?}")
+            })
+            .collect()
     }
 
     fn is_live(&self, port: u16) -> bool {
@@ -353,6 +391,10 @@ impl Drop for RedisCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            eprintln!("cluster logs kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
