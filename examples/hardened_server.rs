@@ -9,6 +9,9 @@
 //! # every instance shares, named by `rate_limit.key_secret_env`):
 //! REDIS_URL=redis://127.0.0.1:6379 RATE_LIMIT_SECRET=change-me \
 //!     cargo run --example hardened_server --features redis
+//! # ... or through a Redis Cluster (any of its nodes, comma-separated):
+//! REDIS_CLUSTER_NODES=redis://127.0.0.1:7000,redis://127.0.0.1:7001 RATE_LIMIT_SECRET=change-me \
+//!     cargo run --example hardened_server --features redis
 //! ```
 //!
 //! Routes: `GET /` (200), `POST /echo` (streams the body through the limit and
@@ -142,7 +145,8 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
 
 /// The configuration: the file named by `HARDEN_CONFIG`, else the defaults
 /// (the values listed in `examples/harden.toml`). `REDIS_URL` switches the
-/// rate limiter to Redis.
+/// rate limiter to Redis, `REDIS_CLUSTER_NODES` (comma-separated node URLs)
+/// to a Redis Cluster.
 fn config() -> Result<HardenConfig, Box<dyn std::error::Error>> {
     let mut config = match std::env::var("HARDEN_CONFIG") {
         Ok(path) => HardenConfig::from_toml_file(path)?,
@@ -151,9 +155,16 @@ fn config() -> Result<HardenConfig, Box<dyn std::error::Error>> {
     // axum's plain-text rejections (bad JSON, path, query, content type)
     // answered as problems too; off unless asked for.
     config.problems.map_rejections = true;
-    if let Ok(url) = std::env::var("REDIS_URL") {
+    let url = std::env::var("REDIS_URL").ok();
+    let nodes = std::env::var("REDIS_CLUSTER_NODES").ok();
+    if url.is_some() || nodes.is_some() {
         config.rate_limit.backend = tower_harden::config::Backend::Redis;
-        config.rate_limit.redis_url = Some(url);
+        // Both set: the configuration refuses it, by name.
+        config.rate_limit.redis_url = url;
+        if let Some(nodes) = nodes {
+            config.rate_limit.redis_cluster_nodes =
+                nodes.split(',').map(|node| node.trim().to_owned()).collect();
+        }
         config
             .rate_limit
             .key_secret_env

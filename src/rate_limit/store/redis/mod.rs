@@ -27,18 +27,33 @@
 //! The braces are a Redis Cluster hash tag: every policy of one key lives in
 //! one slot. A request whose checks have different keys (per-IP and a global
 //! policy) makes one script call with all of them on a single Redis (the
-//! default); with [`RedisStoreBuilder::cluster`] it makes one call per key
-//! instead, sent together over the multiplexed connection (still one round
-//! trip of latency), because a cluster refuses a script whose keys span two
-//! slots. The trade-off: across those calls the decision is no longer all
-//! or nothing. A request refused by one key's policy may still have consumed
-//! its other keys' quota (a per-IP refusal counts against the global bucket);
-//! the error only ever makes the limit stricter, never looser.
+//! default); on a cluster ([`RedisStoreBuilder::connect_cluster`], or
+//! [`RedisStoreBuilder::cluster`] with a connection of your own) it makes one
+//! call per key instead, sent together over the multiplexed connection
+//! (still one round trip of latency), because a cluster refuses a script
+//! whose keys span two slots. The trade-off: across those calls the decision
+//! is no longer all or nothing. A request refused by one key's policy may
+//! still have consumed its other keys' quota (a per-IP refusal counts
+//! against the global bucket); the error only ever makes the limit stricter,
+//! never looser.
+//!
+//! # Redis Cluster
+//!
+//! [`RedisStoreBuilder::connect_cluster`] builds the cluster connection:
+//! each call goes to the primary of its key's slot, `MOVED` and `ASK` are
+//! followed and the slot map is refreshed after a fail-over, all within the
+//! call's timeout. Each node is sent the script once (`EVALSHA`, `NOSCRIPT`,
+//! `EVAL`). The failure policy, the breaker and the deny cache are those of
+//! one Redis; the breaker is one for the whole cluster, so while one
+//! primary's slots fail, requests for every slot get the failure policy
+//! until the cool-down ends. Replication is asynchronous: a primary that
+//! dies before its replica has its last writes takes them along, and those
+//! keys start over (at most one burst each, once).
 //!
 //! # Bounded latency
 //!
 //! One multiplexed connection ([`ConnectionManager`], which reconnects by
-//! itself) carries every call; each call is bounded by its own
+//! itself; on a cluster, one per node) carries every call; each call is bounded by its own
 //! [`timeout`](crate::rate_limit::RedisStoreBuilder::timeout) (default
 //! [`DEFAULT_TIMEOUT`], 50 ms), connection set-up included. A slow or dead
 //! Redis adds at most that to a request.
@@ -85,6 +100,7 @@
 //! [`RedisStore::stats`]: crate::rate_limit::RedisStore::stats
 //! [`RedisStoreBuilder`]: crate::rate_limit::RedisStoreBuilder
 //! [`RedisStoreBuilder::cluster`]: crate::rate_limit::RedisStoreBuilder::cluster
+//! [`RedisStoreBuilder::connect_cluster`]: crate::rate_limit::RedisStoreBuilder::connect_cluster
 //! [`RedisStoreBuilder::fallback`]: crate::rate_limit::RedisStoreBuilder::fallback
 //! [`Quota::decide`]: crate::rate_limit::Quota::decide
 //! [`KeyHash`]: crate::rate_limit::KeyHash
