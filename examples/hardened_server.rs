@@ -162,8 +162,10 @@ fn config() -> Result<HardenConfig, Box<dyn std::error::Error>> {
         // Both set: the configuration refuses it, by name.
         config.rate_limit.redis_url = url;
         if let Some(nodes) = nodes {
-            config.rate_limit.redis_cluster_nodes =
-                nodes.split(',').map(|node| node.trim().to_owned()).collect();
+            config.rate_limit.redis_cluster_nodes = nodes
+                .split(',')
+                .map(|node| node.trim().to_owned())
+                .collect();
         }
         config
             .rate_limit

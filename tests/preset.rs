@@ -522,7 +522,10 @@ fn a_redis_cluster_is_configured_by_its_nodes_instead_of_one_url() {
     let empty = "[rate_limit]\nbackend = \"redis\"\nredis_cluster_nodes = [\"redis://127.0.0.1:2\", \" \"]\n";
     let error = Harden::from_config(&config(empty)).unwrap_err();
     assert_eq!(error.key(), "rate_limit.redis_cluster_nodes", "{error}");
-    assert!(error.to_string().contains("node 1 is an empty URL"), "{error}");
+    assert!(
+        error.to_string().contains("node 1 is an empty URL"),
+        "{error}"
+    );
     let not_a_url = "[rate_limit]\nbackend = \"redis\"\nredis_cluster_nodes = [\"http://x\"]\n\
                      key_secret_env = \"PATH\"\n";
     let runtime = tokio::runtime::Builder::new_current_thread()

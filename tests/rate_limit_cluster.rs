@@ -78,11 +78,7 @@ fn service(store: &Store, failure: StoreFailure, name: &str, quota: Quota) -> Se
     RateLimitLayer::new(store.clone())
         .key_hasher(KeyHasher::from_secret(SECRET))
         .on_store_failure(failure)
-        .policy(Policy::new(
-            name,
-            quota,
-            KeySource::Header(CLIENT.clone()),
-        ))
+        .policy(Policy::new(name, quota, KeySource::Header(CLIENT.clone())))
         .layer(tower::service_fn(ok as fn(_) -> _))
 }
 
@@ -339,7 +335,10 @@ async fn a_primary_killed_under_load_fails_over_with_the_policy_held_and_the_lim
         promoted.iter().any(|node| node.port == replica),
         "{replica} was not promoted: {promoted:?}"
     );
-    println!("fail-over: cluster_state:ok again after {:?}", killed_at.elapsed());
+    println!(
+        "fail-over: cluster_state:ok again after {:?}",
+        killed_at.elapsed()
+    );
     // The load goes on until both instances decide through the cluster
     // again.
     let before = (seen_open.load()[0], seen_closed.load()[0]);
@@ -368,8 +367,15 @@ async fn a_primary_killed_under_load_fails_over_with_the_policy_held_and_the_lim
              other {other}, longest {longest:?}, {:?}",
             store.stats()
         );
-        assert!(store.stats().redis_failures > 0, "{name}: {:?}", store.stats());
-        assert!(longest <= TIMEOUT + SLACK, "{name}: a request waited {longest:?}");
+        assert!(
+            store.stats().redis_failures > 0,
+            "{name}: {:?}",
+            store.stats()
+        );
+        assert!(
+            longest <= TIMEOUT + SLACK,
+            "{name}: a request waited {longest:?}"
+        );
         assert_eq!(other, 0, "{name}");
         match failure {
             StoreFailure::Open => {
@@ -470,8 +476,14 @@ async fn a_slot_migrated_under_load_keeps_its_limit_and_no_call_fails() {
     let slot = slot.to_string();
     let pause = || tokio::time::sleep(Duration::from_millis(300));
     let command = |port: u16, args: &[&str]| cluster.command::<redis::Value>(port, args);
-    command(target.port, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source.id]);
-    command(source.port, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target.id]);
+    command(
+        target.port,
+        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source.id],
+    );
+    command(
+        source.port,
+        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target.id],
+    );
     let before = refused();
     pause().await;
     wait_until("requests while MIGRATING", || refused() > before + 20).await;
@@ -487,11 +499,17 @@ async fn a_slot_migrated_under_load_keeps_its_limit_and_no_call_fails() {
     let before = refused();
     wait_until("requests answered through ASK", || refused() > before + 20).await;
     for node in &primaries {
-        command(node.port, &["CLUSTER", "SETSLOT", &slot, "NODE", &target.id]);
+        command(
+            node.port,
+            &["CLUSTER", "SETSLOT", &slot, "NODE", &target.id],
+        );
     }
     // The slot is the target's: MOVED, then the new slot map.
     let before = refused();
-    wait_until("requests answered after the move", || refused() > before + 20).await;
+    wait_until("requests answered after the move", || {
+        refused() > before + 20
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     for task in load {
         task.await.unwrap();

@@ -418,13 +418,19 @@ mod redis {
             return None;
         }
         let store = if nodes.is_empty() {
-            builder.connect_lazy(url).map(AnyStore::from).map_err(|error| {
-                problems.push("rate_limit.redis_url", error.to_string());
-            })
+            builder
+                .connect_lazy(url)
+                .map(AnyStore::from)
+                .map_err(|error| {
+                    problems.push("rate_limit.redis_url", error.to_string());
+                })
         } else {
-            builder.connect_cluster(nodes).map(AnyStore::from).map_err(|error| {
-                problems.push("rate_limit.redis_cluster_nodes", error.to_string());
-            })
+            builder
+                .connect_cluster(nodes)
+                .map(AnyStore::from)
+                .map_err(|error| {
+                    problems.push("rate_limit.redis_cluster_nodes", error.to_string());
+                })
         }
         .ok()?;
         let hasher = KeyHasher::from_secret(secret?.as_bytes());

@@ -229,9 +229,9 @@ impl RedisCluster {
                             .filter(|node| node.primary && !node.failed)
                             .count()
                             == 3
-                            && nodes.iter().all(|node| {
-                                node.failed || self.is_live(node.port)
-                            })
+                            && nodes
+                                .iter()
+                                .all(|node| node.failed || self.is_live(node.port))
                     })
             })
         });
@@ -359,7 +359,8 @@ impl RedisCluster {
             let redis::Value::Array(fields) = range else {
                 continue;
             };
-            let (redis::Value::Int(start), redis::Value::Int(end)) = (&fields[0], &fields[1]) else {
+            let (redis::Value::Int(start), redis::Value::Int(end)) = (&fields[0], &fields[1])
+            else {
                 continue;
             };
             if (*start..=*end).contains(&slot) {

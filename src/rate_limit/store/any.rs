@@ -1,9 +1,9 @@
 use super::memory::MemoryStore;
 #[cfg(feature = "redis")]
 use super::redis::store::RedisStore;
+use super::{Check, Decisions, RateLimitStore, StoreError};
 #[cfg(feature = "redis")]
 use redis::cluster_async::ClusterConnection;
-use super::{Check, Decisions, RateLimitStore, StoreError};
 
 use std::fmt;
 use std::future::Future;
