@@ -313,6 +313,24 @@ impl RedisCluster {
             .unwrap_or_else(|error| panic!("{args:?} on {port}: {error}"))
     }
 
+    /// Keys matching `pattern` on the node at `port` (SCAN, never KEYS).
+    pub fn count_keys(&self, port: u16, pattern: &str) -> usize {
+        let client = redis::Client::open(self.admin_url(port)).expect("a valid URL");
+        let mut connection = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .expect("a connection to the node");
+        let keys: redis::Iter<'_, String> = redis::cmd("SCAN")
+            .cursor_arg(0)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .clone()
+            .iter(&mut connection)
+            .expect("SCAN answers");
+        keys.count()
+    }
+
     fn try_nodes(&self, port: u16) -> Option<Vec<Node>> {
         let text: String = self.try_command(port, &["CLUSTER", "NODES"]).ok()?;
         Some(
