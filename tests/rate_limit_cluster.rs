@@ -12,7 +12,9 @@
 //!   (printed), and bounded: keys on the surviving primaries keep theirs;
 //! - a slot is migrated (`MIGRATING`/`IMPORTING`, `MIGRATE`, `SETSLOT
 //!   NODE`) while requests for a key in it flow: the key's limit holds
-//!   across the move and no call fails (`ASK` and `MOVED` are followed).
+//!   across the move and no call fails (`ASK` and `MOVED` are followed);
+//! - a store built before its cluster exists applies its failure policy,
+//!   then finds the cluster by itself.
 //!
 //! Without `redis-server` and `redis-cli` each test prints a SKIP line and
 //! passes, except under `CI=true`, where it fails.
@@ -25,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis_cluster::{RedisCluster, CLUSTER_GUARD};
+use common::redis_cluster::{free_ports, RedisCluster, CLUSTER_GUARD};
 use http::{HeaderName, Request, Response, StatusCode};
 use redis::cluster_async::ClusterConnection;
 use tower::{Layer, ServiceExt};
@@ -576,4 +578,44 @@ async fn a_slot_migrated_under_load_keeps_its_limit_and_no_call_fails() {
     for (store, before) in stores.iter().zip(failures) {
         assert_eq!(store.stats().redis_failures, before, "{:?}", store.stats());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_built_before_its_cluster_exists_applies_its_policy_then_decides() {
+    let test = "cluster_started_late";
+    if !RedisCluster::available(test) {
+        return;
+    }
+    let ports = free_ports();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|port| format!("redis://127.0.0.1:{port}"))
+        .collect();
+    let store = builder().connect_cluster(&urls).unwrap();
+    let service = service(&store, StoreFailure::Closed, "probe", five_per_hour());
+    // Nothing listens yet: the failure policy, at once or within the
+    // timeout.
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(
+            status(&service, "early").await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert!(started.elapsed() <= TIMEOUT + SLACK);
+    }
+    let _cluster = tokio::task::spawn_blocking(move || RedisCluster::start_on(test, ports))
+        .await
+        .unwrap()
+        .expect("the tools were found above");
+    // The same store finds the cluster by itself.
+    let started = Instant::now();
+    while status(&service, "late").await != StatusCode::OK {
+        assert!(
+            started.elapsed() < CLUSTER_GUARD,
+            "the store never reached the cluster: {:?}",
+            store.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_limit_holds("started late", [&service, &service]).await;
 }

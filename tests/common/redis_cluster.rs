@@ -85,7 +85,7 @@ fn available(test: &str) -> bool {
 }
 
 /// Six distinct free ports (and their cluster-bus ports, +10000, free too).
-fn free_ports() -> Vec<u16> {
+pub fn free_ports() -> Vec<u16> {
     let mut held = Vec::new();
     let mut ports = Vec::new();
     while ports.len() < 6 {
@@ -104,17 +104,27 @@ impl RedisCluster {
     /// Starts and creates a cluster whose nodes need no password. `None`
     /// (after a loud SKIP line) without the tools, outside CI.
     pub fn start(test: &str) -> Option<Self> {
-        Self::start_inner(test, false)
+        Self::start_inner(test, false, free_ports())
+    }
+
+    /// As [`start`](Self::start), on six given ports (from [`free_ports`]).
+    pub fn start_on(test: &str, ports: Vec<u16>) -> Option<Self> {
+        Self::start_inner(test, false, ports)
+    }
+
+    /// Whether the tools are here (a loud SKIP line when not, outside CI).
+    pub fn available(test: &str) -> bool {
+        available(test)
     }
 
     /// As [`start`](Self::start), with ACLs: the `default` user has a
     /// password, and the user [`LIMITER_USER`] may only run the script on
     /// `rl:*` keys and read the slot map.
     pub fn start_with_acl(test: &str) -> Option<Self> {
-        Self::start_inner(test, true)
+        Self::start_inner(test, true, free_ports())
     }
 
-    fn start_inner(test: &str, acl: bool) -> Option<Self> {
+    fn start_inner(test: &str, acl: bool, ports: Vec<u16>) -> Option<Self> {
         if !available(test) {
             return None;
         }
@@ -125,7 +135,6 @@ impl RedisCluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let ports = free_ports();
         let mut cluster = Self {
             dir,
             children: ports.iter().map(|_| None).collect(),
