@@ -645,6 +645,61 @@ async fn the_layer_applies_the_configured_policy_when_redis_is_down() {
     assert!(store.is_degraded());
 }
 
+/// A fail-closed 503 says when to come back: `Retry-After` (and the
+/// problem's `retry_after`) is what is left of the breaker's cool-down,
+/// never more than the cool-down, at least one second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_refusals_carry_the_cool_down_as_retry_after() {
+    let Some(mut server) = RedisServer::start("fail_closed_refusals_carry_retry_after") else {
+        return;
+    };
+    let cool_down = Duration::from_secs(30);
+    let store = RedisStore::builder()
+        .timeout(TIMEOUT)
+        .cool_down(cool_down)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let inner = tower::service_fn(|_request: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+    });
+    let closed = RateLimitLayer::new(store.clone())
+        .policy(Policy::global(
+            "global",
+            quota(Duration::from_secs(3600), 1_000),
+        ))
+        .on_store_failure(StoreFailure::Closed)
+        .layer(inner);
+    let first = closed.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert!(!first.headers().contains_key("retry-after"));
+    server.kill();
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        let response = closed.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let retry_after: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (1..=cool_down.as_secs()).contains(&retry_after),
+            "Retry-After {retry_after} s, cool-down {cool_down:?}"
+        );
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["retry_after"], retry_after, "{problem}");
+        seen.push(retry_after);
+    }
+    // Some of these were refused by the open breaker without a call.
+    assert!(store.is_degraded());
+    assert!(store.stats().short_circuited > 0, "{:?}", store.stats());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_pause_is_bounded_by_the_timeout() {
     let Some(server) = RedisServer::start("client_pause_is_bounded_by_the_timeout") else {

@@ -8,7 +8,7 @@ use http::{Extensions, Request, Response};
 
 use super::error::RateLimitRefusal;
 use super::gcra::{Clock, Decision, MonotonicClock};
-use super::headers::{policy_header_value, RateLimitHeaders, StatePrefixes};
+use super::headers::{ceil_seconds, policy_header_value, RateLimitHeaders, StatePrefixes};
 use super::key::{KeyHasher, RequestHead};
 use super::policy::{MissingKey, Policy, StoreFailure};
 use super::store::{Check, Decisions, KeyHash, RateLimitStore, StoreError};
@@ -243,10 +243,18 @@ impl<St: RateLimitStore> Shared<St> {
             }
             return Verdict::Admit(None);
         }
-        Verdict::Refuse(Problem::refuse(
+        let retry_after = error.retry_after();
+        let mut response = Problem::refuse(
             RateLimitRefusal::StoreUnavailable { source: error },
             request,
-        ))
+        );
+        if let Some(retry_after) = retry_after {
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(ceil_seconds(retry_after).max(1)),
+            );
+        }
+        Verdict::Refuse(response)
     }
 
     fn log_shadow(&self, refusal: &RateLimitRefusal) {
