@@ -136,7 +136,7 @@ fn opening_quote(bytes: &[u8], close: usize) -> Option<usize> {
         index -= 1;
         if bytes[index] == b'"' {
             let backslashes = index - run_start(bytes, index, |byte| byte == b'\\');
-            if backslashes % 2 == 0 {
+            if backslashes.is_multiple_of(2) {
                 return Some(index);
             }
         }

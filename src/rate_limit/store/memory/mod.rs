@@ -476,7 +476,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::rate_limit::gcra::ManualClock;
+    use crate::rate_limit::gcra::{Clock, ManualClock};
 
     fn key(n: u64) -> KeyHash {
         let mut bytes = [0u8; 16];
@@ -517,6 +517,27 @@ mod tests {
         assert_eq!(loose_only.as_slice()[0].remaining, 8);
         clock.advance(Duration::from_secs(1));
         assert!(run(&store, &both).allowed());
+    }
+
+    /// The in-process store reads only its monotonic clock: a wall-clock
+    /// step cannot reach it (an injected clock told to go back stays put),
+    /// so a refusal waits one interval, never the size of a step.
+    #[test]
+    fn a_clock_step_does_not_reach_the_in_process_store() {
+        let clock = ManualClock::new();
+        let hour = Duration::from_secs(3600);
+        clock.advance(hour * 10);
+        let store = MemoryStore::with_clock(100, clock.clone());
+        let quota = Quota::per_second(5).unwrap().with_burst(5).unwrap();
+        for _ in 0..5 {
+            assert!(run(&store, &[check("ip", 1, quota)]).allowed());
+        }
+        clock.set_nanos(clock.now_nanos() - hour.as_nanos() as u64);
+        let refused = run(&store, &[check("ip", 1, quota)]);
+        assert!(!refused.allowed());
+        assert_eq!(refused.retry_after(), Some(Duration::from_millis(200)));
+        clock.advance(Duration::from_millis(200));
+        assert!(run(&store, &[check("ip", 1, quota)]).allowed());
     }
 
     #[test]
