@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 
-use super::forwarded;
+use super::forwarded::{self, MAX_ENTRY_LEN};
 use crate::context::TrustedNetworks;
 
 /// How IP addresses are grouped into keys.
@@ -118,9 +118,6 @@ pub enum ClientIpError {
 
 /// Default bound on the forwarding entries read from the right.
 pub const DEFAULT_MAX_HOPS: usize = 8;
-/// Entries longer than this are not addresses (the longest IPv6 with port,
-/// brackets and zone is well under it).
-pub(super) const MAX_ENTRY_LEN: usize = 96;
 
 /// The proxies whose forwarding headers are believed.
 ///

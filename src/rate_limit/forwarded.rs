@@ -10,6 +10,10 @@
 
 use std::borrow::Cow;
 
+/// Entries longer than this are not addresses (the longest IPv6 with port,
+/// brackets and zone is well under it).
+pub(super) const MAX_ENTRY_LEN: usize = 96;
+
 /// The entries of one `X-Forwarded-For` field, rightmost first, as raw bytes
 /// between commas (blanks not yet trimmed).
 pub(super) fn x_forwarded_for_from_right(value: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -111,7 +115,7 @@ impl<'a> Value<'a> {
     fn unquoted(self) -> Option<Cow<'a, [u8]>> {
         match self {
             Value::Token(token) => Some(Cow::Borrowed(token)),
-            Value::Quoted(inner) if inner.len() > 2 * super::client_ip::MAX_ENTRY_LEN => None,
+            Value::Quoted(inner) if inner.len() > 2 * MAX_ENTRY_LEN => None,
             Value::Quoted(inner) if !inner.contains(&b'\\') => Some(Cow::Borrowed(inner)),
             Value::Quoted(inner) => {
                 let mut unescaped = Vec::with_capacity(inner.len());
