@@ -10,6 +10,15 @@
 //! address is the client. With no trusted proxies (the default) the headers
 //! are ignored and the client is the TCP peer.
 //!
+//! The walk reads the headers' raw bytes and parses an entry only when it
+//! reaches it: whatever the client wrote left of the entries your proxies
+//! appended (a byte above 0x7f, an unclosed quote in `Forwarded`, a stray
+//! backslash) is never looked at, so it cannot turn the client into "no
+//! key". `Forwarded` elements are cut out from the right following RFC 7239
+//! (quoted-strings with quoted-pairs; a quoted comma or semicolon splits
+//! nothing). A malformed entry the walk does reach is
+//! [`ClientIpError::InvalidEntry`].
+//!
 //! Name the header your proxies write ([`ProxyHeader`]): reading `Forwarded`
 //! when your proxy only appends `X-Forwarded-For` would let a client write
 //! the entry your proxy seems to have written.
