@@ -274,3 +274,28 @@ fn a_syntax_error_is_reported_with_its_position() {
     assert_eq!(first.key(), "");
     assert_eq!(first.position().map(|p| p.line), Some(1), "{errors}");
 }
+
+#[test]
+fn a_policy_ipv6_prefix_is_checked() {
+    let config = HardenConfig::from_toml(
+        "[[rate_limit.policies]]\nname = \"a\"\nipv6_prefix = 0\n\
+         [[rate_limit.policies]]\nname = \"b\"\nkey = \"global\"\nipv6_prefix = 48\n\
+         [[rate_limit.policies]]\nname = \"c\"\nkey = \"peer_ip\"\nipv6_prefix = 48\n",
+    )
+    .unwrap();
+    assert_eq!(config.rate_limit.policies[2].ipv6_prefix, Some(48));
+    assert_eq!(config.rate_limit.policies[0].ipv6_prefix, Some(0));
+    let errors = Harden::from_config(&config).unwrap_err();
+    assert_eq!(
+        lines(&errors),
+        [
+            "rate_limit.policies[0].ipv6_prefix (line 3, column 15): must be between 1 and 128",
+            "rate_limit.policies[1].ipv6_prefix (line 7, column 15): only applies to `client_ip` and `peer_ip` keys",
+        ]
+    );
+    let config = HardenConfig::from_toml("[[rate_limit.policies]]\nipv6_prefix = 129\n").unwrap();
+    assert_eq!(
+        Harden::from_config(&config).unwrap_err().key(),
+        "rate_limit.policies[0].ipv6_prefix"
+    );
+}

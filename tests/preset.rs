@@ -544,6 +544,61 @@ fn a_redis_cluster_is_configured_by_its_nodes_instead_of_one_url() {
     Harden::from_config(&config(absent)).unwrap();
 }
 
+/// A policy on a wider IPv6 prefix than the layer's: many /64s of one /48
+/// (one site; or a 6to4 /48, one IPv4 address) each get the per-/64 quota,
+/// but together no more than the /48 policy's.
+#[tokio::test]
+async fn a_policy_keys_on_its_own_ipv6_prefix() {
+    let harden = Harden::from_config(&config(
+        r#"
+        [rate_limit]
+        ipv6_prefix = 64
+        [[rate_limit.policies]]
+        name = "per-64"
+        key = "peer_ip"
+        quota = 1
+        period = "1h"
+        burst = 2
+        [[rate_limit.policies]]
+        name = "per-48"
+        key = "peer_ip"
+        ipv6_prefix = 48
+        quota = 1
+        period = "1h"
+        burst = 5
+        "#,
+    ))
+    .unwrap();
+    let app = app(&harden, Arc::default());
+    let send = |ip: &str| {
+        let mut request = http::Request::get("/")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        request
+            .extensions_mut()
+            .insert(tower_harden::context::PeerAddr((ip, 4000).into()));
+        tower::ServiceExt::oneshot(app.clone(), request)
+    };
+    let mut statuses = Vec::new();
+    for subnet in 0..4 {
+        for host in 1..=2 {
+            let response = send(&format!("2001:db8:7:{subnet}::{host}")).await.unwrap();
+            statuses.push(response.status().as_u16());
+        }
+    }
+    // Five of the /48's burst, whichever /64 asks; each /64 alone had two.
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    let response = send("2001:db8:8::1").await.unwrap();
+    assert_eq!(response.status(), 200, "another /48 has its own bucket");
+    let refused = send("2001:db8:7:9::1").await.unwrap();
+    let body = axum::body::to_bytes(refused.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["violated_policies"], serde_json::json!(["per-48"]));
+}
+
 #[test]
 fn the_example_file_parses_and_equals_the_defaults() {
     let text =

@@ -138,6 +138,93 @@ proptest! {
         prop_assert_eq!(proxies(header).client_ip(peer, &headers), Ok(client.to_canonical()));
     }
 
+    /// Whatever the client wrote into the header (any byte a header value
+    /// may hold: above 0x7f, unclosed quotes, backslashes), the entries the
+    /// trusted proxies appended to it still yield the client: only the
+    /// entries the walk reaches are parsed, from the right.
+    #[test]
+    fn what_the_client_wrote_cannot_unkey_it(
+        written in hostile_bytes(FORWARDED_ALPHABET, 80),
+        client in any_ip().prop_filter("an untrusted client", |ip| !is_trusted(*ip)),
+        hops in prop::collection::vec(any::<u8>(), 0..3),
+        forwarded in any::<bool>(),
+        separate_field in any::<bool>(),
+    ) {
+        // A header value holds visible ASCII, blanks and bytes above 0x7f.
+        let written: Vec<u8> = written
+            .into_iter()
+            .filter(|&byte| byte == b'\t' || (b' '..=b'~').contains(&byte) || byte >= 0x80)
+            .collect();
+        let peer = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        // What proxies write: nginx's `$proxy_add_x_forwarded_for`, or a
+        // `Forwarded` element with the address quoted when RFC 7239 asks.
+        let node = |ip: IpAddr| match (ip, forwarded) {
+            (IpAddr::V6(v6), true) => format!("for=\"[{v6}]:4711\";proto=https"),
+            (IpAddr::V4(v4), true) => format!("for={v4};by=10.9.9.9"),
+            (ip, false) => ip.to_string(),
+        };
+        let mut appended = vec![node(client)];
+        appended.extend(hops.iter().map(|&last| node(IpAddr::V4(Ipv4Addr::new(10, 1, 1, last)))));
+        let appended = appended.join(", ");
+        let (header, name) = if forwarded {
+            (ProxyHeader::Forwarded, HeaderName::from_static("forwarded"))
+        } else {
+            (ProxyHeader::XForwardedFor, HeaderName::from_static("x-forwarded-for"))
+        };
+        let mut headers = HeaderMap::new();
+        if separate_field {
+            if let Ok(value) = HeaderValue::from_bytes(&written) {
+                headers.append(name.clone(), value);
+            }
+            headers.append(name, HeaderValue::from_str(&appended).unwrap());
+        } else {
+            let mut value = written;
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(appended.as_bytes());
+            headers.append(name, HeaderValue::from_bytes(&value).unwrap());
+        }
+        prop_assert_eq!(proxies(header).client_ip(peer, &headers), Ok(client.to_canonical()));
+    }
+
+    /// `Forwarded` quoting (RFC 7239, RFC 9110 quoted-string): a quoted
+    /// node with quoted-pairs anywhere in it and quoted commas and
+    /// semicolons in the other parameters reads as the node.
+    #[test]
+    fn forwarded_quoted_strings_unescape(
+        client in any_ip().prop_filter("an untrusted client", |ip| !is_trusted(*ip)),
+        escape_mask in any::<u64>(),
+        other in "[a-z,;= \"\\\\]{0,12}",
+    ) {
+        let peer = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let node = match client {
+            IpAddr::V6(v6) => format!("[{v6}]:4711"),
+            IpAddr::V4(v4) => format!("{v4}:4711"),
+        };
+        let mut quoted = String::from("\"");
+        for (index, character) in node.chars().enumerate() {
+            if escape_mask >> (index % 64) & 1 == 1 {
+                quoted.push('\\');
+            }
+            quoted.push(character);
+        }
+        quoted.push('"');
+        let mut other_quoted = String::from("\"");
+        for character in other.chars() {
+            if matches!(character, '"' | '\\') {
+                other_quoted.push('\\');
+            }
+            other_quoted.push(character);
+        }
+        other_quoted.push('"');
+        let value = format!("by={other_quoted};for={quoted};host={other_quoted}, for=10.0.0.7");
+        let mut headers = HeaderMap::new();
+        headers.insert("forwarded", HeaderValue::from_str(&value).unwrap());
+        prop_assert_eq!(
+            proxies(ProxyHeader::Forwarded).client_ip(peer, &headers),
+            Ok(client.to_canonical())
+        );
+    }
+
     /// Request ids: accepted exactly when 1 to `max_len` bytes of
     /// `[A-Za-z0-9._:-]`, verbatim; refused with the reason otherwise.
     #[test]

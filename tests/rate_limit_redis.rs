@@ -111,9 +111,20 @@ fn reference(
     checks: &[Check],
     now: u64,
 ) -> Vec<Decision> {
+    // A state further ahead than the check's tolerance (a clock stepped
+    // back, or a key now checked against a smaller quota) is read as the
+    // tolerance ahead, and the script writes it back so.
     let before: Vec<u64> = checks
         .iter()
-        .map(|c| *tats.get(&(c.policy.to_string(), c.key)).unwrap_or(&0))
+        .map(|c| {
+            let id = (c.policy.to_string(), c.key);
+            let stored = *tats.get(&id).unwrap_or(&0);
+            let as_read = stored.min(now.saturating_add(c.quota.tolerance_nanos()));
+            if as_read != stored {
+                tats.insert(id, as_read);
+            }
+            as_read
+        })
         .collect();
     let decisions: Vec<Decision> = checks
         .iter()
@@ -204,6 +215,93 @@ async fn the_script_decides_exactly_as_quota_decide() {
         compared += checks.len();
     }
     assert!(compared > 1_500);
+}
+
+const HOUR_NS: u64 = 3_600_000_000_000;
+
+/// A clock step on the script's time argument (what `TIME` feeds it): a
+/// key emptied at t0 and checked at t0 - 1 h waits one interval, not an
+/// hour (the issue measured 3599.2 s), and is admitted again after it;
+/// stepped forward, the key is idle and has its whole burst.
+#[tokio::test]
+async fn a_clock_step_neither_locks_a_client_out_nor_lingers() {
+    let Some(server) = RedisServer::start("a_clock_step_neither_locks_a_client_out") else {
+        return;
+    };
+    let store = store_for(&server).await;
+    let interval = Duration::from_millis(200);
+    let checks = [check("per-ip", key(1), quota(interval, 5), 1)];
+    let t0: u64 = 1_764_000_000_123_456_789;
+    for _ in 0..5 {
+        assert!(store.check_at(&checks, t0).await.unwrap().allowed());
+    }
+    assert!(!store.check_at(&checks, t0).await.unwrap().allowed());
+    let back = t0 - HOUR_NS;
+    let refused = store.check_at(&checks, back).await.unwrap();
+    assert!(!refused.allowed());
+    assert_eq!(
+        refused.retry_after(),
+        Some(interval),
+        "one interval, not an hour"
+    );
+    assert_eq!(refused.as_slice()[0].remaining, 0);
+    // The clamp was written back: it holds as the stepped clock moves on.
+    let stored: String = server.command(&["GET", &store.redis_key("per-ip", &key(1))]);
+    assert_eq!(stored.parse::<u64>().unwrap(), back + 5 * 200_000_000);
+    assert!(!store
+        .check_at(&checks, back + 199_999_999)
+        .await
+        .unwrap()
+        .allowed());
+    assert!(store
+        .check_at(&checks, back + 200_000_000)
+        .await
+        .unwrap()
+        .allowed());
+    // Forward an hour: idle, the whole burst again, then refused.
+    let forward = back + 2 * HOUR_NS;
+    for _ in 0..5 {
+        assert!(store.check_at(&checks, forward).await.unwrap().allowed());
+    }
+    assert!(!store.check_at(&checks, forward).await.unwrap().allowed());
+}
+
+/// The same through Redis's own clock: `redis-server` under libfaketime,
+/// its clock stepped an hour back, then an hour forward, while the store
+/// asks `TIME`. Without the deny cache, so each check reaches Redis.
+#[tokio::test]
+async fn redis_time_stepped_with_faketime() {
+    let Some(server) = RedisServer::start_with_faketime("redis_time_stepped_with_faketime") else {
+        return;
+    };
+    let store = RedisStore::builder()
+        .timeout(PATIENT)
+        .deny_cache_max_keys(0)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let interval = Duration::from_secs(10);
+    let checks = [check("per-ip", key(2), quota(interval, 3), 1)];
+    for _ in 0..3 {
+        assert!(store.check(&checks).await.unwrap().allowed());
+    }
+    assert!(!store.check(&checks).await.unwrap().allowed());
+    let before = server.time_nanos();
+    server.set_clock_offset(-3600);
+    let stepped = server.time_nanos();
+    assert!(before - stepped > HOUR_NS / 2, "the clock stepped back");
+    let refused = store.check(&checks).await.unwrap();
+    assert!(!refused.allowed());
+    assert!(
+        refused.retry_after().unwrap() <= interval,
+        "{:?} after an hour's step back",
+        refused.retry_after()
+    );
+    server.set_clock_offset(3600);
+    for _ in 0..3 {
+        assert!(store.check(&checks).await.unwrap().allowed());
+    }
+    assert!(!store.check(&checks).await.unwrap().allowed());
 }
 
 /// Four stores (four connections), 32 tasks each, one key: the admitted
@@ -643,6 +741,61 @@ async fn the_layer_applies_the_configured_policy_when_redis_is_down() {
         assert!(started.elapsed() <= TIMEOUT + SLACK);
     }
     assert!(store.is_degraded());
+}
+
+/// A fail-closed 503 says when to come back: `Retry-After` (and the
+/// problem's `retry_after`) is what is left of the breaker's cool-down,
+/// never more than the cool-down, at least one second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_refusals_carry_the_cool_down_as_retry_after() {
+    let Some(mut server) = RedisServer::start("fail_closed_refusals_carry_retry_after") else {
+        return;
+    };
+    let cool_down = Duration::from_secs(30);
+    let store = RedisStore::builder()
+        .timeout(TIMEOUT)
+        .cool_down(cool_down)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let inner = tower::service_fn(|_request: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+    });
+    let closed = RateLimitLayer::new(store.clone())
+        .policy(Policy::global(
+            "global",
+            quota(Duration::from_secs(3600), 1_000),
+        ))
+        .on_store_failure(StoreFailure::Closed)
+        .layer(inner);
+    let first = closed.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert!(!first.headers().contains_key("retry-after"));
+    server.kill();
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        let response = closed.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let retry_after: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (1..=cool_down.as_secs()).contains(&retry_after),
+            "Retry-After {retry_after} s, cool-down {cool_down:?}"
+        );
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["retry_after"], retry_after, "{problem}");
+        seen.push(retry_after);
+    }
+    // Some of these were refused by the open breaker without a call.
+    assert!(store.is_degraded());
+    assert!(store.stats().short_circuited > 0, "{:?}", store.stats());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

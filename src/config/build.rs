@@ -228,6 +228,21 @@ fn policies(config: &HardenConfig, problems: &mut Problems) -> Vec<Policy> {
     let mut policies = Vec::new();
     for (index, policy) in rate.policies.iter().enumerate() {
         let key = |field: &str| format!("rate_limit.policies[{index}].{field}");
+        let grouping = match policy.ipv6_prefix {
+            Some(prefix) => {
+                if prefix == 0 || prefix > 128 {
+                    problems.push(key("ipv6_prefix"), "must be between 1 and 128");
+                }
+                if !matches!(policy.key, KeyKind::ClientIp | KeyKind::PeerIp) {
+                    problems.push(
+                        key("ipv6_prefix"),
+                        "only applies to `client_ip` and `peer_ip` keys",
+                    );
+                }
+                IpGrouping::new().ipv6_prefix(prefix)
+            }
+            None => grouping,
+        };
         let source = match &policy.key {
             KeyKind::ClientIp => KeySource::ClientIp(proxies.clone(), grouping),
             KeyKind::PeerIp => KeySource::PeerIp(grouping),

@@ -39,6 +39,16 @@
 //!     quota = 10
 //!     period = "1s"
 //!     burst = 20
+//!
+//!     # IPv6 clients: each /64 above, and their whole /48 here (one
+//!     # allocation cannot take a quota per /64 it holds).
+//!     [[rate_limit.policies]]
+//!     name = "per-site"
+//!     key = "client_ip"
+//!     ipv6_prefix = 48
+//!     quota = 40
+//!     period = "1s"
+//!     burst = 80
 //! "#).unwrap();
 //! let harden = tower_harden::Harden::from_config(&config).unwrap();
 //! # drop(harden);

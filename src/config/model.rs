@@ -383,6 +383,13 @@ pub struct PolicyConfig {
     /// Requests allowed at once. Default
     /// [`DEFAULT_BURST`](crate::rate_limit::DEFAULT_BURST), 100.
     pub burst: u32,
+    /// This policy's IPv6 prefix (1 to 128), for `client_ip` and `peer_ip`
+    /// keys, in place of `rate_limit.ipv6_prefix`. A second policy on a
+    /// wider prefix (`48`: one site, or a 6to4 /48 that derives from one
+    /// IPv4 address) keeps one allocation's 65,536 /64s from taking the key
+    /// space or a quota each. Default: `rate_limit.ipv6_prefix`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6_prefix: Option<u8>,
 }
 
 impl Default for PolicyConfig {
@@ -396,6 +403,7 @@ impl Default for PolicyConfig {
             quota: DEFAULT_RATE_PER_SECOND,
             period: Duration::from_secs(1),
             burst: DEFAULT_BURST,
+            ipv6_prefix: None,
         }
     }
 }

@@ -273,9 +273,7 @@ mod tests {
                 status: StatusCode::BAD_REQUEST,
             }),
             Box::new(RateLimitRefusal::StoreUnavailable {
-                source: StoreError::Unavailable {
-                    reason: Arc::from("down"),
-                },
+                source: StoreError::unavailable("down"),
             }),
         ];
         let names: Vec<&str> = refusals.iter().map(|r| r.error_type()).collect();

@@ -10,6 +10,15 @@
 //! address is the client. With no trusted proxies (the default) the headers
 //! are ignored and the client is the TCP peer.
 //!
+//! The walk reads the headers' raw bytes and parses an entry only when it
+//! reaches it: whatever the client wrote left of the entries your proxies
+//! appended (a byte above 0x7f, an unclosed quote in `Forwarded`, a stray
+//! backslash) is never looked at, so it cannot turn the client into "no
+//! key". `Forwarded` elements are cut out from the right following RFC 7239
+//! (quoted-strings with quoted-pairs; a quoted comma or semicolon splits
+//! nothing). A malformed entry the walk does reach is
+//! [`ClientIpError::InvalidEntry`].
+//!
 //! Name the header your proxies write ([`ProxyHeader`]): reading `Forwarded`
 //! when your proxy only appends `X-Forwarded-For` would let a client write
 //! the entry your proxy seems to have written.
@@ -19,6 +28,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 
+use super::forwarded::{self, MAX_ENTRY_LEN};
 use crate::context::TrustedNetworks;
 
 /// How IP addresses are grouped into keys.
@@ -117,9 +127,6 @@ pub enum ClientIpError {
 
 /// Default bound on the forwarding entries read from the right.
 pub const DEFAULT_MAX_HOPS: usize = 8;
-/// Entries longer than this are not addresses (the longest IPv6 with port,
-/// brackets and zone is well under it).
-const MAX_ENTRY_LEN: usize = 96;
 
 /// The proxies whose forwarding headers are believed.
 ///
@@ -222,12 +229,12 @@ impl TrustedProxies {
         }
         let max_hops = self.max_hops.unwrap_or(DEFAULT_MAX_HOPS);
         let mut hops = 0;
-        let mut step = |entry: &str| -> Option<Result<IpAddr, ClientIpError>> {
+        let mut step = |entry: Option<&[u8]>| -> Option<Result<IpAddr, ClientIpError>> {
             if hops == max_hops {
                 return Some(Err(ClientIpError::TooManyHops));
             }
             hops += 1;
-            let Some(ip) = parse_node(entry) else {
+            let Some(ip) = entry.and_then(parse_node) else {
                 return Some(Err(ClientIpError::InvalidEntry));
             };
             current = ip;
@@ -237,20 +244,22 @@ impl TrustedProxies {
                 Some(Ok(ip))
             }
         };
+        // Lazily, from the right: an entry is parsed only when the walk
+        // reaches it, so whatever the client wrote left of the trusted hops
+        // (any byte, an unclosed quote) cannot void the entry a proxy added.
         let found = match self.header {
             ProxyHeader::XForwardedFor => headers
                 .get_all(&X_FORWARDED_FOR)
                 .iter()
                 .rev()
-                .flat_map(|value| value.to_str().unwrap_or("\u{0}").rsplit(','))
-                .find_map(&mut step),
-            ProxyHeader::Forwarded => {
-                let entries = forwarded_for_entries(headers, max_hops + 1);
-                entries.iter().rev().find_map(|entry| match entry {
-                    Some(entry) => step(entry),
-                    None => Some(Err(ClientIpError::InvalidEntry)),
-                })
-            }
+                .flat_map(|value| forwarded::x_forwarded_for_from_right(value.as_bytes()))
+                .find_map(|entry| step(Some(entry))),
+            ProxyHeader::Forwarded => headers
+                .get_all(http::header::FORWARDED)
+                .iter()
+                .rev()
+                .flat_map(|value| forwarded::forwarded_for_from_right(value.as_bytes()))
+                .find_map(|entry| step(entry.as_deref())),
         };
         // Every entry trusted: the leftmost (a trusted host itself) sent it.
         found.unwrap_or(Ok(current))
@@ -259,83 +268,15 @@ impl TrustedProxies {
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// The `for=` values of the last `keep` elements of every `Forwarded` field,
-/// left to right; `None` for an element without `for`. Quote-aware, so a
-/// quoted comma or semicolon cannot split an element.
-fn forwarded_for_entries(headers: &HeaderMap, keep: usize) -> Vec<Option<String>> {
-    let mut elements: std::collections::VecDeque<Option<String>> =
-        std::collections::VecDeque::with_capacity(keep + 1);
-    for value in headers.get_all(http::header::FORWARDED) {
-        let Ok(text) = value.to_str() else {
-            elements.push_back(None);
-            if elements.len() > keep {
-                elements.pop_front();
-            }
-            continue;
-        };
-        for element in split_unquoted(text, b',') {
-            let mut for_value = None;
-            for pair in split_unquoted(element, b';') {
-                if let Some((name, value)) = pair.split_once('=') {
-                    if name.trim().eq_ignore_ascii_case("for") {
-                        let value = value.trim();
-                        let value = value
-                            .strip_prefix('"')
-                            .and_then(|v| v.strip_suffix('"'))
-                            .unwrap_or(value);
-                        if value.len() <= MAX_ENTRY_LEN && !value.contains('\\') {
-                            for_value = Some(value.to_owned());
-                        }
-                    }
-                }
-            }
-            elements.push_back(for_value);
-            if elements.len() > keep {
-                elements.pop_front();
-            }
-        }
-    }
-    elements.into()
-}
-
-/// Splits on `separator` outside double quotes (a backslash escapes the next
-/// character inside quotes).
-fn split_unquoted(text: &str, separator: u8) -> impl Iterator<Item = &str> {
-    let bytes = text.as_bytes();
-    let mut start = 0;
-    let mut position = 0;
-    let mut quoted = false;
-    let mut done = false;
-    std::iter::from_fn(move || {
-        if done {
-            return None;
-        }
-        while position < bytes.len() {
-            let byte = bytes[position];
-            position += 1;
-            match byte {
-                b'\\' if quoted => position += 1,
-                b'"' => quoted = !quoted,
-                byte if byte == separator && !quoted => {
-                    let part = &text[start..position - 1];
-                    start = position;
-                    return Some(part);
-                }
-                _ => {}
-            }
-        }
-        done = true;
-        Some(text.get(start..).unwrap_or(""))
-    })
-}
-
 /// Parses one forwarding entry: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`,
 /// `[2001:db8::1]`, `[2001:db8::1]:443`, `fe80::1%eth0`.
-fn parse_node(entry: &str) -> Option<IpAddr> {
-    let entry = entry.trim();
+/// Raw bytes: anything not ASCII is no address.
+fn parse_node(entry: &[u8]) -> Option<IpAddr> {
+    let entry = entry.trim_ascii();
     if entry.is_empty() || entry.len() > MAX_ENTRY_LEN {
         return None;
     }
+    let entry = std::str::from_utf8(entry).ok()?;
     let without_zone = |text: &str| -> Option<IpAddr> {
         let address = text.split_once('%').map_or(text, |(address, _)| address);
         address.parse::<IpAddr>().ok()
@@ -369,15 +310,56 @@ fn is_port(text: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn headers(name: &str, values: &[&str]) -> HeaderMap {
+    fn header_map(name: &str, values: &[&[u8]]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for value in values {
             headers.append(
                 HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                value.parse().unwrap(),
+                http::HeaderValue::from_bytes(value).unwrap(),
             );
         }
         headers
+    }
+
+    /// The issue's cases: what the client wrote left of the proxy's entry
+    /// (a byte above 0x7f, an unclosed quote) leaves the client keyed.
+    #[test]
+    fn a_bad_entry_left_of_the_walk_is_never_read() {
+        let peer = ip("10.0.0.1");
+        let xff = TrustedProxies::new().trust("10.0.0.0/8".parse().unwrap());
+        let forwarded = xff.clone().header(ProxyHeader::Forwarded);
+        for value in [
+            &b"caf\xc3\xa9, 203.0.113.9"[..],
+            b"\xff\xfe, 203.0.113.9, 10.0.0.2",
+            b"\"unknown, 203.0.113.9",
+        ] {
+            let headers = header_map("x-forwarded-for", &[value]);
+            assert_eq!(xff.client_ip(peer, &headers), Ok(ip("203.0.113.9")));
+        }
+        for values in [
+            &[&br#"for="6.6.6.6, for=203.0.113.9"#[..]][..],
+            &[b"for=\"caf\xc3\xa9\", for=203.0.113.9;proto=https"],
+            &[b"for=\"\xff", b"for=\"[2001:db8::9]:4711\", for=10.0.0.2"],
+            &[b"for=x\\", b"for=203.0.113.9"],
+        ] {
+            let headers = header_map("forwarded", values);
+            let client = forwarded.client_ip(peer, &headers).unwrap();
+            assert!(
+                client == ip("203.0.113.9") || client == ip("2001:db8::9"),
+                "{values:?}: {client}"
+            );
+        }
+        // The bad entry is the one the walk reaches: still refused.
+        let headers = header_map("x-forwarded-for", &[b"203.0.113.9, \xff, 10.0.0.2"]);
+        assert_eq!(
+            xff.client_ip(peer, &headers),
+            Err(ClientIpError::InvalidEntry)
+        );
+        let headers = header_map("forwarded", &[b"for=203.0.113.9, for=\"10.0.0.2"]);
+        assert_eq!(
+            forwarded.client_ip(peer, &headers),
+            Err(ClientIpError::InvalidEntry)
+        );
     }
 
     fn ip(text: &str) -> IpAddr {
@@ -386,14 +368,26 @@ mod tests {
 
     #[test]
     fn node_forms() {
-        assert_eq!(parse_node(" 1.2.3.4 "), Some(ip("1.2.3.4")));
-        assert_eq!(parse_node("1.2.3.4:8080"), Some(ip("1.2.3.4")));
-        assert_eq!(parse_node("2001:db8::1"), Some(ip("2001:db8::1")));
-        assert_eq!(parse_node("[2001:db8::1]"), Some(ip("2001:db8::1")));
-        assert_eq!(parse_node("[2001:db8::1]:443"), Some(ip("2001:db8::1")));
-        assert_eq!(parse_node("fe80::1%eth0"), Some(ip("fe80::1")));
-        assert_eq!(parse_node("[fe80::1%25eth0]:80"), Some(ip("fe80::1")));
-        assert_eq!(parse_node("::ffff:1.2.3.4"), Some(ip("1.2.3.4")));
+        assert_eq!(parse_node(" 1.2.3.4 ".as_bytes()), Some(ip("1.2.3.4")));
+        assert_eq!(parse_node("1.2.3.4:8080".as_bytes()), Some(ip("1.2.3.4")));
+        assert_eq!(
+            parse_node("2001:db8::1".as_bytes()),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(
+            parse_node("[2001:db8::1]".as_bytes()),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(
+            parse_node("[2001:db8::1]:443".as_bytes()),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(parse_node("fe80::1%eth0".as_bytes()), Some(ip("fe80::1")));
+        assert_eq!(
+            parse_node("[fe80::1%25eth0]:80".as_bytes()),
+            Some(ip("fe80::1"))
+        );
+        assert_eq!(parse_node("::ffff:1.2.3.4".as_bytes()), Some(ip("1.2.3.4")));
         for garbage in [
             "",
             "unknown",
@@ -406,33 +400,8 @@ mod tests {
             "1.2.3.4:",
             "::1:80:",
         ] {
-            assert_eq!(parse_node(garbage), None, "{garbage:?}");
+            assert_eq!(parse_node(garbage.as_bytes()), None, "{garbage:?}");
         }
-    }
-
-    #[test]
-    fn quote_aware_split() {
-        let parts: Vec<&str> = split_unquoted(r#"for="a,b";by=c, for=d"#, b',').collect();
-        assert_eq!(parts, vec![r#"for="a,b";by=c"#, " for=d"]);
-    }
-
-    #[test]
-    fn forwarded_for_values() {
-        let headers = headers(
-            "forwarded",
-            &[
-                r#"for=192.0.2.60;proto=http;by=203.0.113.43, for="[2001:db8:cafe::17]:4711""#,
-                "proto=https",
-            ],
-        );
-        assert_eq!(
-            forwarded_for_entries(&headers, 10),
-            vec![
-                Some("192.0.2.60".to_owned()),
-                Some("[2001:db8:cafe::17]:4711".to_owned()),
-                None
-            ]
-        );
     }
 
     #[test]

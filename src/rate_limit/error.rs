@@ -36,7 +36,9 @@ pub enum RateLimitRefusal {
         status: StatusCode,
     },
     /// The store failed and the layer is configured to refuse then
-    /// ([`StoreFailure::Closed`](super::StoreFailure::Closed)).
+    /// ([`StoreFailure::Closed`](super::StoreFailure::Closed)). When the
+    /// store says when to ask again ([`StoreError::retry_after`]: the Redis
+    /// store's breaker cool-down), the 503 carries it as `Retry-After`.
     #[error("rate limiting is unavailable")]
     StoreUnavailable {
         /// The store's error (for the log only).
@@ -80,11 +82,19 @@ impl Refusal for RateLimitRefusal {
             Self::MissingKey { status, .. } => {
                 Problem::of(ProblemType::INVALID_INPUT, *status).with_detail(message_of(self))
             }
-            Self::StoreUnavailable { .. } => Problem::of(
-                ProblemType::SERVICE_UNAVAILABLE,
-                StatusCode::SERVICE_UNAVAILABLE,
-            )
-            .with_detail("the service is temporarily unavailable"),
+            Self::StoreUnavailable { source } => {
+                let problem = Problem::of(
+                    ProblemType::SERVICE_UNAVAILABLE,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                )
+                .with_detail("the service is temporarily unavailable");
+                match source.retry_after() {
+                    Some(retry_after) => {
+                        problem.with_member("retry_after", ceil_seconds(retry_after).max(1))
+                    }
+                    None => problem,
+                }
+            }
         }
     }
 
@@ -110,7 +120,10 @@ impl Refusal for RateLimitRefusal {
                 .retry_after(*retry_after)
                 .limit(u64::from(*limit)),
             Self::MissingKey { policy, .. } => context.policy(policy.to_string()),
-            Self::StoreUnavailable { .. } => context,
+            Self::StoreUnavailable { source } => match source.retry_after() {
+                Some(retry_after) => context.retry_after(retry_after),
+                None => context,
+            },
         }
     }
 }

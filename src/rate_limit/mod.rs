@@ -29,6 +29,7 @@
 
 mod client_ip;
 mod error;
+mod forwarded;
 mod gcra;
 pub mod headers;
 mod key;

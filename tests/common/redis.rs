@@ -15,6 +15,8 @@ const START_GUARD: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Under libfaketime: the file holding the clock's offset.
+    faketime: Option<std::path::PathBuf>,
 }
 
 /// Whether `redis-server` can run here. Without it, a test prints a loud
@@ -60,9 +62,84 @@ impl RedisServer {
         let mut server = Self {
             port: free_port(),
             child: None,
+            faketime: None,
         };
         server.restart();
         Some(server)
+    }
+
+    /// Starts a server whose clock the test steps ([`set_clock_offset`]):
+    /// `redis-server` under libfaketime (Debian's `faketime` package), the
+    /// offset read from a file at every clock read. `None` after a loud SKIP
+    /// when `redis-server` or faketime is missing (a failure under
+    /// `CI=true`), or when libfaketime cannot run this `redis-server` (it
+    /// clashes with jemalloc, which Debian's `redis-server` is linked with:
+    /// libfaketime issue #130; that skip is loud too, also under CI).
+    pub fn start_with_faketime(test: &str) -> Option<Self> {
+        if !redis_server_available(test) {
+            return None;
+        }
+        let skip = |why: &str| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP {test}: {why}; this test did NOT run"
+            );
+        };
+        let library = faketime_library();
+        let found = Command::new("faketime")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        let Some(library) = library.filter(|_| found) else {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{test}: faketime is not installed, and CI=true requires it");
+            }
+            skip("faketime is not installed (apt-get install faketime)");
+            return None;
+        };
+        let port = free_port();
+        let offset_file = std::env::temp_dir().join(format!("tower-harden-faketime-{port}"));
+        std::fs::write(&offset_file, "+0\n").expect("the offset file is written");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .env("LD_PRELOAD", &library)
+            .env("FAKETIME_TIMESTAMP_FILE", &offset_file)
+            .env("FAKETIME_NO_CACHE", "1")
+            // Redis's own timers stay on the real monotonic clock.
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let server = Self {
+            port,
+            child: Some(child),
+            faketime: Some(offset_file),
+        };
+        let started = Instant::now();
+        while server.try_ping().is_err() {
+            if started.elapsed() > START_GUARD {
+                skip(&format!(
+                    "redis-server under libfaketime ({}) did not answer PING: \
+                     libfaketime cannot run a redis-server linked with jemalloc \
+                     (libfaketime issue #130)",
+                    library.display()
+                ));
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(server)
+    }
+
+    /// Steps the clock of a server started by [`start_with_faketime`]: its
+    /// time becomes the real time plus `offset_seconds` (negative: behind).
+    pub fn set_clock_offset(&self, offset_seconds: i64) {
+        let file = self.faketime.as_ref().expect("a server under faketime");
+        std::fs::write(file, format!("{offset_seconds:+}\n")).expect("the offset file is written");
     }
 
     pub fn port(&self) -> u16 {
@@ -162,5 +239,22 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(file) = &self.faketime {
+            let _ = std::fs::remove_file(file);
+        }
     }
+}
+
+/// libfaketime's preload library where Debian and a source install put it.
+fn faketime_library() -> Option<std::path::PathBuf> {
+    let mut candidates = vec![
+        std::path::PathBuf::from("/usr/local/lib/faketime/libfaketime.so.1"),
+        std::path::PathBuf::from("/usr/lib/faketime/libfaketime.so.1"),
+    ];
+    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
+        for entry in entries.flatten() {
+            candidates.push(entry.path().join("faketime/libfaketime.so.1"));
+        }
+    }
+    candidates.into_iter().find(|path| path.is_file())
 }

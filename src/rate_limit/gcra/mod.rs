@@ -140,11 +140,20 @@ impl Quota {
     /// (0 for a key never seen). Returns the decision; the caller stores
     /// [`Decision::new_tat`] if, and only if, the request was admitted.
     ///
-    /// A cost of 0 inspects the state without consuming anything.
+    /// A cost of 0 inspects the state without consuming anything. A `tat`
+    /// more than the tolerance ahead of `now` (only a clock that stepped
+    /// back makes one) counts as exactly the tolerance ahead: a refusal
+    /// never asks for more than one increment's wait.
     pub fn decide(&self, tat: u64, now: u64, cost: u32) -> Decision {
         let tolerance = self.tolerance_nanos();
         let increment = self.emission_interval_ns.saturating_mul(u64::from(cost));
-        let base = tat.max(now);
+        // A TAT is stored at most `tolerance` ahead of the `now` that
+        // admitted it, and `now` never goes backwards on a monotonic clock:
+        // further ahead, the clock stepped back (a wall clock behind a
+        // network store, a fail-over to a server whose clock is behind).
+        // Read it as a bucket just emptied rather than a lock-out for the
+        // size of the step.
+        let base = tat.min(now.saturating_add(tolerance)).max(now);
         let new_tat = base.saturating_add(increment);
         let new_backlog = new_tat - now;
         if new_backlog <= tolerance {
@@ -242,6 +251,36 @@ mod tests {
         assert_eq!(quota.decide(50, 100, 1), quota.decide(0, 100, 1));
     }
 
+    /// The arithmetic: admitted at t0, checked at t0 - 1 h (the
+    /// clock stepped back) asked for a wait of 3599.2 s. Now the state
+    /// counts as a bucket just emptied: one increment's wait at most.
+    #[test]
+    fn a_backward_clock_step_costs_at_most_one_increment() {
+        let hour = 3_600_000_000_000;
+        let quota = quota(200_000_000, 5);
+        let t0 = 10 * hour;
+        let tat = quota.decide(0, t0, 1).new_tat;
+        let stepped_back = quota.decide(tat, t0 - hour, 1);
+        assert!(!stepped_back.allowed);
+        assert_eq!(stepped_back.retry_after_ns, 200_000_000);
+        assert_eq!(stepped_back.reset_after_ns, quota.tolerance_nanos());
+        assert_eq!(stepped_back.new_tat, tat, "a refusal stores nothing");
+        // A store that writes the state back as read (the Redis script
+        // does, for a clamped state) admits one increment later.
+        let repaired = tat.min(t0 - hour + quota.tolerance_nanos());
+        assert_eq!(
+            Decision {
+                new_tat: tat,
+                ..quota.decide(repaired, t0 - hour, 1)
+            },
+            stepped_back,
+            "the repair changes no decision"
+        );
+        assert!(quota.decide(repaired, t0 - hour + 200_000_000, 1).allowed);
+        // A state within the tolerance is read as it is.
+        assert_eq!(quota.decide(tat, t0, 1).remaining, 3);
+    }
+
     #[test]
     fn extreme_inputs_do_not_panic() {
         let quota = quota(u64::MAX, u32::MAX);
@@ -311,14 +350,19 @@ mod tests {
         ) {
             let quota = quota(interval, burst);
             let decision = quota.decide(tat, now, cost);
+            // A state further ahead than the tolerance (a clock stepped
+            // back) reads as exactly the tolerance ahead.
+            let as_read = tat.min(now + quota.tolerance_nanos());
+            prop_assert_eq!(decision, Decision { new_tat: decision.new_tat, ..quota.decide(as_read, now, cost) });
             if !decision.allowed {
                 prop_assert_eq!(decision.new_tat, tat);
                 prop_assert!(decision.retry_after_ns > 0);
+                prop_assert!(decision.retry_after_ns <= quota.emission_interval_nanos() * u64::from(cost.max(1)));
                 // Retrying exactly after retry_after is admitted.
-                let retry = quota.decide(tat, now + decision.retry_after_ns, cost);
+                let retry = quota.decide(as_read, now + decision.retry_after_ns, cost);
                 prop_assert!(retry.allowed || cost > burst);
             } else {
-                prop_assert!(decision.new_tat >= tat);
+                prop_assert!(decision.new_tat >= as_read);
             }
         }
     }

@@ -163,6 +163,9 @@ pub enum StoreError {
     Unavailable {
         /// What went wrong, for the log only (never shown to a client).
         reason: Arc<str>,
+        /// When asking again may succeed (a breaker's remaining cool-down):
+        /// a fail-closed refusal sends it as `Retry-After`.
+        retry_after: Option<Duration>,
     },
     /// The backend answered with something the store does not understand.
     #[error("the rate-limit store answered with an invalid reply")]
@@ -183,6 +186,32 @@ impl StoreError {
     pub fn unavailable(reason: impl Into<Arc<str>>) -> Self {
         Self::Unavailable {
             reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Says when asking again may succeed (an unavailable backend only; a
+    /// fail-closed refusal sends it as `Retry-After`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_harden::rate_limit::StoreError;
+    ///
+    /// let error = StoreError::unavailable("down").with_retry_after(Duration::from_secs(5));
+    /// assert_eq!(error.retry_after(), Some(Duration::from_secs(5)));
+    /// ```
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        if let Self::Unavailable { retry_after, .. } = &mut self {
+            *retry_after = Some(after);
+        }
+        self
+    }
+
+    /// When asking again may succeed, if the store knows.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 }

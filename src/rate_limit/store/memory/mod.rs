@@ -28,13 +28,15 @@
 //!
 //! A key whose TAT is at or before now is indistinguishable from an absent
 //! key ([`Quota::decide`](crate::rate_limit::Quota::decide)), so dropping it changes no decision. When a
-//! new key arrives in a full shard, the shard drops all its idle keys in one
-//! pass over that shard alone (at most `max_keys / shards` entries, about a
-//! thousand: never a stop-the-world scan of the store). The pass records
-//! the earliest TAT among the survivors: until then no key of the shard can
-//! be idle, so no further pass runs before it (a flood of new keys into a
-//! shard full of live keys costs O(1) per request under
-//! [`OverflowPolicy::RefuseNewKeys`]).
+//! new key arrives in a full shard, the shard's clock hand moves over the
+//! next 16 entries of its hash table (bucket order, which is hash order:
+//! effectively a random sample), drops the idle ones, and notes the live one
+//! nearest to idle. The work of an insert into a full shard is bounded by
+//! that, whatever `max_keys` (it used to be a pass over the whole shard,
+//! about a thousand entries, under its write lock; see `benches/README.md`).
+//! The hand goes round, so an idle key is found within `capacity / 16`
+//! inserts; the table's own occasional in-place rehash (of its tombstones)
+//! is hashbrown's, amortized O(1).
 //!
 //! # Overflow: a shard full of live keys
 //!
@@ -42,7 +44,6 @@
 //! ([`overflows`](MemoryStore::overflows)) and logged with `tracing::warn!`
 //! at most once every 10 seconds, with the counts since the last warning.
 
-use std::collections::hash_map::Entry;
 use std::future::{ready, Ready};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
@@ -53,7 +54,7 @@ use crate::telemetry::LogThrottle;
 
 mod shard;
 
-use shard::{locate, read, sweep, write, LockedShards, PaddedShard, Shard, ShardMap};
+use shard::{locate, read, write, LockedShards, PaddedShard, Shard};
 
 /// Entries per shard the store aims at: small enough that a pass over one
 /// shard (on insert into a full shard) costs a few microseconds.
@@ -70,15 +71,17 @@ const WARN_INTERVAL_NS: u64 = 10_000_000_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OverflowPolicy {
-    /// Drop the key nearest to idle (the smallest TAT) to make room. That
-    /// key's client gets a fresh bucket before its own has drained: it may
-    /// be admitted up to `TAT - now` early, the least any choice of victim
-    /// allows. New clients are never locked out by a flood of keys. Costs a
-    /// pass over the shard per overflow. The default.
+    /// Drop the key nearest to idle (the smallest TAT) among the 16 the
+    /// shard's clock hand looks at, to make room. That key's client gets a
+    /// fresh bucket before its own has drained: it may be admitted up to
+    /// `TAT - now` early. New clients are never locked out by a flood of
+    /// keys. Bounded work per overflow. The default.
     #[default]
     EvictNearestIdle,
     /// Refuse the request of a key the store cannot track, with a
-    /// `retry_after` of the time until some key of its shard goes idle.
+    /// `retry_after` of the time until the nearest-to-idle key the shard's
+    /// clock hand looked at goes idle (an idle key elsewhere in the shard
+    /// is found by a later insert: the hand goes round).
     /// Existing keys keep exact state; new clients are refused while the
     /// store is full.
     RefuseNewKeys,
@@ -136,13 +139,7 @@ impl<C: Clock> MemoryStore<C> {
         let base = max_keys / shard_count;
         let extra = max_keys % shard_count;
         let shards = (0..shard_count)
-            .map(|index| {
-                PaddedShard(RwLock::new(Shard {
-                    map: ShardMap::default(),
-                    capacity: base + usize::from(index < extra),
-                    next_idle_at: 0,
-                }))
-            })
+            .map(|index| PaddedShard(RwLock::new(Shard::new(base + usize::from(index < extra)))))
             .collect();
         Self {
             shards,
@@ -171,10 +168,7 @@ impl<C: Clock> MemoryStore<C> {
     /// Keys stored now (idle ones included until they are dropped). Takes
     /// each shard's lock in turn: for metrics, not for the request path.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| read(&shard.0).map.len())
-            .sum()
+        self.shards.iter().map(|shard| read(&shard.0).len()).sum()
     }
 
     /// Whether no key is stored.
@@ -206,27 +200,12 @@ impl<C: Clock> MemoryStore<C> {
         let shard = &self.shards[(shard_index & self.shard_mask) as usize].0;
         {
             let guard = read(shard);
-            if let Some(tat) = guard.map.get(&map_key) {
+            if let Some(tat) = guard.get(map_key) {
                 return decide_atomically(tat, quota, now, cost);
             }
         }
         let mut guard = write(shard);
-        if guard.map.len() < guard.capacity {
-            // Room to spare (the usual case): one probe finds the key or
-            // its slot, instead of a lookup and then an insert.
-            return match guard.map.entry(map_key) {
-                // Inserted by another thread between the two locks.
-                Entry::Occupied(tat) => decide_atomically(tat.get(), quota, now, cost),
-                Entry::Vacant(slot) => {
-                    let decision = quota.decide(0, now, cost);
-                    if decision.allowed {
-                        slot.insert(AtomicU64::new(decision.new_tat));
-                    }
-                    decision
-                }
-            };
-        }
-        if let Some(tat) = guard.map.get(&map_key) {
+        if let Some(tat) = guard.get(map_key) {
             // Inserted by another thread between the two locks.
             return decide_atomically(tat, quota, now, cost);
         }
@@ -236,7 +215,7 @@ impl<C: Clock> MemoryStore<C> {
         }
         match self.make_room(&mut guard, now, &[]) {
             Ok(()) => {
-                guard.map.insert(map_key, AtomicU64::new(decision.new_tat));
+                guard.insert(map_key, decision.new_tat);
                 decision
             }
             Err(retry_after_ns) => full_refusal(quota, retry_after_ns),
@@ -282,7 +261,7 @@ impl<C: Clock> MemoryStore<C> {
             return Decisions::new(decisions);
         }
         for &(shard, map_key, new_tat) in &writes {
-            if let Some(tat) = locked.shard(shard).map.get(&map_key) {
+            if let Some(tat) = locked.shard(shard).get(map_key) {
                 tat.store(new_tat, Ordering::Release);
             }
         }
@@ -303,51 +282,46 @@ impl<C: Clock> MemoryStore<C> {
         let involved: Vec<u64> = located.iter().map(|&(map_key, _)| map_key).collect();
         for (position, &(map_key, shard)) in located.iter().enumerate() {
             let guard = locked.shard(shard);
-            if guard.map.contains_key(&map_key) {
+            if guard.get(map_key).is_some() {
                 continue;
             }
             self.make_room(guard, now, &involved)
                 .map_err(|retry_after_ns| (position, retry_after_ns))?;
-            guard.map.insert(map_key, AtomicU64::new(0));
+            guard.insert(map_key, 0);
         }
         Ok(())
     }
 
-    /// Makes room for one more key in a write-locked shard. `Err` carries
-    /// the nanoseconds until a key of the shard goes idle, when the policy
-    /// refuses new keys.
-    /// Keys in `keep` (those of the call in progress) are never dropped.
+    /// Makes room for one more key in a write-locked shard: bounded work
+    /// (the shard's clock hand looks at [`shard::EVICTION_SCAN`] entries),
+    /// whatever the shard's size. `Err` carries the nanoseconds until the
+    /// nearest-to-idle key looked at goes idle, when the policy refuses new
+    /// keys. Keys in `keep` (those of the call in progress) are never
+    /// dropped.
     fn make_room(&self, shard: &mut Shard, now: u64, keep: &[u64]) -> Result<(), u64> {
-        if shard.map.len() < shard.capacity {
+        if shard.len() < shard.capacity {
             return Ok(());
         }
-        // One pass drops the idle keys and finds the live key nearest to
-        // idle, in case nothing was idle. It is skipped when no key can be
-        // idle yet and the policy needs no victim.
-        let mut nearest = None;
-        if now >= shard.next_idle_at || self.overflow_policy == OverflowPolicy::EvictNearestIdle {
-            let (freed, nearest_live) = sweep(shard, now, keep);
-            if freed > 0 {
-                self.evictions.fetch_add(freed as u64, Ordering::Relaxed);
-                eviction_metric(freed as u64);
-                return Ok(());
-            }
-            nearest = nearest_live;
+        let room = shard.look_for_room(now, keep);
+        if room.freed > 0 {
+            self.evictions
+                .fetch_add(room.freed as u64, Ordering::Relaxed);
+            eviction_metric(room.freed as u64);
+            return Ok(());
         }
         self.overflows.fetch_add(1, Ordering::Relaxed);
         self.warn_overflow(now);
-        match self.overflow_policy {
-            OverflowPolicy::EvictNearestIdle => match nearest {
-                Some(victim) => {
-                    shard.map.remove(&victim);
-                    self.evictions.fetch_add(1, Ordering::Relaxed);
-                    eviction_metric(1);
-                    Ok(())
-                }
-                // A shard smaller than the keys of one request.
-                None => Err(1),
-            },
-            OverflowPolicy::RefuseNewKeys => Err(shard.next_idle_at.saturating_sub(now).max(1)),
+        match (self.overflow_policy, room.nearest) {
+            (OverflowPolicy::EvictNearestIdle, Some((bucket, _))) => {
+                shard.remove_bucket(bucket);
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+                eviction_metric(1);
+                Ok(())
+            }
+            (OverflowPolicy::RefuseNewKeys, Some((_, tat))) => Err(tat.saturating_sub(now).max(1)),
+            // Every key looked at belongs to the call in progress (a shard
+            // smaller than the keys of one request).
+            (_, None) => Err(1),
         }
     }
 
@@ -443,8 +417,7 @@ impl Tentative {
                 .or_else(|| {
                     locked
                         .get(shard)
-                        .map
-                        .get(&map_key)
+                        .get(map_key)
                         .map(|tat| tat.load(Ordering::Acquire))
                 });
             before.push(stored.unwrap_or(0));
@@ -476,7 +449,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::rate_limit::gcra::ManualClock;
+    use crate::rate_limit::gcra::{Clock, ManualClock};
 
     fn key(n: u64) -> KeyHash {
         let mut bytes = [0u8; 16];
@@ -517,6 +490,27 @@ mod tests {
         assert_eq!(loose_only.as_slice()[0].remaining, 8);
         clock.advance(Duration::from_secs(1));
         assert!(run(&store, &both).allowed());
+    }
+
+    /// The in-process store reads only its monotonic clock: a wall-clock
+    /// step cannot reach it (an injected clock told to go back stays put),
+    /// so a refusal waits one interval, never the size of a step.
+    #[test]
+    fn a_clock_step_does_not_reach_the_in_process_store() {
+        let clock = ManualClock::new();
+        let hour = Duration::from_secs(3600);
+        clock.advance(hour * 10);
+        let store = MemoryStore::with_clock(100, clock.clone());
+        let quota = Quota::per_second(5).unwrap().with_burst(5).unwrap();
+        for _ in 0..5 {
+            assert!(run(&store, &[check("ip", 1, quota)]).allowed());
+        }
+        clock.set_nanos(clock.now_nanos() - hour.as_nanos() as u64);
+        let refused = run(&store, &[check("ip", 1, quota)]);
+        assert!(!refused.allowed());
+        assert_eq!(refused.retry_after(), Some(Duration::from_millis(200)));
+        clock.advance(Duration::from_millis(200));
+        assert!(run(&store, &[check("ip", 1, quota)]).allowed());
     }
 
     #[test]

@@ -52,6 +52,20 @@ impl Breaker {
         until != 0 && (now < until || self.probing.load(Ordering::Acquire))
     }
 
+    /// How long until Redis is asked again: the rest of the cool-down while
+    /// degraded, a whole cool-down otherwise (a call just failed, and the
+    /// next may open the circuit). What a fail-closed 503 says in
+    /// `Retry-After`.
+    pub(super) fn retry_after(&self, now: u64) -> Duration {
+        let until = self.open_until.load(Ordering::Acquire);
+        let nanos = if until > now {
+            until - now
+        } else {
+            self.cool_down_ns
+        };
+        Duration::from_nanos(nanos)
+    }
+
     /// A ticket to call Redis, or `None` if the request must not.
     pub(super) fn admit(self: &Arc<Self>, now: u64) -> Option<Ticket> {
         let until = self.open_until.load(Ordering::Acquire);

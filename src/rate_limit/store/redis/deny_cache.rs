@@ -102,11 +102,18 @@ impl DenyCache {
                 quota: check.quota,
                 cost: check.cost,
                 remaining: decision.remaining,
-                reset_at: sent_at.saturating_add(decision.reset_after_ns),
+                // Never longer than the policy's tolerance from when Redis
+                // decided: no true state asks for more, so a longer wait
+                // comes from a Redis clock that stepped (or a script older
+                // than the clamp), and must not outlive a corrected clock
+                // here on the local one.
+                reset_at: sent_at
+                    .saturating_add(decision.reset_after_ns.min(check.quota.tolerance_nanos())),
                 refused_until: if decision.allowed {
                     0
                 } else {
-                    sent_at.saturating_add(decision.retry_after_ns)
+                    sent_at
+                        .saturating_add(decision.retry_after_ns.min(check.quota.tolerance_nanos()))
                 },
             })
             .collect();
@@ -155,6 +162,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::rate_limit::gcra::Clock;
 
     fn check(policy: &str, key: u8, cost: u32) -> Check {
         Check {
@@ -183,18 +191,43 @@ mod tests {
     fn the_deny_cache_refuses_until_the_retry_instant_and_no_longer() {
         let cache = DenyCache::new(10);
         let checks = [check("per-ip", 1, 1), check("global", 2, 1)];
-        cache.remember(&checks, &[decision(false, 100), decision(true, 0)], 1_000);
+        cache.remember(&checks, &[decision(false, 45), decision(true, 0)], 1_000);
         let local = cache.lookup(&checks, 1_040).expect("refused locally");
         assert!(!local.allowed());
-        assert_eq!(local.as_slice()[0].retry_after_ns, 60);
+        assert_eq!(local.as_slice()[0].retry_after_ns, 5);
         assert_eq!(local.as_slice()[0].reset_after_ns, 10);
         assert!(local.as_slice()[1].allowed);
-        assert!(cache.lookup(&checks, 1_100).is_none(), "due: Redis decides");
+        assert!(cache.lookup(&checks, 1_045).is_none(), "due: Redis decides");
         // A check the refusal did not see, or a cheaper request: Redis decides.
         let more = [check("per-ip", 1, 1), check("login", 2, 1)];
         assert!(cache.lookup(&more, 1_040).is_none());
         assert!(cache.lookup(&[check("per-ip", 1, 0)], 1_040).is_none());
         assert!(cache.lookup(&[check("per-ip", 3, 1)], 1_040).is_none());
+    }
+
+    /// Driven by an injected clock (the local nanoseconds passed in): a
+    /// refusal asking for an hour (a Redis clock stepped back, or an older
+    /// script) is held no longer than the policy's tolerance (5 × 10 ns
+    /// here) from when it was decided.
+    #[test]
+    fn the_deny_cache_never_holds_a_refusal_past_the_tolerance() {
+        let clock = crate::rate_limit::gcra::ManualClock::new();
+        let cache = DenyCache::new(10);
+        let checks = [check("per-ip", 1, 1)];
+        let hour = 3_600_000_000_000;
+        clock.set_nanos(1_000);
+        cache.remember(&checks, &[decision(false, hour)], clock.now_nanos());
+        clock.advance(Duration::from_nanos(49));
+        let local = cache
+            .lookup(&checks, clock.now_nanos())
+            .expect("refused locally");
+        assert_eq!(local.as_slice()[0].retry_after_ns, 1);
+        assert!(local.as_slice()[0].reset_after_ns <= 50);
+        clock.advance(Duration::from_nanos(1));
+        assert!(
+            cache.lookup(&checks, clock.now_nanos()).is_none(),
+            "past the tolerance: Redis decides"
+        );
     }
 
     #[test]

@@ -13,6 +13,9 @@
 -- Returns 5 values per check: allowed (1/0), remaining, reset_after_ns,
 -- retry_after_ns, and the TAT after the decision (a decimal string).
 --
+-- A stored TAT more than tau ahead of now (only a backward clock step makes
+-- one) counts as exactly tau ahead, as in `Quota::decide`.
+--
 -- Lua numbers are doubles: a Unix time in nanoseconds (about 1.8e18) does
 -- not fit their 53 bits, so times are kept as (seconds, nanoseconds) pairs
 -- and only differences (a backlog, at most tau + cost * T) are single
@@ -28,17 +31,26 @@ else
   now_ns = tonumber(string.sub(ARGV[1], -9))
 end
 
--- The key's backlog: how far its TAT lies after now (0 when idle or absent).
-local function backlog_of(tat)
+-- The key's backlog: how far its TAT lies after now (0 when idle or absent),
+-- at most the tolerance. A TAT is written at most tolerance ahead of the
+-- TIME that admitted it and only comes closer as time passes, so a TAT
+-- further ahead means the clock stepped back since (an NTP step, a
+-- fail-over to a replica whose clock is behind): it is read as a bucket just
+-- emptied, not as a lock-out for the size of the step.
+-- Returns the backlog, and whether it was clamped.
+local function backlog_of(tat, tolerance)
   if not tat then
-    return 0
+    return 0, false
   end
   local ahead = (tonumber(string.sub(tat, 1, -10)) - now_s) * 1e9
     + (tonumber(string.sub(tat, -9)) - now_ns)
-  if ahead > 0 then
-    return ahead
+  if ahead > tolerance then
+    return tolerance, true
   end
-  return 0
+  if ahead > 0 then
+    return ahead, false
+  end
+  return 0, false
 end
 
 local function remaining_for(tolerance, backlog, interval)
@@ -52,6 +64,7 @@ end
 local count = #KEYS
 local backlogs = {}
 local stored = {}
+local clamped = {}
 local decided = {}
 local tentative = {}
 local all_allowed = true
@@ -62,7 +75,7 @@ for i = 1, count do
   local backlog = tentative[KEYS[i]]
   if backlog == nil then
     stored[i] = redis.call('GET', KEYS[i])
-    backlog = backlog_of(stored[i])
+    backlog, clamped[i] = backlog_of(stored[i], tolerance)
   end
   backlogs[i] = backlog
   local new_backlog = backlog + increment
@@ -87,10 +100,20 @@ for i = 1, count do
   local tat = stored[i] or '0'
   if all_allowed then
     tat = tat_after(decision[5])
-    if tonumber(ARGV[3 * i + 1]) > 0 then
+    if tonumber(ARGV[3 * i + 1]) > 0 or clamped[i] then
       -- The key expires when its TAT passes: idle state and no state mean
       -- the same, so memory is bounded by the keys active right now.
       redis.call('SET', KEYS[i], tat, 'PX', math.max(1, math.ceil(decision[5] / 1e6)))
+    end
+  elseif clamped[i] then
+    -- Not a consumption: the state is written back as it was read, so the
+    -- clamp holds as the clock moves on (left as it was, the TAT would be
+    -- clamped again at every check and refuse for the size of the step).
+    tat = tat_after(backlogs[i])
+    redis.call('SET', KEYS[i], tat, 'PX', math.max(1, math.ceil(backlogs[i] / 1e6)))
+    if decision[1] == 1 then
+      local interval = tonumber(ARGV[3 * i - 1])
+      decision = { 1, remaining_for(tonumber(ARGV[3 * i]), backlogs[i], interval), backlogs[i], 0 }
     end
   elseif decision[1] == 1 then
     -- Nothing is consumed: an admitting check reports its state as it is

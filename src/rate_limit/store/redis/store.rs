@@ -127,18 +127,21 @@ where
         parse_decisions(&values, checks)
     }
 
-    /// What the store answers while Redis is not asked or failed.
+    /// What the store answers while Redis is not asked or failed: the
+    /// fallback's decisions, or the error with when the breaker will let
+    /// Redis be asked again.
     fn degraded_answer(
         &self,
         checks: &[Check],
         error: StoreError,
+        now: u64,
     ) -> Result<Decisions, StoreError> {
         match &self.inner.fallback {
             Some(fallback) => {
                 bump(&self.inner.counters.fallback_decisions);
                 Ok(fallback.decide(checks))
             }
-            None => Err(error),
+            None => Err(error.with_retry_after(self.inner.breaker.retry_after(now))),
         }
     }
 }
@@ -205,8 +208,11 @@ where
         let sent_at = self.inner.clock.now_nanos();
         let Some(ticket) = self.inner.breaker.admit(sent_at) else {
             bump(&self.inner.counters.short_circuited);
-            let answer =
-                self.degraded_answer(checks, StoreError::unavailable("Redis is cooling down"));
+            let answer = self.degraded_answer(
+                checks,
+                StoreError::unavailable("Redis is cooling down"),
+                sent_at,
+            );
             return Box::pin(std::future::ready(answer));
         };
         let calls = calls_for(&self.inner.prefix, self.inner.cluster, checks);
@@ -224,9 +230,11 @@ where
         }
         if self.inner.breaker.is_cooling_down(now) {
             bump(&self.inner.counters.short_circuited);
-            return Some(
-                self.degraded_answer(checks, StoreError::unavailable("Redis is cooling down")),
-            );
+            return Some(self.degraded_answer(
+                checks,
+                StoreError::unavailable("Redis is cooling down"),
+                now,
+            ));
         }
         None
     }
@@ -259,7 +267,7 @@ where
             Err(error) => {
                 let now = self.inner.clock.now_nanos();
                 ticket.failed(now, &error);
-                self.degraded_answer(&checks, error)
+                self.degraded_answer(&checks, error, now)
             }
         }
     }
