@@ -65,7 +65,7 @@ fn an_unknown_key_and_a_bad_value_are_reported_together() {
         lines(&errors),
         [
             "input.max_bodyy (line 2, column 1): unknown key `max_bodyy`, expected one of \
-             `max_body`, `max_decoded_body`, `max_route_body`, `max_headers`, \
+             `max_body`, `max_decoded_body`, `max_zstd_window`, `max_route_body`, `max_headers`, \
              `max_header_bytes`, `max_uri`",
             "input.max_uri (line 3, column 11): a size cannot be negative",
             "nope (line 4, column 2): unknown key `nope`, expected one of `input`, `deadline`, \

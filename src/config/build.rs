@@ -106,7 +106,12 @@ fn input(
         .max_uri_bytes(bytes(input.max_uri, "input.max_uri", problems));
     let body = BodyLimitLayer::new(max_body).max_route_limit(max_route_body);
     let decoded = nonzero(input.max_decoded_body, "input.max_decoded_body", problems);
-    (head, body, DecompressLayer::new(decoded))
+    let window = nonzero(input.max_zstd_window, "input.max_zstd_window", problems);
+    (
+        head,
+        body,
+        DecompressLayer::new(decoded).max_zstd_window(window),
+    )
 }
 
 /// A nonzero size held in memory at once.

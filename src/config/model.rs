@@ -73,6 +73,10 @@ pub struct InputConfig {
     /// Largest body after decompression. Default `"1MiB"`.
     #[serde(with = "value::size")]
     pub max_decoded_body: u64,
+    /// Largest window a `zstd` frame may ask for (413 beyond). Default
+    /// `"8MiB"`, RFC 9659's limit.
+    #[serde(with = "value::size")]
+    pub max_zstd_window: u64,
     /// Largest body a route may allow with `RouteBodyLimitLayer`; at least
     /// `max_body`. Default: `max_body` (routes may only lower it).
     #[serde(with = "value::option_size", skip_serializing_if = "Option::is_none")]
@@ -91,11 +95,12 @@ impl Default for InputConfig {
     fn default() -> Self {
         use crate::input::{
             DEFAULT_BODY_LIMIT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_FIELDS,
-            DEFAULT_MAX_URI_BYTES,
+            DEFAULT_MAX_URI_BYTES, DEFAULT_MAX_ZSTD_WINDOW,
         };
         Self {
             max_body: DEFAULT_BODY_LIMIT,
             max_decoded_body: DEFAULT_BODY_LIMIT,
+            max_zstd_window: DEFAULT_MAX_ZSTD_WINDOW,
             max_route_body: None,
             max_headers: DEFAULT_MAX_HEADER_FIELDS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES as u64,
