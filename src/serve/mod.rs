@@ -57,11 +57,13 @@ mod builder;
 mod cap;
 mod connection;
 mod listener;
+mod proxy_protocol;
 mod settings;
 mod signals;
 
 pub use builder::Serve;
 pub use listener::Listener;
+pub use proxy_protocol::{ProxiedIo, ProxyProtocolListener, DEFAULT_PROXY_HEADER_TIMEOUT};
 pub use settings::{
     ServerSettings, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
     DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
