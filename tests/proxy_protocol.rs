@@ -198,3 +198,27 @@ async fn a_slow_header_holds_up_only_its_own_connection() {
         .expect("closed by the header timeout");
     assert!(read.is_err() || rest.is_empty());
 }
+
+/// `Serve::proxy_protocol` (what `[server] proxy_protocol` and
+/// `trusted_load_balancers` set) wraps any listener.
+#[tokio::test]
+async fn the_server_setting_wraps_the_listener() {
+    let app = Router::new().route(
+        "/",
+        get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tower_harden::serve(listener, app)
+        .proxy_protocol(["127.0.0.0/8".parse().unwrap()])
+        .with_graceful_shutdown(std::future::pending());
+    tokio::spawn(async move { server.await.unwrap() });
+    let response = send(addr, b"PROXY TCP4 203.0.113.5 127.0.0.1 7 80\r\n")
+        .await
+        .expect("served");
+    assert_eq!(response.body, b"203.0.113.5:7");
+    assert!(
+        send(addr, b"").await.is_none(),
+        "no header from the balancer"
+    );
+}

@@ -46,7 +46,10 @@ pub struct HardenConfig {
     /// answers with a problem), `max_header_bytes` (`"64KiB"`, above
     /// `input.max_header_bytes` plus `input.max_uri`),
     /// `max_concurrent_streams` (128), `max_connections` (1024),
-    /// `drain_timeout` (`"25s"`). A timeout turned off (`None`) has no
+    /// `drain_timeout` (`"25s"`), `proxy_protocol` (false: read a PROXY
+    /// protocol v1/v2 header on each connection from
+    /// `trusted_load_balancers`, CIDRs, default none, within
+    /// `proxy_header_timeout`, `"5s"`). A timeout turned off (`None`) has no
     /// spelling in a file and is left out when serialized.
     #[serde(with = "ServerSection")]
     pub server: ServerSettings,
@@ -177,6 +180,11 @@ pub(crate) struct ServerSection {
     max_connections: usize,
     #[serde(with = "value::duration")]
     drain_timeout: Duration,
+    proxy_protocol: bool,
+    #[serde(with = "value::cidrs")]
+    trusted_load_balancers: Vec<IpNet>,
+    #[serde(with = "value::duration")]
+    proxy_header_timeout: Duration,
 }
 
 /// `backend`: where the rate limiter keeps its counts.

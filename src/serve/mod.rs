@@ -21,6 +21,11 @@
 //!
 //! HTTP/2 reset-flood limits (CVE-2023-44487) are hyper's defaults.
 //!
+//! Behind a layer-4 load balancer (HAProxy, AWS NLB), [`Serve::proxy_protocol`]
+//! (or a [`ProxyProtocolListener`] around any listener) reads the PROXY
+//! protocol header the balancer writes, so the client's address is the peer
+//! of every layer; it is off by default.
+//!
 //! Connections over the cap are not accepted: they wait in the listener's
 //! backlog until one closes, and the process never runs out of memory or
 //! file descriptors on their account. Each request carries the peer address
