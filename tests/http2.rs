@@ -3,6 +3,8 @@
 //! reset, CONTINUATION, SETTINGS and PING floods, too many streams, an
 //! oversized header list, a window that stays at zero).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -303,6 +305,50 @@ async fn rapid_reset_is_bounded_and_ended_with_goaway() {
     assert_served(addr).await;
 }
 
+/// Rapid reset paced to dodge h2's pending-accept count: each stream is
+/// reset only once its handler runs. Each reset cancels that handler, so
+/// the work in flight stays at one stream; the cost to the attacker is a
+/// round trip per stream, and each stream is a request the rate limit and
+/// in-flight limit count.
+#[tokio::test]
+async fn paced_resets_cancel_their_handlers() {
+    let (addr, counts) = server(128).await;
+    let mut stream = raw(addr, &[]).await;
+    let wait_for = |holding: usize| {
+        let counts = counts.clone();
+        async move {
+            let settled = async {
+                while counts.holding.load(Ordering::SeqCst) != holding {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), settled)
+                .await
+                .expect("the handler count settles");
+        }
+    };
+    for i in 0..200u32 {
+        let id = 2 * i + 1;
+        stream
+            .write_all(&frame(
+                HEADERS,
+                END_HEADERS | END_STREAM,
+                id,
+                &get_block("/hold"),
+            ))
+            .await
+            .unwrap();
+        wait_for(1).await;
+        stream
+            .write_all(&frame(RST_STREAM, 0, id, &CANCEL.to_be_bytes()))
+            .await
+            .unwrap();
+        wait_for(0).await;
+    }
+    assert_eq!(counts.calls.load(Ordering::SeqCst), 200);
+    assert_served(addr).await;
+}
+
 /// CVE-2024-27316 class: a header block that never ends (HEADERS without
 /// END_HEADERS, then CONTINUATION after CONTINUATION). The server ends the
 /// connection with GOAWAY after a bounded number of frames, before the
@@ -543,4 +589,32 @@ async fn a_normal_client_is_served() {
     let (status, body) = h2_get(addr, "/big").await;
     assert_eq!(status, 200);
     assert_eq!(body.len(), 16 * 1024 * 1024);
+}
+
+/// The example server's `GET /bytes/{n}` through the whole preset: a
+/// download of `n` bytes, streamed; over the 1 GiB cap, a 400 problem.
+#[tokio::test]
+async fn the_example_download_streams_n_bytes() {
+    let harden = tower_harden::Harden::from_config(&tower_harden::HardenConfig::default()).unwrap();
+    let app = common::routes::routes(Arc::default()).layer(harden.clone().into_layer());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        harden
+            .serve(listener, app)
+            .with_graceful_shutdown(std::future::pending())
+            .await
+            .unwrap();
+    });
+    let (status, body) = h2_get(addr, "/bytes/5000001").await;
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), 5_000_001);
+    assert_eq!(h2_get(addr, "/bytes/0").await, (200, Bytes::new()));
+    let (status, _) = h2_get(addr, "/bytes/1073741825").await;
+    assert_eq!(status, 400);
+    // And over HTTP/1.1, with its length declared up front.
+    let response = common::get(addr, "/bytes/70000").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-length"), Some("70000"));
+    assert_eq!(response.body.len(), 70_000);
 }
