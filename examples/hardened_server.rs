@@ -18,7 +18,9 @@
 //! replies `{"bytes": N}`), `GET /slow/{ms}` (sleeps, then 200), `GET /panic`
 //! (panics: a 500 problem, logged with its request id), `GET /fail` (a handler
 //! error whose source chain holds a stand-in secret: never in the response,
-//! and redacted in the log, which keeps the rest of the chain).
+//! and redacted in the log, which keeps the rest of the chain), `GET
+//! /bytes/{n}` (streams `n` bytes, at most 1 GiB, in 64 KiB chunks, as a
+//! download would).
 //!
 //! With `--features metrics`, `GET /metrics` renders Prometheus metrics, the
 //! request-duration histogram in OpenTelemetry's advised buckets.
@@ -111,6 +113,35 @@ pub fn routes() -> Router {
         .route("/fail", get(fail))
         .route("/users", post(create_user))
         .route("/users/{id}", get(user))
+        .route("/bytes/{n}", get(download))
+}
+
+/// The largest `/bytes/{n}` download: 1 GiB.
+const MAX_DOWNLOAD: u64 = 1024 * 1024 * 1024;
+
+/// One 64 KiB chunk every download is cut from.
+static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+
+/// Streams `n` bytes (at most [`MAX_DOWNLOAD`]) in 64 KiB chunks, as a
+/// download would: each chunk is made when the connection can take it, so
+/// the response is never held whole and a client that reads slowly is sent
+/// slowly.
+async fn download(Path(n): Path<u64>) -> Result<axum::response::Response, HandlerError> {
+    if n > MAX_DOWNLOAD {
+        return Err(HandlerError::bad_request(format!(
+            "at most {MAX_DOWNLOAD} bytes"
+        )));
+    }
+    let chunks = futures_util::stream::unfold(n, |left| async move {
+        let len = left.min(CHUNK.len() as u64) as usize;
+        let chunk = axum::body::Bytes::from_static(&CHUNK[..len]);
+        (left > 0).then_some((Ok::<_, std::convert::Infallible>(chunk), left - len as u64))
+    });
+    axum::response::Response::builder()
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .header(http::header::CONTENT_LENGTH, n)
+        .body(axum::body::Body::from_stream(chunks))
+        .map_err(HandlerError::internal)
 }
 
 /// JSON lines on stdout (text on a terminal). The lines are written by

@@ -33,8 +33,8 @@
 //! | [`rate_limit::RateLimitLayer`] | floods from one client, key spoofing, memory blow-up from random keys | 429 with `Retry-After` and `RateLimit` headers | 50/s, burst 100 per client IP; 100,000 keys |
 //! | [`overload::InFlightLimitLayer`] | demand over capacity: a slow dependency, a retry storm | 503 `overloaded` with `Retry-After`, at once | adaptive (Gradient2), 20 at start, 8 to 1000 |
 //! | [`deadline::RequestDeadlineLayer`] | slow handlers; slowloris bodies | 503 / 408 | 10 s; body idle 60 s; 240 B/s after 5 s |
-//! | [`input::DecompressLayer`] | compression bombs, unknown or nested codings | 413 / 415 | decoded limit 1 MiB |
-//! | [`serve()`] | slow headers, idle connections, connection floods; requests cut off by a deploy | connection closed; graceful drain on Ctrl-C or SIGTERM | 30 s header read, 75 s keep-alive, 1024 connections, 25 s drain |
+//! | [`input::DecompressLayer`] | compression bombs, zstd windows over 8 MiB, unknown or nested codings | 413 / 415 | decoded limit 1 MiB, window 8 MiB |
+//! | [`serve()`] | slow headers, idle connections, connection floods; requests cut off by a deploy; forged PROXY headers | connection closed; graceful drain on Ctrl-C or SIGTERM | 30 s header read, 75 s keep-alive, 1024 connections, 25 s drain; PROXY protocol off |
 //! | [`outbound::OutboundLayer`] | upstream calls that outlive the caller's budget | typed [`outbound::OutboundError`] | min(10 s, remaining budget) |
 //!
 //! Every refusal is a typed value implementing [`error::Refusal`]: the

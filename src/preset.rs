@@ -208,7 +208,7 @@ impl Harden {
 
     /// Serves `service` with the connection settings of this stack's
     /// configuration (`[server]`): header-read timeout, keep-alive, header
-    /// and HTTP/2 limits, connection cap, drain timeout. It stops gracefully
+    /// and HTTP/2 limits, connection cap, drain timeout, PROXY protocol. It stops gracefully
     /// on Ctrl-C or SIGTERM unless
     /// [`Serve::with_graceful_shutdown`] gives it another signal. The bounds
     /// on `service` are [`serve()`](crate::serve())'s, where the usual
@@ -227,7 +227,7 @@ impl Harden {
         B::Data: Send,
         B::Error: Into<crate::error::BoxError>,
     {
-        crate::serve(listener, service).settings(self.stack.server)
+        crate::serve(listener, service).settings(self.stack.server.clone())
     }
 }
 

@@ -65,7 +65,7 @@ fn an_unknown_key_and_a_bad_value_are_reported_together() {
         lines(&errors),
         [
             "input.max_bodyy (line 2, column 1): unknown key `max_bodyy`, expected one of \
-             `max_body`, `max_decoded_body`, `max_route_body`, `max_headers`, \
+             `max_body`, `max_decoded_body`, `max_zstd_window`, `max_route_body`, `max_headers`, \
              `max_header_bytes`, `max_uri`",
             "input.max_uri (line 3, column 11): a size cannot be negative",
             "nope (line 4, column 2): unknown key `nope`, expected one of `input`, `deadline`, \
@@ -175,6 +175,8 @@ fn every_problem_found_when_building_is_reported_with_its_position() {
 max_body = 0
 [deadline]
 status = 200
+[server]
+proxy_protocol = true
 [rate_limit]
 max_keys = 0
 [[rate_limit.policies]]
@@ -188,8 +190,9 @@ burst = 0
         [
             "input.max_body (line 2, column 12): must be greater than zero",
             "deadline.status (line 4, column 10): must be a 5xx status such as 503 or 504",
-            "rate_limit.max_keys (line 6, column 12): must be greater than zero",
-            "rate_limit.policies[0].burst (line 9, column 9): must be greater than zero",
+            "server.proxy_protocol (line 6, column 18): needs server.trusted_load_balancers, the CIDRs of the load balancers: a PROXY header from any other peer closes its connection",
+            "rate_limit.max_keys (line 8, column 12): must be greater than zero",
+            "rate_limit.policies[0].burst (line 11, column 9): must be greater than zero",
         ]
     );
     // Built in code: the same problems, without positions.
@@ -228,6 +231,8 @@ max_route_body = "4MiB"
 trusted_callers = ["10.0.0.0/8", "192.0.2.7"]
 [server]
 max_header_bytes = 70000
+proxy_protocol = true
+trusted_load_balancers = ["10.0.0.0/8"]
 [rate_limit]
 trusted_proxies = ["2001:db8::/32"]
 proxy_header = "Forwarded"
@@ -247,6 +252,11 @@ client_error_level = "debug"
         "192.0.2.7/32"
     );
     assert_eq!(config.server.max_header_bytes, 70000);
+    assert!(config.server.proxy_protocol);
+    assert_eq!(
+        config.server.trusted_load_balancers[0].to_string(),
+        "10.0.0.0/8"
+    );
     assert_eq!(
         config.rate_limit.policies[0].key,
         tower_harden::config::KeyKind::Header(http::HeaderName::from_static("x-api-key"))

@@ -204,13 +204,24 @@ async fn post_chunked(
     body: Vec<u8>,
     extra: &str,
 ) -> common::RawResponse {
+    post_chunked_in(addr, path, body, extra, 8 * 1024).await
+}
+
+/// Sends `body` chunked in chunks of `chunk` bytes.
+async fn post_chunked_in(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: Vec<u8>,
+    extra: &str,
+    chunk: usize,
+) -> common::RawResponse {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut read, mut write) = stream.into_split();
     let head =
         format!("POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n{extra}\r\n");
     let writer = tokio::spawn(async move {
         write.write_all(head.as_bytes()).await?;
-        for chunk in body.chunks(8 * 1024) {
+        for chunk in body.chunks(chunk) {
             write
                 .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
                 .await?;
@@ -381,6 +392,76 @@ async fn gzip_bomb_is_refused_on_decoded_bytes() {
     let response = post_sized(addr, "/echo", &small, "Content-Encoding: gzip\r\n").await;
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["bytes"], 12);
+    still_answers(addr).await;
+}
+
+/// `data` as one zstd frame whose header asks for a `2^log` window (no
+/// content size is written, so the Window_Descriptor carries it).
+fn zstd_with_window(data: &[u8], log: u32) -> Vec<u8> {
+    let mut encoder = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    encoder.include_contentsize(false).unwrap();
+    encoder.window_log(log).unwrap();
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// A skippable frame (RFC 8878, 3.1.2): decoders pass over it.
+fn zstd_skippable(payload: &[u8]) -> Vec<u8> {
+    let mut frame = 0x184D_2A53u32.to_le_bytes().to_vec();
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// RFC 9659: a zstd window over 8 MiB is refused with 413 before the decoder
+/// reserves it (libzstd would take up to 128 MiB); 8 MiB is decoded.
+#[tokio::test]
+async fn zstd_windows_over_8_mib_are_refused_before_decoding() {
+    let (addr, received) = server().await;
+    let text: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| b"zstd window "[i as usize % 12])
+        .collect();
+    let large = zstd_with_window(&text, 27);
+    assert_eq!(
+        large[5] >> 3,
+        27 - 10,
+        "the header carries a 128 MiB window"
+    );
+    for chunk in [8 * 1024, 3, 1] {
+        // Chunks of 3 and 1 bytes split the frame header itself.
+        let response = post_chunked_in(
+            addr,
+            "/stream",
+            large.clone(),
+            "Content-Encoding: zstd\r\n",
+            chunk,
+        )
+        .await;
+        assert_problem(&response, 413, "payload-too-large");
+        assert_eq!(response.json()["limit"], 8 * 1024 * 1024, "chunk {chunk}");
+    }
+    let response = post_sized(addr, "/echo", &large, "Content-Encoding: zstd\r\n").await;
+    assert_problem(&response, 413, "payload-too-large");
+    assert_eq!(received.load(Ordering::SeqCst), 0, "nothing was decoded");
+    // At the limit, after a skippable frame: decoded whole.
+    let mut fits = zstd_skippable(b"metadata");
+    fits.extend(zstd_with_window(&text, 23));
+    let response =
+        post_chunked_in(addr, "/echo", fits.clone(), "Content-Encoding: zstd\r\n", 5).await;
+    assert_eq!(
+        response.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_eq!(response.json()["bytes"], text.len());
+    // A second frame asking for more is found past the first.
+    fits.extend(zstd_with_window(b"more", 24));
+    let response = post_sized(addr, "/stream", &fits, "Content-Encoding: zstd\r\n").await;
+    assert_problem(&response, 413, "payload-too-large");
+    // Not zstd at all: a 400, not a panic or a 500.
+    let response = post_sized(addr, "/stream", b"plain text", "Content-Encoding: zstd\r\n").await;
+    assert_problem(&response, 400, "malformed-body");
     still_answers(addr).await;
 }
 

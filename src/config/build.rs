@@ -53,7 +53,7 @@ pub(crate) fn build(config: &HardenConfig) -> Result<Stack, ConfigErrors> {
         in_flight,
         deadline,
         decompress,
-        server: config.server,
+        server: config.server.clone(),
     })
 }
 
@@ -106,7 +106,12 @@ fn input(
         .max_uri_bytes(bytes(input.max_uri, "input.max_uri", problems));
     let body = BodyLimitLayer::new(max_body).max_route_limit(max_route_body);
     let decoded = nonzero(input.max_decoded_body, "input.max_decoded_body", problems);
-    (head, body, DecompressLayer::new(decoded))
+    let window = nonzero(input.max_zstd_window, "input.max_zstd_window", problems);
+    (
+        head,
+        body,
+        DecompressLayer::new(decoded).max_zstd_window(window),
+    )
 }
 
 /// A nonzero size held in memory at once.
@@ -169,6 +174,19 @@ fn server(config: &HardenConfig, problems: &mut Problems) {
     );
     nonzero(server.max_connections, "server.max_connections", problems);
     duration(server.drain_timeout, "server.drain_timeout", problems);
+    if server.proxy_protocol {
+        duration(
+            server.proxy_header_timeout,
+            "server.proxy_header_timeout",
+            problems,
+        );
+        if server.trusted_load_balancers.is_empty() {
+            problems.push(
+                "server.proxy_protocol",
+                "needs server.trusted_load_balancers, the CIDRs of the load balancers: a PROXY header from any other peer closes its connection",
+            );
+        }
+    }
     let input = &config.input;
     if server.max_headers != 0 && server.max_headers <= input.max_headers {
         problems.push(

@@ -46,7 +46,10 @@ pub struct HardenConfig {
     /// answers with a problem), `max_header_bytes` (`"64KiB"`, above
     /// `input.max_header_bytes` plus `input.max_uri`),
     /// `max_concurrent_streams` (128), `max_connections` (1024),
-    /// `drain_timeout` (`"25s"`). A timeout turned off (`None`) has no
+    /// `drain_timeout` (`"25s"`), `proxy_protocol` (false: read a PROXY
+    /// protocol v1/v2 header on each connection from
+    /// `trusted_load_balancers`, CIDRs, default none, within
+    /// `proxy_header_timeout`, `"5s"`). A timeout turned off (`None`) has no
     /// spelling in a file and is left out when serialized.
     #[serde(with = "ServerSection")]
     pub server: ServerSettings,
@@ -73,6 +76,10 @@ pub struct InputConfig {
     /// Largest body after decompression. Default `"1MiB"`.
     #[serde(with = "value::size")]
     pub max_decoded_body: u64,
+    /// Largest window a `zstd` frame may ask for (413 beyond). Default
+    /// `"8MiB"`, RFC 9659's limit.
+    #[serde(with = "value::size")]
+    pub max_zstd_window: u64,
     /// Largest body a route may allow with `RouteBodyLimitLayer`; at least
     /// `max_body`. Default: `max_body` (routes may only lower it).
     #[serde(with = "value::option_size", skip_serializing_if = "Option::is_none")]
@@ -91,11 +98,12 @@ impl Default for InputConfig {
     fn default() -> Self {
         use crate::input::{
             DEFAULT_BODY_LIMIT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_FIELDS,
-            DEFAULT_MAX_URI_BYTES,
+            DEFAULT_MAX_URI_BYTES, DEFAULT_MAX_ZSTD_WINDOW,
         };
         Self {
             max_body: DEFAULT_BODY_LIMIT,
             max_decoded_body: DEFAULT_BODY_LIMIT,
+            max_zstd_window: DEFAULT_MAX_ZSTD_WINDOW,
             max_route_body: None,
             max_headers: DEFAULT_MAX_HEADER_FIELDS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES as u64,
@@ -172,6 +180,11 @@ pub(crate) struct ServerSection {
     max_connections: usize,
     #[serde(with = "value::duration")]
     drain_timeout: Duration,
+    proxy_protocol: bool,
+    #[serde(with = "value::cidrs")]
+    trusted_load_balancers: Vec<IpNet>,
+    #[serde(with = "value::duration")]
+    proxy_header_timeout: Duration,
 }
 
 /// `backend`: where the rate limiter keeps its counts.

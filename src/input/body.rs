@@ -214,8 +214,16 @@ where
                 // bubbles the error up would answer); a layer outside this
                 // one that refused first (413, 408) still answers with its
                 // own refusal.
-                guard.slot.set(Refused::new(InputRefusal::MalformedBody));
-                Poll::Ready(Some(Err(BodyError::Read(error.into()))))
+                // A refusal raised below the decoder (the zstd window, the
+                // wire limit) reaches here as the decoder's error: it keeps
+                // its own answer.
+                let error: BoxError = error.into();
+                let refusal = match error.downcast_ref::<BodyError>() {
+                    Some(BodyError::Refused(refusal)) => refusal.clone(),
+                    _ => InputRefusal::MalformedBody,
+                };
+                guard.slot.set(Refused::new(refusal));
+                Poll::Ready(Some(Err(BodyError::Read(error))))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,

@@ -8,6 +8,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body_limit::{BodyLimit, BodyLimitLayer};
+use super::zstd_window::{ZstdWindowBody, DEFAULT_MAX_ZSTD_WINDOW};
 use super::InputRefusal;
 use crate::error::{Problem, ProblemOr, RefuseOr};
 
@@ -19,6 +20,12 @@ use crate::error::{Problem, ProblemOr, RefuseOr};
 /// inflate to 100 MB is refused with 413 after `decoded_limit` bytes, and
 /// never held whole. Any other coding, or a list of codings (`gzip, gzip`:
 /// nested encodings are a classic bomb), is refused with 415.
+///
+/// Every frame header of a `zstd` body is read before the decoder sees it,
+/// and a frame asking for a window over `max_zstd_window` (8 MiB, RFC 9659)
+/// is refused with 413: libzstd would otherwise reserve up to 128 MiB per
+/// request before one decoded byte is counted. A body that is not zstd
+/// frames is refused with 400.
 ///
 /// Place it inside a [`BodyLimitLayer`](super::BodyLimitLayer), which bounds
 /// the compressed bytes on the wire.
@@ -39,13 +46,25 @@ use crate::error::{Problem, ProblemOr, RefuseOr};
 #[derive(Debug, Clone, Copy)]
 pub struct DecompressLayer {
     decoded_limit: u64,
+    max_zstd_window: u64,
 }
 
 impl DecompressLayer {
     /// Decodes request bodies, refusing those that inflate past
     /// `decoded_limit` bytes.
     pub fn new(decoded_limit: u64) -> Self {
-        Self { decoded_limit }
+        Self {
+            decoded_limit,
+            max_zstd_window: DEFAULT_MAX_ZSTD_WINDOW,
+        }
+    }
+
+    /// The largest window a `zstd` frame may ask for, in bytes. Default
+    /// [`DEFAULT_MAX_ZSTD_WINDOW`] (8 MiB, RFC 9659's limit for HTTP); the
+    /// smallest window zstd has is 1 KiB.
+    pub fn max_zstd_window(mut self, bytes: u64) -> Self {
+        self.max_zstd_window = bytes;
+        self
     }
 }
 
@@ -58,6 +77,7 @@ impl<S> Layer<S> for DecompressLayer {
             .layer(inner);
         Decompress {
             inner: RequestDecompressionLayer::new().layer(limited),
+            max_zstd_window: self.max_zstd_window,
         }
     }
 }
@@ -66,6 +86,7 @@ impl<S> Layer<S> for DecompressLayer {
 #[derive(Debug, Clone)]
 pub struct Decompress<S> {
     inner: RequestDecompression<BodyLimit<S>>,
+    max_zstd_window: u64,
 }
 
 // Written out, not `inner_service_accessors!`: the user's service sits two
@@ -115,13 +136,15 @@ fn accept_encoding(value: &HeaderValue) -> Result<Option<&'static str>, InputRef
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Decompress<S>
 where
-    RequestDecompression<BodyLimit<S>>: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    RequestDecompression<BodyLimit<S>>:
+        Service<Request<ZstdWindowBody<ReqBody>>, Response = Response<ResBody>>,
     ReqBody: Body,
 {
     type Response = Response<ProblemOr<ResBody>>;
-    type Error = <RequestDecompression<BodyLimit<S>> as Service<Request<ReqBody>>>::Error;
+    type Error =
+        <RequestDecompression<BodyLimit<S>> as Service<Request<ZstdWindowBody<ReqBody>>>>::Error;
     type Future = RefuseOr<
-        <RequestDecompression<BodyLimit<S>> as Service<Request<ReqBody>>>::Future,
+        <RequestDecompression<BodyLimit<S>> as Service<Request<ZstdWindowBody<ReqBody>>>>::Future,
         ResBody,
     >;
 
@@ -139,6 +162,7 @@ where
                 None => Coding::Identity,
             }),
         };
+        let zstd = matches!(decision, Ok(Coding::Decode("zstd")));
         let identity = match decision {
             Ok(Coding::Decode(coding)) => {
                 request
@@ -167,6 +191,11 @@ where
         // counted as before, empty or not: what it decodes to, or whether it
         // decodes at all, is the decoder's to say.)
         self.inner.get_mut().next_body_ended = identity && request.body().is_end_stream();
+        let max_window = self.max_zstd_window;
+        let request = request.map(|body| match zstd {
+            true => ZstdWindowBody::zstd(body, max_window),
+            false => ZstdWindowBody::unchecked(body),
+        });
         RefuseOr::inner(self.inner.call(request))
     }
 }

@@ -34,6 +34,16 @@ pub enum InputRefusal {
         /// Decoded bytes seen when the limit was crossed.
         observed: u64,
     },
+    /// A `zstd` frame of the body asks for a decoder window larger than
+    /// allowed (RFC 9659 caps it at 8 MiB): refused before the decoder
+    /// reserves it.
+    #[error("a zstd frame of the request body needs a window of {observed} bytes, more than the limit of {limit}")]
+    ZstdWindowTooLarge {
+        /// The largest window in bytes.
+        limit: u64,
+        /// The window the frame asks for.
+        observed: u64,
+    },
     /// The body is compressed in an encoding this server does not decode, or
     /// in more than one encoding.
     #[error("the content encoding of the request body is not supported")]
@@ -74,7 +84,8 @@ impl Refusal for InputRefusal {
         let (kind, status) = match self {
             Self::DeclaredBodyTooLarge { .. }
             | Self::BodyTooLarge { .. }
-            | Self::DecodedBodyTooLarge { .. } => (
+            | Self::DecodedBodyTooLarge { .. }
+            | Self::ZstdWindowTooLarge { .. } => (
                 ProblemType::PAYLOAD_TOO_LARGE,
                 StatusCode::PAYLOAD_TOO_LARGE,
             ),
@@ -101,6 +112,7 @@ impl Refusal for InputRefusal {
             Self::DeclaredBodyTooLarge { .. } => "declared_body_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::DecodedBodyTooLarge { .. } => "decoded_body_too_large",
+            Self::ZstdWindowTooLarge { .. } => "zstd_window_too_large",
             Self::UnsupportedEncoding => "unsupported_encoding",
             Self::MalformedBody => "malformed_body",
             Self::TooManyHeaders { .. } => "too_many_headers",
@@ -129,6 +141,7 @@ impl InputRefusal {
             Self::DeclaredBodyTooLarge { limit, .. }
             | Self::BodyTooLarge { limit, .. }
             | Self::DecodedBodyTooLarge { limit, .. }
+            | Self::ZstdWindowTooLarge { limit, .. }
             | Self::TooManyHeaders { limit, .. }
             | Self::HeadersTooLarge { limit, .. }
             | Self::UriTooLong { limit, .. } => Some(limit),
@@ -142,6 +155,7 @@ impl InputRefusal {
             Self::DeclaredBodyTooLarge { declared, .. } => Some(declared),
             Self::BodyTooLarge { observed, .. }
             | Self::DecodedBodyTooLarge { observed, .. }
+            | Self::ZstdWindowTooLarge { observed, .. }
             | Self::TooManyHeaders { observed, .. }
             | Self::HeadersTooLarge { observed, .. }
             | Self::UriTooLong { observed, .. } => Some(observed),

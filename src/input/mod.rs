@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | [`HeadLimitLayer`] | header floods, huge headers, huge URIs | 431 / 414 | 96 fields, 16 KiB, 8 KiB URI |
 //! | [`BodyLimitLayer`] | huge or endless bodies, lying `Content-Length` | 413 | 1 MiB |
-//! | [`DecompressLayer`] | compression bombs, unknown or nested codings | 413 / 415 | decoded limit = body limit |
+//! | [`DecompressLayer`] | compression bombs, zstd windows over 8 MiB, unknown or nested codings | 413 / 415 | decoded limit = body limit, window 8 MiB |
 //! | [`RouteBodyLimitLayer`] | one route needing another limit (uploads) | 413 | — |
 //!
 //! ```
@@ -35,6 +35,7 @@ mod error;
 mod head;
 #[cfg(feature = "axum")]
 mod route;
+mod zstd_window;
 
 pub use body::{BodyError, LimitedBody};
 pub use body_limit::{BodyLimit, BodyLimitFuture, BodyLimitLayer, DEFAULT_BODY_LIMIT};
@@ -46,3 +47,4 @@ pub use head::{
 };
 #[cfg(feature = "axum")]
 pub use route::{RouteBodyLimit, RouteBodyLimitLayer};
+pub use zstd_window::{ZstdWindowBody, DEFAULT_MAX_ZSTD_WINDOW};

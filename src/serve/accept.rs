@@ -59,15 +59,15 @@ where
             accepted = listener.accept() => accepted,
             () = &mut signal => break,
         };
-        tokio::spawn(serve_connection(
-            builder.clone(),
-            io,
-            peer,
-            service.clone(),
-            phase.subscribe(),
-            timeouts,
-            slot,
-        ));
+        // The listener's per-connection work (a PROXY header) runs on the
+        // connection's task, holding its slot, never in this loop.
+        let prepared = listener.prepare(io, peer);
+        let (builder, service, phase) = (builder.clone(), service.clone(), phase.subscribe());
+        tokio::spawn(async move {
+            if let Some((io, peer)) = prepared.await {
+                serve_connection(builder, io, peer, service, phase, timeouts, slot).await;
+            }
+        });
     }
     // Closed, so that new connections are refused during the drain rather
     // than left waiting in the backlog.

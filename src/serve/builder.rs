@@ -10,13 +10,16 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
+use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tower_service::Service;
 
 use super::accept;
 use super::listener::Listener;
+use super::proxy_protocol::ProxyProtocolListener;
 use super::settings::ServerSettings;
 use super::signals::ShutdownSignal;
+use crate::context::TrustedNetworks;
 use crate::error::BoxError;
 
 /// A server being configured; await it to run. Made by [`serve()`](super::serve()).
@@ -164,6 +167,18 @@ impl<S, F, L> Serve<S, F, L> {
         self
     }
 
+    /// Reads a PROXY protocol header (v1 or v2) on every connection from
+    /// `load_balancers`, whose client address becomes the connection's peer
+    /// for every layer; from any other peer a PROXY header closes the
+    /// connection. The listener is wrapped in a
+    /// [`ProxyProtocolListener`](super::ProxyProtocolListener), which
+    /// describes the protocol and its limits. Default: off.
+    pub fn proxy_protocol(mut self, load_balancers: impl IntoIterator<Item = IpNet>) -> Self {
+        self.settings.proxy_protocol = true;
+        self.settings.trusted_load_balancers = load_balancers.into_iter().collect();
+        self
+    }
+
     /// Stops accepting connections when `signal` completes, lets in-flight
     /// requests finish (up to the [drain timeout](Self::drain_timeout)), then
     /// returns. `signal` replaces the default, [`ShutdownSignal`] (Ctrl-C or
@@ -200,8 +215,20 @@ where
     type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
+        if !self.settings.proxy_protocol {
+            return Box::pin(accept::run(
+                self.listener,
+                self.service,
+                self.signal,
+                self.settings,
+            ));
+        }
+        let balancers = self.settings.trusted_load_balancers.iter().copied();
+        let listener =
+            ProxyProtocolListener::new(self.listener, TrustedNetworks::networks(balancers))
+                .header_timeout(self.settings.proxy_header_timeout);
         Box::pin(accept::run(
-            self.listener,
+            listener,
             self.service,
             self.signal,
             self.settings,

@@ -62,6 +62,25 @@ pub trait Listener: Send + 'static {
     /// future is dropped when the server shuts down.
     fn accept(&mut self) -> impl Future<Output = (Self::Io, SocketAddr)> + Send;
 
+    /// Prepares one accepted connection before HTTP is served over it, on
+    /// the connection's own task: work that waits on the client (reading a
+    /// PROXY header, a handshake) belongs here rather than in
+    /// [`accept`](Self::accept), so that a slow client holds up only its own
+    /// connection. It may replace the peer address. The connection holds
+    /// its place under the connection cap meanwhile, so the wait must be
+    /// bounded (a timeout); `None` closes the connection.
+    ///
+    /// Default: the connection and address as accepted. A wrapper calls its
+    /// inner listener's `prepare` (as
+    /// [`ProxyProtocolListener`](super::ProxyProtocolListener) does).
+    fn prepare(
+        &self,
+        io: Self::Io,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Option<(Self::Io, SocketAddr)>> + Send + 'static {
+        std::future::ready(Some((io, peer)))
+    }
+
     /// The address this listener is bound to.
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }

@@ -21,6 +21,11 @@
 //!
 //! HTTP/2 reset-flood limits (CVE-2023-44487) are hyper's defaults.
 //!
+//! Behind a layer-4 load balancer (HAProxy, AWS NLB), [`Serve::proxy_protocol`]
+//! (or a [`ProxyProtocolListener`] around any listener) reads the PROXY
+//! protocol header the balancer writes, so the client's address is the peer
+//! of every layer; it is off by default.
+//!
 //! Connections over the cap are not accepted: they wait in the listener's
 //! backlog until one closes, and the process never runs out of memory or
 //! file descriptors on their account. Each request carries the peer address
@@ -57,11 +62,13 @@ mod builder;
 mod cap;
 mod connection;
 mod listener;
+mod proxy_protocol;
 mod settings;
 mod signals;
 
 pub use builder::Serve;
 pub use listener::Listener;
+pub use proxy_protocol::{ProxiedIo, ProxyProtocolListener, DEFAULT_PROXY_HEADER_TIMEOUT};
 pub use settings::{
     ServerSettings, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
     DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 /// Default [header-read timeout](super::Serve::header_read_timeout): 30 s.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [keep-alive idle timeout](super::Serve::keep_alive_idle_timeout): 75 s.
@@ -24,6 +26,7 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 128;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default [drain timeout](super::Serve::drain_timeout): 25 s.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+use super::proxy_protocol::DEFAULT_PROXY_HEADER_TIMEOUT;
 
 /// hyper's smallest allowed HTTP/1 read buffer.
 const MIN_HEADER_BYTES: usize = 8192;
@@ -42,7 +45,7 @@ const MIN_HEADER_BYTES: usize = 8192;
 /// settings.header_read_timeout = Some(Duration::from_secs(10));
 /// # drop(settings);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerSettings {
     /// See [`Serve::header_read_timeout`](super::Serve::header_read_timeout).
@@ -59,6 +62,13 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// See [`Serve::drain_timeout`](super::Serve::drain_timeout).
     pub drain_timeout: Duration,
+    /// See [`Serve::proxy_protocol`](super::Serve::proxy_protocol): off
+    /// unless true.
+    pub proxy_protocol: bool,
+    /// The peers whose PROXY headers are read when `proxy_protocol` is on.
+    pub trusted_load_balancers: Vec<IpNet>,
+    /// See [`ProxyProtocolListener::header_timeout`](super::ProxyProtocolListener::header_timeout).
+    pub proxy_header_timeout: Duration,
 }
 
 impl ServerSettings {
@@ -81,6 +91,9 @@ impl Default for ServerSettings {
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            proxy_protocol: false,
+            trusted_load_balancers: Vec::new(),
+            proxy_header_timeout: DEFAULT_PROXY_HEADER_TIMEOUT,
         }
     }
 }
