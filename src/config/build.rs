@@ -154,6 +154,7 @@ fn server(config: &HardenConfig, problems: &mut Problems) {
             server.keep_alive_idle_timeout,
             "server.keep_alive_idle_timeout",
         ),
+        (server.pressure_timeout, "server.pressure_timeout"),
     ];
     for (timeout, key) in timeouts {
         if let Some(timeout) = timeout {
@@ -169,6 +170,13 @@ fn server(config: &HardenConfig, problems: &mut Problems) {
     );
     nonzero(server.max_connections, "server.max_connections", problems);
     duration(server.drain_timeout, "server.drain_timeout", problems);
+    if server.min_response_rate > 0 {
+        duration(
+            server.min_response_rate_grace,
+            "server.min_response_rate_grace",
+            problems,
+        );
+    }
     let input = &config.input;
     if server.max_headers != 0 && server.max_headers <= input.max_headers {
         problems.push(

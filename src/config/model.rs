@@ -46,7 +46,9 @@ pub struct HardenConfig {
     /// answers with a problem), `max_header_bytes` (`"64KiB"`, above
     /// `input.max_header_bytes` plus `input.max_uri`),
     /// `max_concurrent_streams` (128), `max_connections` (1024),
-    /// `drain_timeout` (`"25s"`). A timeout turned off (`None`) has no
+    /// `drain_timeout` (`"25s"`), `min_response_rate` (240 bytes/s, 0 for
+    /// none), `min_response_rate_grace` (`"5s"`), `pressure_timeout`
+    /// (`"2s"`). A timeout turned off (`None`) has no
     /// spelling in a file and is left out when serialized.
     #[serde(with = "ServerSection")]
     pub server: ServerSettings,
@@ -172,6 +174,14 @@ pub(crate) struct ServerSection {
     max_connections: usize,
     #[serde(with = "value::duration")]
     drain_timeout: Duration,
+    min_response_rate: u64,
+    #[serde(with = "value::duration")]
+    min_response_rate_grace: Duration,
+    #[serde(
+        with = "value::option_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pressure_timeout: Option<Duration>,
 }
 
 /// `backend`: where the rate limiter keeps its counts.

@@ -56,16 +56,20 @@ mod accept;
 mod builder;
 mod cap;
 mod connection;
+mod in_flight;
 mod listener;
+mod progress;
 mod settings;
 mod signals;
+mod watched_io;
 
 pub use builder::Serve;
 pub use listener::Listener;
 pub use settings::{
     ServerSettings, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
     DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_HEADER_BYTES, DEFAULT_PARSER_MAX_HEADERS,
+    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_RESPONSE_RATE, DEFAULT_MIN_RESPONSE_RATE_GRACE,
+    DEFAULT_PARSER_MAX_HEADERS, DEFAULT_PRESSURE_TIMEOUT,
 };
 pub use signals::{shutdown_signal, ShutdownSignal};
 

@@ -24,6 +24,17 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 128;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default [drain timeout](super::Serve::drain_timeout): 25 s.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// Default [minimum response data rate](super::Serve::min_response_rate):
+/// 240 bytes per second, Kestrel's `MinResponseDataRate`.
+pub const DEFAULT_MIN_RESPONSE_RATE: u64 = 240;
+/// Default [grace of the minimum response data rate](super::Serve::min_response_rate):
+/// 5 s, Kestrel's.
+pub const DEFAULT_MIN_RESPONSE_RATE_GRACE: Duration = Duration::from_secs(5);
+/// Default [timeout under pressure](super::Serve::pressure_timeout): 2 s.
+pub const DEFAULT_PRESSURE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The shortest window the response rate is judged over.
+const MIN_RATE_GRACE: Duration = Duration::from_millis(10);
 
 /// hyper's smallest allowed HTTP/1 read buffer.
 const MIN_HEADER_BYTES: usize = 8192;
@@ -59,6 +70,13 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// See [`Serve::drain_timeout`](super::Serve::drain_timeout).
     pub drain_timeout: Duration,
+    /// See [`Serve::min_response_rate`](super::Serve::min_response_rate):
+    /// bytes per second, 0 for none.
+    pub min_response_rate: u64,
+    /// See [`Serve::min_response_rate`](super::Serve::min_response_rate).
+    pub min_response_rate_grace: Duration,
+    /// See [`Serve::pressure_timeout`](super::Serve::pressure_timeout).
+    pub pressure_timeout: Option<Duration>,
 }
 
 impl ServerSettings {
@@ -67,6 +85,8 @@ impl ServerSettings {
     pub(super) fn bounded(mut self) -> Self {
         self.max_header_bytes = self.max_header_bytes.max(MIN_HEADER_BYTES);
         self.max_connections = self.max_connections.clamp(1, u32::MAX as usize);
+        // A zero grace would judge the rate over no time at all.
+        self.min_response_rate_grace = self.min_response_rate_grace.max(MIN_RATE_GRACE);
         self
     }
 }
@@ -81,6 +101,9 @@ impl Default for ServerSettings {
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            min_response_rate: DEFAULT_MIN_RESPONSE_RATE,
+            min_response_rate_grace: DEFAULT_MIN_RESPONSE_RATE_GRACE,
+            pressure_timeout: Some(DEFAULT_PRESSURE_TIMEOUT),
         }
     }
 }
