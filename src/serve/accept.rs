@@ -41,9 +41,11 @@ where
         config.max_connections,
         StallRule {
             // Judged only with the cap full, so under pressure.
-            after: timeouts.pressure.map_or(config.min_response_rate_grace, |most| {
-                most.min(config.min_response_rate_grace)
-            }),
+            after: timeouts
+                .pressure
+                .map_or(config.min_response_rate_grace, |most| {
+                    most.min(config.min_response_rate_grace)
+                }),
             min_rate: config.min_response_rate,
         },
     );

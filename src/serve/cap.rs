@@ -121,8 +121,7 @@ impl ConnectionCap {
             } else {
                 RESCAN
             };
-            if let Ok(permit) =
-                tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await
+            if let Ok(permit) = tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await
             {
                 return self.register(permit.expect("the semaphore is never closed"), peer);
             }
@@ -161,7 +160,12 @@ impl ConnectionCap {
                 .1
                 .values()
                 .filter(|state| !state.is_evicting())
-                .map(|state| (state.doing(now, self.stall.after, self.stall.min_rate), state))
+                .map(|state| {
+                    (
+                        state.doing(now, self.stall.after, self.stall.min_rate),
+                        state,
+                    )
+                })
                 .filter(|(doing, _)| *doing != Doing::Working)
                 .min_by_key(|(doing, state)| (*doing, state.accepted()))
                 .map(|(doing, state)| (doing, state.clone()))

@@ -164,9 +164,7 @@ pub(super) async fn serve_connection<I, S, B>(
     // upgrade took it) before the loop below looks for an upgrade.
     let mut connection = Box::pin(shared.builder.serve_connection_with_upgrades(io, service));
     let mut timeouts = shared.timeouts.in_force(*pressure.borrow_and_update());
-    let mut idle = std::pin::pin!(tokio::time::sleep(
-        timeouts.idle.unwrap_or(NEVER)
-    ));
+    let mut idle = std::pin::pin!(tokio::time::sleep(timeouts.idle.unwrap_or(NEVER)));
     let first_request = tokio::time::sleep(timeouts.first_request.unwrap_or(NEVER));
     let mut first_request = std::pin::pin!(first_request);
     let mut rate = RateWindow::new(&state, timeouts.response_grace);

@@ -173,7 +173,8 @@ impl ConnectionState {
     }
 
     pub(super) fn wrote(&self, bytes: usize) {
-        self.bytes_written.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.bytes_written
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         self.write_blocked_since.store(NONE, Ordering::Relaxed);
         self.last_progress
             .store(self.stamp(Instant::now()), Ordering::Relaxed);
