@@ -461,3 +461,63 @@ async fn an_idle_upgraded_socket_is_closed_after_the_idle_timeout() {
         "the idle upgraded socket was left open"
     );
 }
+
+#[tokio::test]
+async fn a_connection_ends_gracefully_after_its_most_requests() {
+    let (listener, addr) = bind().await;
+    tokio::spawn(
+        tower_harden::serve(listener, app(Arc::default()))
+            .max_requests_per_connection(2)
+            .into_future(),
+    );
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut reader = ResponseReader::new(read);
+    for _ in 0..2 {
+        write
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let response = tokio::time::timeout(GUARD, reader.next())
+            .await
+            .expect("hang")
+            .unwrap()
+            .expect("closed before its response");
+        assert_eq!((response.status, &response.body[..]), (200, &b"hello"[..]));
+    }
+    // The second was the last: the server closes the connection.
+    let after = tokio::time::timeout(GUARD, reader.next())
+        .await
+        .expect("the connection was left open after its last request");
+    assert!(matches!(after, Ok(None) | Err(_)), "{after:?}");
+}
+
+#[tokio::test]
+async fn a_connection_past_its_age_finishes_its_response_then_closes() {
+    let (listener, addr) = bind().await;
+    tokio::spawn(
+        tower_harden::serve(listener, app(Arc::default()))
+            .header_read_timeout(Duration::from_secs(60))
+            .keep_alive_idle_timeout(Duration::from_secs(60))
+            .max_connection_age(Duration::from_millis(300))
+            .into_future(),
+    );
+    // A stream of about a second, begun before the age passes, is finished.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reader = ResponseReader::new(&mut stream);
+    let streamed = tokio::time::timeout(GUARD, reader.next())
+        .await
+        .expect("hang")
+        .unwrap()
+        .expect("the stream was cut");
+    assert_eq!((streamed.status, streamed.body.len()), (200, 160));
+    // Then the connection is closed, though far from its idle timeout.
+    let after = tokio::time::timeout(GUARD, reader.next())
+        .await
+        .expect("the connection outlived its age");
+    assert!(matches!(after, Ok(None) | Err(_)), "{after:?}");
+}

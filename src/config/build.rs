@@ -155,6 +155,7 @@ fn server(config: &HardenConfig, problems: &mut Problems) {
             "server.keep_alive_idle_timeout",
         ),
         (server.pressure_timeout, "server.pressure_timeout"),
+        (server.max_connection_age, "server.max_connection_age"),
     ];
     for (timeout, key) in timeouts {
         if let Some(timeout) = timeout {
@@ -169,6 +170,9 @@ fn server(config: &HardenConfig, problems: &mut Problems) {
         problems,
     );
     nonzero(server.max_connections, "server.max_connections", problems);
+    if let Some(max) = server.max_requests_per_connection {
+        nonzero(max, "server.max_requests_per_connection", problems);
+    }
     duration(server.drain_timeout, "server.drain_timeout", problems);
     if server.min_response_rate > 0 {
         duration(

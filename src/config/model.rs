@@ -48,7 +48,8 @@ pub struct HardenConfig {
     /// `max_concurrent_streams` (128), `max_connections` (1024),
     /// `drain_timeout` (`"25s"`), `min_response_rate` (240 bytes/s, 0 for
     /// none), `min_response_rate_grace` (`"5s"`), `pressure_timeout`
-    /// (`"2s"`). A timeout turned off (`None`) has no
+    /// (`"2s"`), `max_connection_age` and `max_requests_per_connection`
+    /// (none). A timeout turned off (`None`) has no
     /// spelling in a file and is left out when serialized.
     #[serde(with = "ServerSection")]
     pub server: ServerSettings,
@@ -182,6 +183,13 @@ pub(crate) struct ServerSection {
         skip_serializing_if = "Option::is_none"
     )]
     pressure_timeout: Option<Duration>,
+    #[serde(
+        with = "value::option_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    max_connection_age: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_requests_per_connection: Option<u64>,
 }
 
 /// `backend`: where the rate limiter keeps its counts.

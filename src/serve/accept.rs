@@ -48,6 +48,7 @@ where
                 }),
             min_rate: config.min_response_rate,
         },
+        config.max_requests_per_connection,
     );
     let shared = Arc::new(Shared {
         builder: hyper_builder(&config),

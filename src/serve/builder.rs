@@ -211,6 +211,25 @@ impl<S, F, L> Serve<S, F, L> {
         self
     }
 
+    /// Ends a connection gracefully once it is this old (Envoy's
+    /// `max_connection_duration`), so that clients reconnect and a load
+    /// balancer can spread them again: HTTP/1 answers its request in flight
+    /// with `Connection: close` (an idle one is closed), HTTP/2 sends GOAWAY
+    /// and finishes its streams. `None` (the default) for no limit.
+    pub fn max_connection_age(mut self, age: impl Into<Option<Duration>>) -> Self {
+        self.settings.max_connection_age = age.into();
+        self
+    }
+
+    /// Ends a connection gracefully, as
+    /// [`max_connection_age`](Self::max_connection_age) does, once this
+    /// many requests have begun on it (nginx's `keepalive_requests`). `None`
+    /// (the default) for no limit.
+    pub fn max_requests_per_connection(mut self, max: impl Into<Option<u64>>) -> Self {
+        self.settings.max_requests_per_connection = max.into();
+        self
+    }
+
     /// Stops accepting connections when `signal` completes, lets in-flight
     /// requests finish (up to the [drain timeout](Self::drain_timeout)), then
     /// returns. `signal` replaces the default, [`ShutdownSignal`] (Ctrl-C or

@@ -38,6 +38,7 @@ pub(super) struct ConnectionCap {
     max: u32,
     registry: Arc<Registry>,
     stall: StallRule,
+    max_requests: Option<u64>,
 }
 
 /// The connections holding slots, bounded by the cap.
@@ -87,7 +88,7 @@ impl Registry {
 }
 
 impl ConnectionCap {
-    pub(super) fn new(max_connections: usize, stall: StallRule) -> Self {
+    pub(super) fn new(max_connections: usize, stall: StallRule, max_requests: Option<u64>) -> Self {
         let (pressure, _) = watch::channel(false);
         Self {
             slots: Arc::new(Semaphore::new(max_connections)),
@@ -99,6 +100,7 @@ impl ConnectionCap {
                 pressure,
             }),
             stall,
+            max_requests,
         }
     }
 
@@ -129,7 +131,11 @@ impl ConnectionCap {
     }
 
     fn register(&self, permit: OwnedSemaphorePermit, peer: SocketAddr) -> Slot {
-        let state = Arc::new(ConnectionState::new(self.registry.epoch, peer));
+        let state = Arc::new(ConnectionState::new(
+            self.registry.epoch,
+            peer,
+            self.max_requests,
+        ));
         let mut entries = self
             .registry
             .entries

@@ -81,6 +81,8 @@ pub(super) struct Timeouts {
     /// The most any of the three above lasts while the cap is under
     /// pressure.
     pub(super) pressure: Option<Duration>,
+    /// When a connection is ended gracefully, counted from its accept.
+    pub(super) max_age: Option<Duration>,
 }
 
 impl Timeouts {
@@ -92,6 +94,7 @@ impl Timeouts {
                 .then_some(config.min_response_rate_grace),
             min_response_rate: config.min_response_rate,
             pressure: config.pressure_timeout,
+            max_age: config.max_connection_age,
         }
     }
 
@@ -169,6 +172,12 @@ pub(super) async fn serve_connection<I, S, B>(
     let mut first_request = std::pin::pin!(first_request);
     let mut rate = RateWindow::new(&state, timeouts.response_grace);
     let mut evicted = std::pin::pin!(state.evicted());
+    let mut last_request = std::pin::pin!(state.last_request_begun());
+    let age = shared.timeouts.max_age;
+    let mut aged = std::pin::pin!(tokio::time::sleep_until(instant_after(
+        state.accepted(),
+        age.unwrap_or(NEVER)
+    )));
     let mut closing = false;
     let mut watching = (true, true);
     // A phase set before this connection subscribed still applies.
@@ -207,6 +216,16 @@ pub(super) async fn serve_connection<I, S, B>(
             () = &mut evicted => {
                 tracing::debug!(%peer, "evicted to make room under the connection cap");
                 return;
+            }
+            () = &mut last_request, if !closing => {
+                // Its last request began: it is answered with
+                // `Connection: close` (HTTP/1) or after GOAWAY (HTTP/2).
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = &mut aged, if age.is_some() && !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
             }
             () = &mut first_request, if timeouts.first_request.is_some() && !state.has_begun() => {
                 // Nothing was ever asked on this connection: drop it. (Checked

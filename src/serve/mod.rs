@@ -19,6 +19,7 @@
 //! | [max connections](Serve::max_connections) | 1024 | nginx's shipped `worker_connections` |
 //! | [minimum response rate](Serve::min_response_rate) | 240 B/s over 5 s | Kestrel's `MinResponseDataRate` |
 //! | [timeouts under pressure](Serve::pressure_timeout) | 2 s | Envoy's overload manager `reduce_timeouts` |
+//! | [max connection age](Serve::max_connection_age) / [requests per connection](Serve::max_requests_per_connection) | none | Envoy's `max_connection_duration`, nginx's `keepalive_requests`, when set |
 //! | [drain timeout](Serve::drain_timeout) | 25 s | under Kubernetes' default 30 s `terminationGracePeriodSeconds` |
 //!
 //! HTTP/2 reset-flood limits (CVE-2023-44487) are hyper's defaults.

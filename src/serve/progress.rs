@@ -26,6 +26,10 @@ pub(super) struct ConnectionState {
     /// Requests in flight, and since when there have been none.
     requests: Mutex<(usize, Instant)>,
     begun: AtomicBool,
+    /// Requests begun, and how many may begin before the connection ends.
+    requests_begun: AtomicU64,
+    max_requests: u64,
+    last_request: Notify,
     upgraded: AtomicBool,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
@@ -72,7 +76,7 @@ pub(super) enum Doing {
 }
 
 impl ConnectionState {
-    pub(super) fn new(epoch: Instant, peer: SocketAddr) -> Self {
+    pub(super) fn new(epoch: Instant, peer: SocketAddr, max_requests: Option<u64>) -> Self {
         let now = Instant::now();
         Self {
             epoch,
@@ -80,6 +84,9 @@ impl ConnectionState {
             peer,
             requests: Mutex::new((0, now)),
             begun: AtomicBool::new(false),
+            requests_begun: AtomicU64::new(0),
+            max_requests: max_requests.unwrap_or(u64::MAX),
+            last_request: Notify::new(),
             upgraded: AtomicBool::new(false),
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
@@ -126,6 +133,9 @@ impl ConnectionState {
     /// (`Some(0)` for none, `None` when unknown).
     pub(super) fn begin(&self, declared_body: Option<u64>) {
         self.begun.store(true, Ordering::Relaxed);
+        if self.requests_begun.fetch_add(1, Ordering::Relaxed) + 1 == self.max_requests {
+            self.last_request.notify_one();
+        }
         if let Ok(mut requests) = self.requests.lock() {
             requests.0 += 1;
             if requests.0 == 1 {
@@ -280,6 +290,11 @@ impl ConnectionState {
 
     pub(super) fn is_evicting(&self) -> bool {
         self.evicting.load(Ordering::Relaxed)
+    }
+
+    /// Completes when the connection's last allowed request has begun.
+    pub(super) async fn last_request_begun(&self) {
+        self.last_request.notified().await;
     }
 
     /// Completes when the cap evicts the connection.

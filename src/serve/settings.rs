@@ -77,6 +77,10 @@ pub struct ServerSettings {
     pub min_response_rate_grace: Duration,
     /// See [`Serve::pressure_timeout`](super::Serve::pressure_timeout).
     pub pressure_timeout: Option<Duration>,
+    /// See [`Serve::max_connection_age`](super::Serve::max_connection_age).
+    pub max_connection_age: Option<Duration>,
+    /// See [`Serve::max_requests_per_connection`](super::Serve::max_requests_per_connection).
+    pub max_requests_per_connection: Option<u64>,
 }
 
 impl ServerSettings {
@@ -104,6 +108,8 @@ impl Default for ServerSettings {
             min_response_rate: DEFAULT_MIN_RESPONSE_RATE,
             min_response_rate_grace: DEFAULT_MIN_RESPONSE_RATE_GRACE,
             pressure_timeout: Some(DEFAULT_PRESSURE_TIMEOUT),
+            max_connection_age: None,
+            max_requests_per_connection: None,
         }
     }
 }
