@@ -521,3 +521,35 @@ async fn a_connection_past_its_age_finishes_its_response_then_closes() {
         .expect("the connection outlived its age");
     assert!(matches!(after, Ok(None) | Err(_)), "{after:?}");
 }
+
+#[tokio::test]
+async fn an_http2_stream_held_at_a_zero_window_gets_its_connection_closed() {
+    let (logs, _guard) = common::logs::capture_json();
+    let (listener, addr) = bind().await;
+    tokio::spawn(
+        tower_harden::serve(listener, app(Arc::default()))
+            .min_response_rate(64 * 1024, Duration::from_millis(300))
+            .into_future(),
+    );
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake::<_, http_body_util::Empty<Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    // 64 MiB asked for, none of it read: the stream's window stays shut
+    // once the first 64 KiB arrive, so the server's writes wait on it.
+    let request = http::Request::get(format!("http://{addr}/big/64"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let ended = tokio::time::timeout(GUARD, connection).await;
+    assert!(ended.is_ok(), "the stalled HTTP/2 connection was left open");
+    assert!(
+        logs.text().contains("minimum rate"),
+        "the stall was not logged"
+    );
+    drop(response);
+}
