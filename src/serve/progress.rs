@@ -341,3 +341,117 @@ impl ConnectionState {
         self.io_dropped.notified().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::{advance, Instant};
+
+    use super::{ConnectionState, Doing};
+
+    const STALL: Duration = Duration::from_secs(2);
+
+    fn state() -> ConnectionState {
+        ConnectionState::new(Instant::now(), "127.0.0.1:1".parse().unwrap(), None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_head_then_working_then_idle() {
+        let state = state();
+        let accepted = Instant::now();
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            state.doing(Instant::now(), STALL, 240),
+            Doing::Waiting(accepted)
+        );
+        state.begin(Some(0));
+        advance(Duration::from_secs(10)).await;
+        // A handler at work for long, with no body to wait for: working.
+        assert_eq!(state.doing(Instant::now(), STALL, 240), Doing::Working);
+        state.end();
+        let ended = Instant::now();
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            state.doing(Instant::now(), STALL, 240),
+            Doing::Waiting(ended)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_waiting_on_the_client_stall_after_the_stall_time() {
+        let state = state();
+        state.begin(Some(0));
+        state.wrote(1000);
+        state.write_blocked();
+        let blocked = Instant::now();
+        advance(STALL / 2).await;
+        assert_eq!(state.doing(Instant::now(), STALL, 240), Doing::Working);
+        advance(STALL).await;
+        assert_eq!(
+            state.doing(Instant::now(), STALL, 240),
+            Doing::Stalled(blocked)
+        );
+        // A byte taken: flowing again.
+        state.wrote(1);
+        assert_eq!(state.doing(Instant::now(), STALL, 240), Doing::Working);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_body_below_the_rate_stalls_one_above_does_not() {
+        let slow = state();
+        let fast = state();
+        slow.begin(Some(10_000));
+        fast.begin(Some(10_000));
+        let started = Instant::now();
+        for _ in 0..3 {
+            advance(Duration::from_secs(1)).await;
+            slow.read(10);
+            fast.read(1000);
+        }
+        let now = Instant::now();
+        assert_eq!(slow.doing(now, STALL, 240), Doing::Stalled(started));
+        assert_eq!(fast.doing(now, STALL, 240), Doing::Working);
+        // A rate of 0 judges no body.
+        assert_eq!(slow.doing(now, STALL, 0), Doing::Working);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upgraded_socket_works_while_it_has_traffic() {
+        let state = state();
+        state.begin(Some(0));
+        state.end();
+        state.set_upgraded();
+        state.read(5);
+        advance(STALL / 2).await;
+        assert_eq!(state.doing(Instant::now(), STALL, 240), Doing::Working);
+        let last = Instant::now() - STALL / 2;
+        advance(STALL).await;
+        assert_eq!(
+            state.doing(Instant::now(), STALL, 240),
+            Doing::Waiting(last)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_comes_before_stalled_and_older_before_newer() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(1);
+        let mut order = [
+            Doing::Working,
+            Doing::Stalled(now),
+            Doing::Waiting(later),
+            Doing::Waiting(now),
+        ];
+        order.sort();
+        assert_eq!(
+            order,
+            [
+                Doing::Waiting(now),
+                Doing::Waiting(later),
+                Doing::Stalled(now),
+                Doing::Working
+            ]
+        );
+    }
+}
