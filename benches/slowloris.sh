@@ -12,6 +12,7 @@
 #   benches/slowloris.sh                         # 2,500 connections, 30 s per run
 #   CONNECTIONS=3000 LENGTH=60 benches/slowloris.sh
 #   PROFILE=dev benches/slowloris.sh             # debug builds (quicker to build)
+#   BEFORE=/path/to/hardened_server benches/slowloris.sh   # also an older build
 #
 # slowhttptest stops early when the server has closed all its connections.
 # Prints one line per run: server, mode, seconds run, probes, probes failed, seconds
@@ -73,6 +74,8 @@ run() {
     case $server in
         hardened) HARDEN_ADDR=127.0.0.1:$port HARDEN_CONFIG=benches/load.toml RUST_LOG=off \
             "$BIN/hardened_server" >/dev/null 2>&1 & ;;
+        before) HARDEN_ADDR=127.0.0.1:$port HARDEN_CONFIG=benches/load.toml RUST_LOG=off \
+            "$BEFORE" >/dev/null 2>&1 & ;;
         hardened-no-overload) HARDEN_ADDR=127.0.0.1:$port HARDEN_CONFIG=benches/slowloris.toml \
             RUST_LOG=off "$BIN/hardened_server" >/dev/null 2>&1 & ;;
         bare) BARE_ADDR=127.0.0.1:$port "$BIN/bare_server" >/dev/null 2>&1 & ;;
@@ -117,6 +120,7 @@ run() {
 echo "slowhttptest: $CONNECTIONS connections at $RATE/s from 127.0.0.1, $LENGTH s per run ($PROFILE build)"
 for mode in slow-headers slow-body slow-read; do
     run hardened "$HARDEN_PORT" "$mode"
+    if [ -n "${BEFORE:-}" ]; then run before "$HARDEN_PORT" "$mode"; fi
     run hardened-no-overload "$HARDEN_PORT" "$mode"
     run bare "$BARE_PORT" "$mode"
 done

@@ -45,7 +45,7 @@ fn paced_body(chunks: usize, size: usize, every: Duration) -> Body {
 }
 
 /// `/`: hello; `/big/{mib}`: that many MiB at once; `/work`: waits for
-/// `release`; `/stream`: 10 chunks 100 ms apart; `/upgrade`: an echo
+/// `release`; `/stream/{n}`: n chunks of 16 bytes 100 ms apart; `/upgrade`: an echo
 /// protocol after 101.
 fn app(release: Arc<Notify>) -> Router {
     Router::new()
@@ -69,8 +69,12 @@ fn app(release: Arc<Notify>) -> Router {
             }),
         )
         .route(
-            "/stream",
-            get(|| async { paced_body(10, 16, Duration::from_millis(100)) }),
+            "/stream/{chunks}",
+            get(
+                |axum::extract::Path(chunks): axum::extract::Path<usize>| async move {
+                    paced_body(chunks, 16, Duration::from_millis(100))
+                },
+            ),
         )
         .route("/upgrade", get(upgrade))
 }
@@ -155,8 +159,10 @@ async fn half_sent_heads_beyond_the_cap_do_not_keep_a_new_client_out() {
     tokio::spawn(
         tower_harden::serve(listener, app(Arc::default()))
             .max_connections(4)
-            // Long: only eviction can make room in this test.
+            // Long, and not shortened under pressure: only eviction can
+            // make room in this test.
             .header_read_timeout(Duration::from_secs(60))
+            .pressure_timeout(None)
             .into_future(),
     );
     // Eight half-sent heads from this address against a cap of four: each
@@ -189,14 +195,15 @@ async fn eviction_takes_the_oldest_waiting_connection_never_a_working_one() {
         tower_harden::serve(listener, app(release.clone()))
             .max_connections(4)
             .header_read_timeout(Duration::from_secs(60))
+            .pressure_timeout(None)
             .into_future(),
     );
     // The two oldest connections work: a request being handled, and a
-    // response flowing to a client that reads it.
+    // response flowing (3 s) to a client that reads it.
     let handled = tokio::spawn(common::get(addr, "/work"));
     let mut flowing = TcpStream::connect(addr).await.unwrap();
     flowing
-        .write_all(b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /stream/30 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let flowing = tokio::spawn(async move {
@@ -222,7 +229,7 @@ async fn eviction_takes_the_oldest_waiting_connection_never_a_working_one() {
     // The working connections were never touched.
     let streamed = flowing.await.unwrap().unwrap().expect("the stream was cut");
     assert_eq!(streamed.status, 200);
-    assert_eq!(streamed.body.len(), 160, "the stream was cut short");
+    assert_eq!(streamed.body.len(), 480, "the stream was cut short");
     release.notify_one();
     let handled = tokio::time::timeout(GUARD, handled)
         .await
@@ -347,7 +354,7 @@ async fn a_long_event_stream_outlives_the_idle_timeout_and_keeps_its_connection(
     let mut reader = ResponseReader::new(read);
     // About a second of events, three times the idle timeout.
     write
-        .write_all(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /stream/10 HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
     let streamed = tokio::time::timeout(GUARD, reader.next())
@@ -505,7 +512,7 @@ async fn a_connection_past_its_age_finishes_its_response_then_closes() {
     // A stream of about a second, begun before the age passes, is finished.
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /stream/10 HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
     let mut reader = ResponseReader::new(&mut stream);

@@ -144,8 +144,9 @@ impl<S, F, L> Serve<S, F, L> {
     /// The most connections served at once (at least 1), an upgraded
     /// socket (a WebSocket) included until it closes. With every slot
     /// taken, a new connection evicts the connection doing the least,
-    /// oldest first: one waiting for a request head (none yet, or idle
-    /// between requests, or an upgraded socket with no traffic for the
+    /// oldest first: one waiting for a request head for a second or more
+    /// (none yet, or idle between requests, or an upgraded socket with no
+    /// traffic for the
     /// [pressure timeout](Self::pressure_timeout)) before one that has
     /// stalled (its response waiting on a client that does not read, or its
     /// request body arriving below the

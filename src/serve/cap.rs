@@ -19,6 +19,10 @@ const EVICTION_WAIT: Duration = Duration::from_secs(1);
 /// connections go idle or stall without telling the cap.
 const RESCAN: Duration = Duration::from_millis(100);
 
+/// How long a connection waits for its first or next request head before
+/// it may be evicted (at most; less when the stall time is shorter).
+const FRESH: Duration = Duration::from_secs(1);
+
 /// What the cap needs to judge a connection as stalled.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct StallRule {
@@ -158,6 +162,7 @@ impl ConnectionCap {
     /// Returns false when every connection is working.
     fn evict_one(&self) -> bool {
         let now = Instant::now();
+        let fresh = self.stall.after.min(FRESH);
         let chosen = {
             let Ok(entries) = self.registry.entries.lock() else {
                 return false;
@@ -172,7 +177,14 @@ impl ConnectionCap {
                         state,
                     )
                 })
-                .filter(|(doing, _)| *doing != Doing::Working)
+                .filter(|(doing, _)| match doing {
+                    // A connection just admitted has had no time to send
+                    // its head: evicting it would let a flood of new
+                    // connections evict every newcomer before it speaks.
+                    Doing::Waiting(since) => now.saturating_duration_since(*since) >= fresh,
+                    Doing::Stalled(_) => true,
+                    Doing::Working => false,
+                })
                 .min_by_key(|(doing, state)| (*doing, state.accepted()))
                 .map(|(doing, state)| (doing, state.clone()))
         };
