@@ -602,33 +602,59 @@ async fn slowloris_is_disconnected_after_the_header_read_timeout() {
 }
 
 #[tokio::test]
-async fn connections_over_the_cap_wait_and_are_served_once_others_close() {
+async fn connections_over_a_cap_of_working_connections_wait_and_are_served_once_one_ends() {
     let (listener, addr) = bind().await;
+    let (started_tx, mut started_rx) = mpsc::channel::<()>(2);
+    let release = Arc::new(tokio::sync::Notify::new());
+    let app = hello_app().route(
+        "/work",
+        get({
+            let release = release.clone();
+            move || {
+                let started_tx = started_tx.clone();
+                let release = release.clone();
+                async move {
+                    started_tx.send(()).await.unwrap();
+                    release.notified().await;
+                    "done"
+                }
+            }
+        }),
+    );
     tokio::spawn(
-        tower_harden::serve(listener, hello_app())
+        tower_harden::serve(listener, app)
             .max_connections(2)
             .into_future(),
     );
-    // Two idle connections take both slots.
-    let first = TcpStream::connect(addr).await.unwrap();
-    let second = TcpStream::connect(addr).await.unwrap();
-    // Let the server accept them before the third arrives.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Two requests being handled take both slots; neither may be evicted.
+    let first = tokio::spawn(common::get(addr, "/work"));
+    let second = tokio::spawn(common::get(addr, "/work"));
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(10), started_rx.recv())
+            .await
+            .expect("the handler did not start");
+    }
     let third = tokio::spawn(common::get(addr, "/"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !third.is_finished(),
-        "a connection over the cap was served while the cap was full"
+        "a connection over the cap was served while both slots were working"
     );
-    drop(first);
-    drop(second);
+    release.notify_one();
     let response = tokio::time::timeout(Duration::from_secs(10), third)
         .await
         .expect("the waiting connection was not served within 10 s")
         .unwrap();
     assert_eq!(response.status, 200);
-    // And the server goes on answering.
-    assert_eq!(common::get(addr, "/").await.status, 200);
+    release.notify_one();
+    for handled in [first, second] {
+        let response = tokio::time::timeout(Duration::from_secs(10), handled)
+            .await
+            .expect("a working connection did not finish")
+            .unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, b"done");
+    }
 }
 
 #[tokio::test]

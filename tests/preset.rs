@@ -414,6 +414,18 @@ fn every_validation_error_names_its_key() {
         ),
         ("[server]\nmax_connections = 0", "server.max_connections"),
         (
+            "[server]\nmin_response_rate_grace = \"0s\"",
+            "server.min_response_rate_grace",
+        ),
+        (
+            "[server]\npressure_timeout = \"0s\"",
+            "server.pressure_timeout",
+        ),
+        (
+            "[server]\nmin_response_rate = -1",
+            "server.min_response_rate",
+        ),
+        (
             "[rate_limit]\nbackend = \"memcached\"",
             "rate_limit.backend",
         ),

@@ -159,6 +159,8 @@ fn server(config: &HardenConfig, problems: &mut Problems) {
             server.keep_alive_idle_timeout,
             "server.keep_alive_idle_timeout",
         ),
+        (server.pressure_timeout, "server.pressure_timeout"),
+        (server.max_connection_age, "server.max_connection_age"),
     ];
     for (timeout, key) in timeouts {
         if let Some(timeout) = timeout {
@@ -173,6 +175,9 @@ fn server(config: &HardenConfig, problems: &mut Problems) {
         problems,
     );
     nonzero(server.max_connections, "server.max_connections", problems);
+    if let Some(max) = server.max_requests_per_connection {
+        nonzero(max, "server.max_requests_per_connection", problems);
+    }
     duration(server.drain_timeout, "server.drain_timeout", problems);
     if server.proxy_protocol {
         duration(
@@ -186,6 +191,13 @@ fn server(config: &HardenConfig, problems: &mut Problems) {
                 "needs server.trusted_load_balancers, the CIDRs of the load balancers: a PROXY header from any other peer closes its connection",
             );
         }
+    }
+    if server.min_response_rate > 0 {
+        duration(
+            server.min_response_rate_grace,
+            "server.min_response_rate_grace",
+            problems,
+        );
     }
     let input = &config.input;
     if server.max_headers != 0 && server.max_headers <= input.max_headers {

@@ -49,7 +49,10 @@ pub struct HardenConfig {
     /// `drain_timeout` (`"25s"`), `proxy_protocol` (false: read a PROXY
     /// protocol v1/v2 header on each connection from
     /// `trusted_load_balancers`, CIDRs, default none, within
-    /// `proxy_header_timeout`, `"5s"`). A timeout turned off (`None`) has no
+    /// `proxy_header_timeout`, `"5s"`), `min_response_rate` (240 bytes/s, 0 for
+    /// none), `min_response_rate_grace` (`"5s"`), `pressure_timeout`
+    /// (`"2s"`), `max_connection_age` and `max_requests_per_connection`
+    /// (none). A timeout turned off (`None`) has no
     /// spelling in a file and is left out when serialized.
     #[serde(with = "ServerSection")]
     pub server: ServerSettings,
@@ -185,6 +188,21 @@ pub(crate) struct ServerSection {
     trusted_load_balancers: Vec<IpNet>,
     #[serde(with = "value::duration")]
     proxy_header_timeout: Duration,
+    min_response_rate: u64,
+    #[serde(with = "value::duration")]
+    min_response_rate_grace: Duration,
+    #[serde(
+        with = "value::option_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pressure_timeout: Option<Duration>,
+    #[serde(
+        with = "value::option_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    max_connection_age: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_requests_per_connection: Option<u64>,
 }
 
 /// `backend`: where the rate limiter keeps its counts.

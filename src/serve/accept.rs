@@ -12,11 +12,12 @@ use hyper::body::Incoming;
 use tokio::sync::watch;
 use tower_service::Service;
 
-use super::cap::ConnectionCap;
-use super::connection::{hyper_builder, serve_connection, Phase, Timeouts};
+use super::cap::{ConnectionCap, StallRule};
+use super::connection::{hyper_builder, serve_connection, Phase, Shared, Timeouts};
 use super::listener::Listener;
 use super::settings::ServerSettings;
 use crate::error::BoxError;
+use crate::telemetry::LogThrottle;
 
 /// Runs the server: the accept loop until the signal, then the drain.
 pub(super) async fn run<L, S, F, B>(
@@ -35,13 +36,27 @@ where
     B::Error: Into<BoxError>,
     F: Future<Output = ()> + Send + 'static,
 {
-    let builder = Arc::new(hyper_builder(&config));
-    let cap = ConnectionCap::new(config.max_connections);
+    let timeouts = Timeouts::new(&config);
+    let cap = ConnectionCap::new(
+        config.max_connections,
+        StallRule {
+            // Judged only with the cap full, so under pressure.
+            after: timeouts
+                .pressure
+                .map_or(config.min_response_rate_grace, |most| {
+                    most.min(config.min_response_rate_grace)
+                }),
+            min_rate: config.min_response_rate,
+        },
+        config.max_requests_per_connection,
+    );
+    let shared = Arc::new(Shared {
+        builder: hyper_builder(&config),
+        timeouts,
+        stall_log: LogThrottle::new(1_000_000_000),
+        epoch: tokio::time::Instant::now(),
+    });
     let (phase, _) = watch::channel(Phase::Serving);
-    let timeouts = Timeouts {
-        first_request: config.header_read_timeout,
-        idle: config.keep_alive_idle_timeout,
-    };
     let mut signal = std::pin::pin!(signal);
     // Polled once before the first connection: a signal's handlers (the
     // default `ShutdownSignal`'s) are installed on its first poll, so from
@@ -51,21 +66,29 @@ where
         if stopped {
             break;
         }
-        let slot = tokio::select! {
-            slot = cap.slot() => slot,
-            () = &mut signal => break,
-        };
+        // Accepted first, then admitted: with the cap full, the connection
+        // doing the least makes room for this one (so at most one socket
+        // over the cap is open, waiting for a slot).
         let (io, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
+            () = &mut signal => break,
+        };
+        let slot = tokio::select! {
+            slot = cap.admit(peer) => slot,
             () = &mut signal => break,
         };
         // The listener's per-connection work (a PROXY header) runs on the
         // connection's task, holding its slot, never in this loop.
         let prepared = listener.prepare(io, peer);
-        let (builder, service, phase) = (builder.clone(), service.clone(), phase.subscribe());
+        let (shared, service, phase, pressure) = (
+            shared.clone(),
+            service.clone(),
+            phase.subscribe(),
+            cap.pressure(),
+        );
         tokio::spawn(async move {
             if let Some((io, peer)) = prepared.await {
-                serve_connection(builder, io, peer, service, phase, timeouts, slot).await;
+                serve_connection(shared, io, peer, service, phase, pressure, slot).await;
             }
         });
     }

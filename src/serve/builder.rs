@@ -144,11 +144,22 @@ impl<S, F, L> Serve<S, F, L> {
         self
     }
 
-    /// The most connections served at once (at least 1). Further connections
-    /// are not accepted: they wait in the listener's backlog until one
-    /// closes. Default:
-    /// [`DEFAULT_MAX_CONNECTIONS`](super::DEFAULT_MAX_CONNECTIONS) (1024,
-    /// nginx's shipped `worker_connections`).
+    /// The most connections served at once (at least 1), an upgraded
+    /// socket (a WebSocket) included until it closes. With every slot
+    /// taken, a new connection evicts the connection doing the least,
+    /// oldest first: one waiting for a request head for a second or more
+    /// (none yet, or idle between requests, or an upgraded socket with no
+    /// traffic for the
+    /// [pressure timeout](Self::pressure_timeout)) before one that has
+    /// stalled (its response waiting on a client that does not read, or its
+    /// request body arriving below the
+    /// [minimum rate](Self::min_response_rate), for the pressure timeout).
+    /// A connection whose request is handled, or whose response flows, is
+    /// never evicted: with only those, the new connection waits (and
+    /// further ones wait in the listener's backlog). So one address cannot
+    /// keep others out by opening connections and doing nothing with them.
+    /// Default: [`DEFAULT_MAX_CONNECTIONS`](super::DEFAULT_MAX_CONNECTIONS)
+    /// (1024, nginx's shipped `worker_connections`).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.settings = ServerSettings {
             max_connections: max,
@@ -176,6 +187,62 @@ impl<S, F, L> Serve<S, F, L> {
     pub fn proxy_protocol(mut self, load_balancers: impl IntoIterator<Item = IpNet>) -> Self {
         self.settings.proxy_protocol = true;
         self.settings.trusted_load_balancers = load_balancers.into_iter().collect();
+        self
+    }
+
+    /// The minimum response data rate (Kestrel's `MinResponseDataRate`):
+    /// a connection waiting on its client (its socket's send buffer full, or
+    /// an HTTP/2 stream's flow-control window shut) at the end of a `grace`
+    /// long window in which the client took fewer than
+    /// `bytes_per_second × grace` bytes is closed, its slot freed, and a
+    /// warning logged with the peer and the bytes written (at most one line
+    /// a second). For HTTP/2 the whole connection is closed: hyper offers no
+    /// reset of one stream. A client reading at the rate or faster is never
+    /// cut, nor is a response waiting on the service (an event stream
+    /// between events). 0 turns it off. Default:
+    /// [`DEFAULT_MIN_RESPONSE_RATE`](super::DEFAULT_MIN_RESPONSE_RATE) (240
+    /// bytes/s) over
+    /// [`DEFAULT_MIN_RESPONSE_RATE_GRACE`](super::DEFAULT_MIN_RESPONSE_RATE_GRACE)
+    /// (5 s), Kestrel's.
+    pub fn min_response_rate(mut self, bytes_per_second: u64, grace: Duration) -> Self {
+        self.settings = ServerSettings {
+            min_response_rate: bytes_per_second,
+            min_response_rate_grace: grace,
+            ..self.settings
+        }
+        .bounded();
+        self
+    }
+
+    /// Under pressure (from 80 % of [`max_connections`](Self::max_connections)
+    /// in use until below 70 %), the header-read timeout, the keep-alive
+    /// idle timeout and the grace of the
+    /// [minimum response rate](Self::min_response_rate) last at most this
+    /// (Envoy's overload manager `reduce_timeouts`); it is also how long a
+    /// connection must have stalled before a new one may evict it. `None`
+    /// keeps the timeouts as they are. Default:
+    /// [`DEFAULT_PRESSURE_TIMEOUT`](super::DEFAULT_PRESSURE_TIMEOUT) (2 s).
+    pub fn pressure_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.settings.pressure_timeout = timeout.into();
+        self
+    }
+
+    /// Ends a connection gracefully once it is this old (Envoy's
+    /// `max_connection_duration`), so that clients reconnect and a load
+    /// balancer can spread them again: HTTP/1 answers its request in flight
+    /// with `Connection: close` (an idle one is closed), HTTP/2 sends GOAWAY
+    /// and finishes its streams. `None` (the default) for no limit.
+    pub fn max_connection_age(mut self, age: impl Into<Option<Duration>>) -> Self {
+        self.settings.max_connection_age = age.into();
+        self
+    }
+
+    /// Ends a connection gracefully, as
+    /// [`max_connection_age`](Self::max_connection_age) does, once this
+    /// many requests have begun on it (nginx's `keepalive_requests`). `None`
+    /// (the default) for no limit.
+    pub fn max_requests_per_connection(mut self, max: impl Into<Option<u64>>) -> Self {
+        self.settings.max_requests_per_connection = max.into();
         self
     }
 

@@ -55,9 +55,10 @@ pub trait Listener: Send + 'static {
     /// It does not fail: an implementation handles its own errors, skipping a
     /// connection that failed and pausing when accepting cannot work for a
     /// while (out of file descriptors), so that the server does not spin.
-    /// The server calls it only while it has room for another connection
-    /// (see [`Serve::max_connections`](super::Serve::max_connections)), one
-    /// call at a time: whatever waits on a client here (a handshake, a PROXY
+    /// The server calls it one call at a time, and not again until the
+    /// connection it returned has a slot under
+    /// [`Serve::max_connections`](super::Serve::max_connections) (at once,
+    /// or by evicting an idle or stalled connection): whatever waits on a client here (a handshake, a PROXY
     /// header) holds up every other connection, so it must be bounded. The
     /// future is dropped when the server shuts down.
     fn accept(&mut self) -> impl Future<Output = (Self::Io, SocketAddr)> + Send;

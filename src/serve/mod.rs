@@ -17,6 +17,9 @@
 //! | [max header bytes](Serve::max_header_bytes) (HTTP/1 read buffer, HTTP/2 header list) | 64 KiB | above [`HeadLimitLayer`](crate::input::HeadLimitLayer)'s 8 KiB URI + 16 KiB headers, so that layer answers first, with a problem |
 //! | [max concurrent HTTP/2 streams](Serve::max_concurrent_streams) | 128 | nginx `http2_max_concurrent_streams` |
 //! | [max connections](Serve::max_connections) | 1024 | nginx's shipped `worker_connections` |
+//! | [minimum response rate](Serve::min_response_rate) | 240 B/s over 5 s | Kestrel's `MinResponseDataRate` |
+//! | [timeouts under pressure](Serve::pressure_timeout) | 2 s | Envoy's overload manager `reduce_timeouts` |
+//! | [max connection age](Serve::max_connection_age) / [requests per connection](Serve::max_requests_per_connection) | none | Envoy's `max_connection_duration`, nginx's `keepalive_requests`, when set |
 //! | [drain timeout](Serve::drain_timeout) | 25 s | under Kubernetes' default 30 s `terminationGracePeriodSeconds` |
 //!
 //! HTTP/2 reset-flood limits (CVE-2023-44487) are hyper's defaults.
@@ -26,9 +29,31 @@
 //! protocol header the balancer writes, so the client's address is the peer
 //! of every layer; it is off by default.
 //!
-//! Connections over the cap are not accepted: they wait in the listener's
-//! backlog until one closes, and the process never runs out of memory or
-//! file descriptors on their account. Each request carries the peer address
+//!
+//! The cap is fair: with every slot taken, a new connection evicts the one
+//! doing the least (no request head yet or idle between requests, then one
+//! stalled on a client that does not read or a request body below the
+//! minimum rate; oldest first), never one whose request is being handled or
+//! whose response flows. Only when every connection works does a new one
+//! wait, and further ones wait in the listener's backlog: at most one
+//! socket over the cap is open, and memory and file descriptors stay
+//! bounded by it. From 80 % of the cap the header-read, keep-alive idle and
+//! response-rate timeouts shrink to the [pressure
+//! timeout](Serve::pressure_timeout).
+//!
+//! A request counts as in flight until its response body ends, so a long
+//! download or event stream is never idle; keep-alive idleness starts after
+//! its last byte.
+//!
+//! Upgrades (WebSockets) are served: an upgraded socket keeps its
+//! connection's slot until it closes, is closed after the keep-alive idle
+//! timeout without traffic either way, can be evicted like an idle
+//! connection once it has had no traffic for the pressure timeout, and is
+//! closed when the drain timeout of a shutdown passes (the drain waits for
+//! it until then, so an application that closes its sockets on its own
+//! shutdown signal ends sooner).
+//!
+//! Each request carries the peer address
 //! the [`Listener`] reported as a [`PeerAddr`](crate::context::PeerAddr)
 //! extension and, with the `axum` feature, as axum's
 //! `ConnectInfo<SocketAddr>`, so `ConnectInfo` extractors work without
@@ -61,10 +86,13 @@ mod accept;
 mod builder;
 mod cap;
 mod connection;
+mod in_flight;
 mod listener;
+mod progress;
 mod proxy_protocol;
 mod settings;
 mod signals;
+mod watched_io;
 
 pub use builder::Serve;
 pub use listener::Listener;
@@ -72,7 +100,8 @@ pub use proxy_protocol::{ProxiedIo, ProxyProtocolListener, DEFAULT_PROXY_HEADER_
 pub use settings::{
     ServerSettings, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
     DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_HEADER_BYTES, DEFAULT_PARSER_MAX_HEADERS,
+    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_RESPONSE_RATE, DEFAULT_MIN_RESPONSE_RATE_GRACE,
+    DEFAULT_PARSER_MAX_HEADERS, DEFAULT_PRESSURE_TIMEOUT,
 };
 pub use signals::{shutdown_signal, ShutdownSignal};
 

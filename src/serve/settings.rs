@@ -27,6 +27,17 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default [drain timeout](super::Serve::drain_timeout): 25 s.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 use super::proxy_protocol::DEFAULT_PROXY_HEADER_TIMEOUT;
+/// Default [minimum response data rate](super::Serve::min_response_rate):
+/// 240 bytes per second, Kestrel's `MinResponseDataRate`.
+pub const DEFAULT_MIN_RESPONSE_RATE: u64 = 240;
+/// Default [grace of the minimum response data rate](super::Serve::min_response_rate):
+/// 5 s, Kestrel's.
+pub const DEFAULT_MIN_RESPONSE_RATE_GRACE: Duration = Duration::from_secs(5);
+/// Default [timeout under pressure](super::Serve::pressure_timeout): 2 s.
+pub const DEFAULT_PRESSURE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The shortest window the response rate is judged over.
+const MIN_RATE_GRACE: Duration = Duration::from_millis(10);
 
 /// hyper's smallest allowed HTTP/1 read buffer.
 const MIN_HEADER_BYTES: usize = 8192;
@@ -69,6 +80,17 @@ pub struct ServerSettings {
     pub trusted_load_balancers: Vec<IpNet>,
     /// See [`ProxyProtocolListener::header_timeout`](super::ProxyProtocolListener::header_timeout).
     pub proxy_header_timeout: Duration,
+    /// See [`Serve::min_response_rate`](super::Serve::min_response_rate):
+    /// bytes per second, 0 for none.
+    pub min_response_rate: u64,
+    /// See [`Serve::min_response_rate`](super::Serve::min_response_rate).
+    pub min_response_rate_grace: Duration,
+    /// See [`Serve::pressure_timeout`](super::Serve::pressure_timeout).
+    pub pressure_timeout: Option<Duration>,
+    /// See [`Serve::max_connection_age`](super::Serve::max_connection_age).
+    pub max_connection_age: Option<Duration>,
+    /// See [`Serve::max_requests_per_connection`](super::Serve::max_requests_per_connection).
+    pub max_requests_per_connection: Option<u64>,
 }
 
 impl ServerSettings {
@@ -77,6 +99,8 @@ impl ServerSettings {
     pub(super) fn bounded(mut self) -> Self {
         self.max_header_bytes = self.max_header_bytes.max(MIN_HEADER_BYTES);
         self.max_connections = self.max_connections.clamp(1, u32::MAX as usize);
+        // A zero grace would judge the rate over no time at all.
+        self.min_response_rate_grace = self.min_response_rate_grace.max(MIN_RATE_GRACE);
         self
     }
 }
@@ -94,6 +118,11 @@ impl Default for ServerSettings {
             proxy_protocol: false,
             trusted_load_balancers: Vec::new(),
             proxy_header_timeout: DEFAULT_PROXY_HEADER_TIMEOUT,
+            min_response_rate: DEFAULT_MIN_RESPONSE_RATE,
+            min_response_rate_grace: DEFAULT_MIN_RESPONSE_RATE_GRACE,
+            pressure_timeout: Some(DEFAULT_PRESSURE_TIMEOUT),
+            max_connection_age: None,
+            max_requests_per_connection: None,
         }
     }
 }
