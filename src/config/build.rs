@@ -310,6 +310,7 @@ fn observe(observe: &ObserveConfig, problems: &mut Problems) -> ObserveLayer {
             ))
             .redactor(redactor(&observe.redact, problems))
             .full_span(observe.full_span)
+            .failure_lines_per_second(observe.failure_lines_per_second)
             .levels(
                 observe.success_level,
                 observe.client_error_level,

@@ -434,6 +434,12 @@ pub struct ObserveConfig {
     /// [`ObserveLayer::trust_inbound_context`](crate::observe::ObserveLayer::trust_inbound_context).
     #[serde(with = "value::cidrs")]
     pub trusted_context: Vec<IpNet>,
+    /// Outcome lines of failed requests (refusals, sheds, panics, errors)
+    /// written per second for each `error.type`; the next line written
+    /// carries `suppressed`, the count left out. `0` writes every line.
+    /// Default 20: see
+    /// [`ObserveLayer::failure_lines_per_second`](crate::observe::ObserveLayer::failure_lines_per_second).
+    pub failure_lines_per_second: u32,
     /// `[observe.redact]`: secrets removed from logged error text and header
     /// values.
     pub redact: RedactConfig,
@@ -480,6 +486,7 @@ impl Default for ObserveConfig {
                 .iter()
                 .map(|net| net.parse().expect("the private networks are valid CIDRs"))
                 .collect(),
+            failure_lines_per_second: crate::observe::ObserveLayer::DEFAULT_FAILURE_LINES_PER_SECOND,
             redact: RedactConfig::default(),
         }
     }
