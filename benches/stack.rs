@@ -55,7 +55,14 @@ use tracing::Level;
 const PEERS: u32 = 1 << 16;
 
 fn routes() -> Router {
-    Router::new().route("/", get(|| async { "ok" }))
+    Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route("/panic", get(panics))
+}
+
+/// `STACK_REQUEST=panic`: a panicking handler (a 500 from either stack).
+async fn panics() -> &'static str {
+    panic!("the handler panicked")
 }
 
 /// Turns the routes into services once, as `axum::serve` does
@@ -189,7 +196,11 @@ fn peer_addr(n: u32) -> SocketAddr {
 }
 
 fn get_root(peer: u32) -> Request<Body> {
-    let mut request = Request::get("/")
+    get_path("/", peer)
+}
+
+fn get_path(path: &str, peer: u32) -> Request<Body> {
+    let mut request = Request::get(path)
         .header("host", "bench")
         .header("user-agent", "bench/1.0")
         .body(Body::empty())
@@ -407,7 +418,8 @@ fn profile(spec: &str) {
     let count: u32 = count.parse().expect("a request count");
     init_logging();
     // `STACK_REQUEST=413`: oversized requests instead of admitted ones;
-    // `STACK_REQUEST=429`: requests from one peer whose quota is spent.
+    // `STACK_REQUEST=429`: requests from one peer whose quota is spent;
+    // `STACK_REQUEST=panic`: requests whose handler panics.
     let request = std::env::var("STACK_REQUEST").unwrap_or_default();
     let service = if request == "429" {
         match label {
@@ -442,6 +454,10 @@ fn profile(spec: &str) {
                 "429" => {
                     let status = send(&service, get_root(PEERS + 2)).await;
                     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+                }
+                "panic" => {
+                    let status = send(&service, get_path("/panic", n % PEERS)).await;
+                    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
                 }
                 _ => assert_eq!(send(&service, get_root(n % PEERS)).await, StatusCode::OK),
             }
