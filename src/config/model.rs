@@ -515,6 +515,11 @@ pub struct OverloadConfig {
     pub long_lived: Vec<String>,
     /// Shares of the limit reserved for path prefixes. Default: none.
     pub reserved: Vec<ReservedConfig>,
+    /// At most this many requests in flight per client (the key of the
+    /// first rate-limit policy), counted per instance; over it, a 429
+    /// `too-many-in-flight` problem. Default: none (no limit per client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_key_limit: Option<usize>,
 }
 
 impl Default for OverloadConfig {
@@ -529,6 +534,7 @@ impl Default for OverloadConfig {
             retry_after: crate::overload::DEFAULT_RETRY_AFTER,
             long_lived: Vec::new(),
             reserved: Vec::new(),
+            per_key_limit: None,
         }
     }
 }
