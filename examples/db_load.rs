@@ -202,7 +202,10 @@ async fn open_loop(
                         None => {
                             open.fetch_sub(1, Ordering::Relaxed);
                             if measuring.load(Ordering::Relaxed) {
-                                tally.lock().expect("tally").record(Err(()), begun.elapsed());
+                                tally
+                                    .lock()
+                                    .expect("tally")
+                                    .record(Err(()), begun.elapsed());
                             }
                             return;
                         }

@@ -1443,7 +1443,11 @@ async fn a_flood_of_failures_writes_its_budget_then_one_line_with_the_count_left
             .collect()
     };
     // Within the second: each kind writes its budget, no more.
-    assert_eq!(of_type(&outcomes, "observe::TestRefusal").len(), 3, "{outcomes:#?}");
+    assert_eq!(
+        of_type(&outcomes, "observe::TestRefusal").len(),
+        3,
+        "{outcomes:#?}"
+    );
     assert_eq!(of_type(&outcomes, "panic").len(), 3);
     assert_eq!(outcomes.len(), 3 + 3 + 5);
     assert!(outcomes.iter().all(|o| suppressed(o).is_none()));

@@ -326,7 +326,13 @@ async fn one_client_cannot_hold_more_than_its_share_of_slots() {
     assert_eq!(refused.status, 429);
     assert_eq!(refused.header("retry-after"), Some("1"));
     let problem = refused.json();
-    assert!(problem["type"].as_str().unwrap().ends_with("too-many-in-flight"), "{problem}");
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("too-many-in-flight"),
+        "{problem}"
+    );
     assert_eq!(stats.in_flight(), 2);
     // Another client is served.
     assert_eq!(get_as(addr, "/healthz", "polite").await.status, 200);

@@ -486,7 +486,8 @@ impl Default for ObserveConfig {
                 .iter()
                 .map(|net| net.parse().expect("the private networks are valid CIDRs"))
                 .collect(),
-            failure_lines_per_second: crate::observe::ObserveLayer::DEFAULT_FAILURE_LINES_PER_SECOND,
+            failure_lines_per_second:
+                crate::observe::ObserveLayer::DEFAULT_FAILURE_LINES_PER_SECOND,
             redact: RedactConfig::default(),
         }
     }

@@ -19,8 +19,8 @@ mod time;
 mod trace_context;
 
 pub use budget::{current_budget, current_request, scope, Budget, BudgetOrigin};
-pub use client_key::ClientKey;
 pub(crate) use budget::{current_trace, in_scope, sync_in_scope, Scope};
+pub use client_key::ClientKey;
 pub(crate) use headers::declared_length;
 pub use headers::{
     BAGGAGE_HEADER, REQUEST_DEADLINE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER,

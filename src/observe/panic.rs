@@ -47,7 +47,9 @@ pub(crate) fn install_hook() {
             if CATCHING.with(Cell::get) > 0 {
                 // Capturing and formatting a backtrace costs far more than the
                 // request: only for a line that will be written.
-                let written = GATE.with(Cell::get).is_none_or(|gate| gate.would_allow("panic"))
+                let written = GATE
+                    .with(Cell::get)
+                    .is_none_or(|gate| gate.would_allow("panic"))
                     && tracing::enabled!(target: TARGET, tracing::Level::ERROR);
                 let backtrace = if written {
                     Backtrace::capture()

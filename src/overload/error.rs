@@ -53,9 +53,12 @@ pub struct TooManyInFlight {
 
 impl Refusal for TooManyInFlight {
     fn problem(&self) -> Problem {
-        Problem::of(ProblemType::TOO_MANY_IN_FLIGHT, StatusCode::TOO_MANY_REQUESTS)
-            .with_detail(message_of(self))
-            .with_member("retry_after", retry_seconds(self.retry_after))
+        Problem::of(
+            ProblemType::TOO_MANY_IN_FLIGHT,
+            StatusCode::TOO_MANY_REQUESTS,
+        )
+        .with_detail(message_of(self))
+        .with_member("retry_after", retry_seconds(self.retry_after))
     }
 
     fn error_type(&self) -> &'static str {

@@ -130,10 +130,7 @@ impl FloodGate {
         }
         // Kinds are `&'static str`: a program has a fixed set of them, so
         // the map is bounded; a new kind takes the write lock once.
-        let allow = |kind: &KindThrottle| {
-            kind.throttle
-                .allow(now.unwrap_or_else(|| kind.now()))
-        };
+        let allow = |kind: &KindThrottle| kind.throttle.allow(now.unwrap_or_else(|| kind.now()));
         if let Some(throttle) = self.read().get(kind) {
             return allow(throttle);
         }
@@ -177,10 +174,7 @@ pub(crate) struct FloodGateLease(&'static FloodGate);
 impl FloodGateLease {
     /// A gate letting `lines_per_second` lines of each kind through (0: all).
     pub(crate) fn new(lines_per_second: u32) -> Self {
-        let reused = FREE_GATES
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
+        let reused = FREE_GATES.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let gate = match reused {
             Some(gate) => {
                 gate.lines_per_second
