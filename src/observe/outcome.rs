@@ -96,6 +96,20 @@ pub(crate) struct OutcomeConfig {
     pub(crate) flood_gate: Option<&'static FloodGate>,
 }
 
+impl OutcomeConfig {
+    /// `Some(the count to report)` if a failure's line of `kind` is written
+    /// (out of line: successes, the common case, never come here).
+    #[inline(never)]
+    fn let_through(&self, kind: &'static str) -> Option<Option<u64>> {
+        match self.flood_gate {
+            Some(gate) => gate
+                .allow(kind)
+                .map(|suppressed| (suppressed > 0).then_some(suppressed)),
+            None => Some(None),
+        }
+    }
+}
+
 impl Default for OutcomeConfig {
     /// The observe layer's defaults.
     fn default() -> Self {
@@ -275,12 +289,12 @@ impl Outcome {
         self.record_metrics(status, error_type, latency);
         // A failure's line may be left out of a flood (counted, and reported
         // by the next line of its kind written); a success's never is.
-        let suppressed = match (error_type, config.flood_gate) {
-            (Some(kind), Some(gate)) => match gate.allow(kind) {
-                Some(suppressed) => (suppressed > 0).then_some(suppressed),
+        let suppressed = match error_type {
+            Some(kind) => match config.let_through(kind) {
+                Some(suppressed) => suppressed,
                 None => return,
             },
-            _ => None,
+            None => None,
         };
 
         // The error's text (its message formatted, escaped, its chain) is
