@@ -55,6 +55,7 @@ measure() {
     local total
     total=$(callgrind_annotate "$OUT/$label".* 2>/dev/null |
         awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+    [ -n "$total" ] || { echo "$label: no count from callgrind ($(tail -3 "$OUT/$label.log"))" >&2; exit 1; }
     echo "$label $((total / REQUESTS))"
 }
 
