@@ -10,7 +10,10 @@
 # Servers: examples/bare_server (the baseline), examples/hardened_server with
 # benches/load.toml (every request admitted), logging to /dev/null and with
 # RUST_LOG=off, and with the plain defaults (curl is one address: after the
-# burst, every request is a 429). Needs valgrind (installed if missing).
+# burst, every request is a 429); examples/peer_server (tower-http +
+# tower_governor, one JSON line per request) likewise with a quota curl
+# cannot spend and with its default (429s), each preset figure beside the
+# peer's doing the same job. Needs valgrind (installed if missing).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -52,29 +55,43 @@ measure() {
     local total
     total=$(callgrind_annotate "$OUT/$label".* 2>/dev/null |
         awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+    [ -n "$total" ] || { echo "$label: no count from callgrind ($(tail -3 "$OUT/$label.log"))" >&2; exit 1; }
     echo "$label $((total / REQUESTS))"
 }
 
 unset HARDEN_CONFIG
-export BARE_ADDR="127.0.0.1:$PORT" HARDEN_ADDR="127.0.0.1:$PORT"
+export BARE_ADDR="127.0.0.1:$PORT" HARDEN_ADDR="127.0.0.1:$PORT" PEER_ADDR="127.0.0.1:$PORT"
 bare=$(measure bare "$TARGET_DIR/release/examples/bare_server")
 logged=$(HARDEN_CONFIG=benches/load.toml RUST_LOG=info \
     measure harden "$TARGET_DIR/release/examples/hardened_server")
 quiet=$(HARDEN_CONFIG=benches/load.toml RUST_LOG=off \
     measure harden_quiet "$TARGET_DIR/release/examples/hardened_server")
 defaults=$(RUST_LOG=info measure harden_defaults "$TARGET_DIR/release/examples/hardened_server")
+peer=$(PEER_QUOTA=1000000000:1000000000 RUST_LOG=info \
+    measure peer "$TARGET_DIR/release/examples/peer_server")
+peer_defaults=$(RUST_LOG=info measure peer_defaults "$TARGET_DIR/release/examples/peer_server")
 
 echo
 echo "callgrind, $REQUESTS keep-alive GET / after $WARM_UP, $(date -u +%F)"
-printf '%-34s %14s %16s\n' server "instr/request" "over bare"
+printf '%-34s %14s %12s %12s\n' server "instr/request" "over bare" "vs peer"
 read -r _ bare_ir <<<"$bare"
-for line in "$bare" "$logged" "$quiet" "$defaults"; do
+read -r _ peer_ir <<<"$peer"
+read -r _ peer_defaults_ir <<<"$peer_defaults"
+for line in "$bare" "$peer" "$logged" "$quiet" "$peer_defaults" "$defaults"; do
     read -r label ir <<<"$line"
+    # Each preset figure beside the peer's doing the same job.
+    peer_ref=$peer_ir
     case $label in
     bare) name="bare axum (baseline)" ;;
+    peer) name="peer (tower-http + governor)" ;;
     harden) name="Harden (benches/load.toml)" ;;
-    harden_quiet) name="Harden (load.toml, RUST_LOG=off)" ;;
-    harden_defaults) name="Harden (defaults: 429s)" ;;
+    harden_quiet) name="Harden (load.toml, RUST_LOG=off)"; peer_ref="" ;;
+    peer_defaults) name="peer (defaults: 429s)"; peer_ref=$peer_defaults_ir ;;
+    harden_defaults) name="Harden (defaults: 429s)"; peer_ref=$peer_defaults_ir ;;
     esac
-    printf '%-34s %14s %16s\n' "$name" "$ir" "$((ir - bare_ir))"
+    vs_peer=-
+    if [ -n "$peer_ref" ]; then
+        vs_peer=$(awk -v a="$ir" -v b="$peer_ref" 'BEGIN { printf "%.2f x", a / b }')
+    fi
+    printf '%-34s %14s %12s %12s\n' "$name" "$ir" "$((ir - bare_ir))" "$vs_peer"
 done

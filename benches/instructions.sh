@@ -8,8 +8,11 @@
 #                                           # FILE's count by more than
 #                                           # TOLERANCE_PERCENT (default 2)
 #
-# Cases: admitted with logging on and off, a refused 413 (declared length)
-# and a refused 429 (spent quota). Each is (C(N2) - C(N1)) / (N2 - N1): the
+# Cases: admitted with logging on and off, a refused 413 (declared length),
+# a refused 429 (spent quota), and a panicking handler (500) with
+# RUST_BACKTRACE unset and set. Each case is a flood: the failures' lines
+# are throttled (20 a second per error.type by default), so most are
+# counted, not written. Each is (C(N2) - C(N1)) / (N2 - N1): the
 # difference of two runs leaves start-up and shutdown out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,9 +48,12 @@ count[admitted_logged]=$(per_request STACK_LOG=sink)
 count[admitted_no_log]=$(per_request STACK_LOG=off)
 count[refused_413_logged]=$(per_request STACK_LOG=sink STACK_REQUEST=413)
 count[refused_429_logged]=$(per_request STACK_LOG=sink STACK_REQUEST=429)
+count[panic_logged]=$(per_request -u RUST_BACKTRACE STACK_LOG=sink STACK_REQUEST=panic)
+count[panic_logged_backtrace]=$(per_request RUST_BACKTRACE=1 STACK_LOG=sink STACK_REQUEST=panic)
 
 status=0
-for case in admitted_logged admitted_no_log refused_413_logged refused_429_logged; do
+for case in admitted_logged admitted_no_log refused_413_logged refused_429_logged \
+  panic_logged panic_logged_backtrace; do
   line="$case ${count[$case]}"
   if [[ -n "$check_file" ]]; then
     baseline=$(awk -v c="$case" '$1 == c { print $2 }' "$check_file")

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Load test over HTTP: examples/hardened_server (the Harden preset) against
-# examples/bare_server (the same routes, no layers: the baseline), one after
-# the other on this machine, with wrk. Prints requests/s and p99 latency of
-# each and their ratio.
+# examples/bare_server (the same routes, no layers: the baseline) and
+# examples/peer_server (the same routes behind tower-http + tower_governor,
+# one JSON line per request: the stack a user would assemble instead), one
+# after the other on this machine, with wrk. Prints requests/s and p99
+# latency of each and their ratios to the bare server and to the peer.
 #
 #   benches/load.sh                    # GET /, 10 s per run
 #   DURATION=30s CONNECTIONS=64 THREADS=2 benches/load.sh
@@ -13,7 +15,8 @@
 # /dev/null); the same with RUST_LOG=off (the layers without the log line:
 # the bare server logs nothing); and with the plain defaults (50/s burst 100
 # per IP: wrk's one address is refused almost always; refusals are part of
-# the job, their count is printed).
+# the job, their count is printed). The peer runs twice likewise: with a
+# quota wrk cannot spend, and with its default (50/s burst 100: 429s).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -23,6 +26,7 @@ THREADS=${THREADS:-1}
 PATH_UNDER_LOAD=${PATH_UNDER_LOAD:-/}
 HARDEN_PORT=${HARDEN_PORT:-3900}
 BARE_PORT=${BARE_PORT:-3901}
+PEER_PORT=${PEER_PORT:-3902}
 
 if ! command -v wrk >/dev/null; then
     echo "wrk is missing: installing it" >&2
@@ -74,22 +78,38 @@ harden=$(run harden "$HARDEN_PORT" env HARDEN_ADDR="127.0.0.1:$HARDEN_PORT" \
 quiet=$(run harden_quiet "$HARDEN_PORT" env HARDEN_ADDR="127.0.0.1:$HARDEN_PORT" \
     HARDEN_CONFIG=benches/load.toml RUST_LOG=off \
     "$TARGET_DIR/release/examples/hardened_server")
+peer=$(run peer "$PEER_PORT" env PEER_ADDR="127.0.0.1:$PEER_PORT" \
+    PEER_QUOTA=1000000000:1000000000 RUST_LOG=info \
+    "$TARGET_DIR/release/examples/peer_server")
+peer_defaults=$(run peer_defaults "$PEER_PORT" env -u PEER_QUOTA \
+    PEER_ADDR="127.0.0.1:$PEER_PORT" RUST_LOG=info \
+    "$TARGET_DIR/release/examples/peer_server")
 defaults=$(run harden_defaults "$HARDEN_PORT" env -u HARDEN_CONFIG \
     HARDEN_ADDR="127.0.0.1:$HARDEN_PORT" RUST_LOG=info \
     "$TARGET_DIR/release/examples/hardened_server")
 
 echo
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION GET $PATH_UNDER_LOAD, $(nproc) cores, $(date -u +%F)"
-printf '%-34s %12s %10s %10s %12s\n' server "requests/s" "p99 ms" "non-2xx" "vs bare"
-read -r _ bare_rps bare_p99 bare_non2xx <<<"$bare"
-for line in "$bare" "$harden" "$quiet" "$defaults"; do
+printf '%-34s %12s %10s %10s %10s %10s\n' server "requests/s" "p99 ms" "non-2xx" "vs bare" "vs peer"
+read -r _ bare_rps _ _ <<<"$bare"
+read -r _ peer_rps _ _ <<<"$peer"
+read -r _ peer_defaults_rps _ _ <<<"$peer_defaults"
+for line in "$bare" "$peer" "$harden" "$quiet" "$peer_defaults" "$defaults"; do
     read -r label rps p99 non2xx <<<"$line"
+    # Each preset run beside the peer run doing the same job.
+    peer_ref=$peer_rps
     case $label in
     bare) name="bare axum (baseline)" ;;
+    peer) name="peer (tower-http + governor)" ;;
     harden) name="Harden (benches/load.toml)" ;;
-    harden_quiet) name="Harden (load.toml, RUST_LOG=off)" ;;
-    harden_defaults) name="Harden (defaults: 429s)" ;;
+    harden_quiet) name="Harden (load.toml, RUST_LOG=off)"; peer_ref="" ;;
+    peer_defaults) name="peer (defaults: 429s)"; peer_ref=$peer_defaults_rps ;;
+    harden_defaults) name="Harden (defaults: 429s)"; peer_ref=$peer_defaults_rps ;;
     esac
     ratio=$(awk -v a="$rps" -v b="$bare_rps" 'BEGIN { printf "%.2f", a / b }')
-    printf '%-34s %12s %10s %10s %12s\n' "$name" "$rps" "$p99" "$non2xx" "$ratio x"
+    vs_peer=-
+    if [ -n "$peer_ref" ]; then
+        vs_peer=$(awk -v a="$rps" -v b="$peer_ref" 'BEGIN { printf "%.2f x", a / b }')
+    fi
+    printf '%-34s %12s %10s %10s %10s %10s\n' "$name" "$rps" "$p99" "$non2xx" "$ratio x" "$vs_peer"
 done

@@ -20,7 +20,10 @@
 //! error whose source chain holds a stand-in secret: never in the response,
 //! and redacted in the log, which keeps the rest of the chain), `GET
 //! /bytes/{n}` (streams `n` bytes, at most 1 GiB, in 64 KiB chunks, as a
-//! download would).
+//! download would), `GET /db` (a query against a simulated database: a pool
+//! of `HARDEN_DB_POOL` connections, default 16, each query holding one for
+//! `HARDEN_DB_QUERY_MS`, default 20 ms, so about 800 queries/s; waiting for a
+//! connection is part of the query, as with a real pool).
 //!
 //! With `--features metrics`, `GET /metrics` renders Prometheus metrics, the
 //! request-duration histogram in OpenTelemetry's advised buckets.
@@ -30,6 +33,7 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Request};
@@ -102,10 +106,48 @@ async fn fail() -> Result<String, HandlerError> {
     Err(LoadAccount(unreachable))?
 }
 
+/// A simulated database: a pool of connections, each query holding one for
+/// a fixed time. A query waits for a free connection first, without bound,
+/// as a real pool's queue does: that wait is what an overload turns into
+/// latency.
+#[derive(Clone)]
+struct Database {
+    pool: Arc<tokio::sync::Semaphore>,
+    query_time: Duration,
+}
+
+impl Database {
+    /// `HARDEN_DB_POOL` connections (default 16, at least 1), each query
+    /// `HARDEN_DB_QUERY_MS` long (default 20).
+    fn from_env() -> Self {
+        fn number(name: &str, default: u64) -> u64 {
+            match std::env::var(name) {
+                Ok(text) => text
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name} must be a whole number, not {text:?}")),
+                Err(_) => default,
+            }
+        }
+        let connections = number("HARDEN_DB_POOL", 16).clamp(1, 1 << 20) as usize;
+        Self {
+            pool: Arc::new(tokio::sync::Semaphore::new(connections)),
+            query_time: Duration::from_millis(number("HARDEN_DB_QUERY_MS", 20)),
+        }
+    }
+
+    async fn query(self) -> Result<&'static str, HandlerError> {
+        let _connection = self.pool.acquire().await.map_err(HandlerError::internal)?;
+        tokio::time::sleep(self.query_time).await;
+        Ok("row")
+    }
+}
+
 /// The routes, without the layers (the integration tests attack these very
 /// routes through the preset).
 pub fn routes() -> Router {
+    let database = Database::from_env();
     Router::new()
+        .route("/db", get(move || database.clone().query()))
         .route("/", get(|| async { "ok" }))
         .route("/echo", post(echo))
         .route("/slow/{ms}", get(slow))

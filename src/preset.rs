@@ -29,6 +29,10 @@
 //!    request costs no timer and the latency it learns from is the
 //!    service's, deadline included. It sheds at once (503 `overloaded`,
 //!    `Retry-After`) what the service cannot take, adaptively by default.
+//!    With `[overload] per_key_limit`, it also caps each client's requests
+//!    in flight (429 `too-many-in-flight`), by the key the rate limiter,
+//!    just before it, found for its first policy: that is why it sits after
+//!    the rate limit rather than only beside it.
 //! 6. **Deadline** ([`RequestDeadlineLayer`]): enforces the request's
 //!    budget over the handler and its reading of the body; slow clients get
 //!    408, slow handlers 503. The budget counts from the request's arrival,

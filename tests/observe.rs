@@ -1084,6 +1084,63 @@ mod metrics_cardinality {
         }
     }
 
+    /// Counts `http.server.requests` increments.
+    #[derive(Default)]
+    struct CountingRecorder {
+        requests: Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    struct Count(Arc<std::sync::atomic::AtomicU64>);
+
+    impl metrics::CounterFn for Count {
+        fn increment(&self, by: u64) {
+            self.0.fetch_add(by, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn absolute(&self, _: u64) {}
+    }
+
+    impl Recorder for CountingRecorder {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            if key.name() == tower_harden::telemetry::metrics::names::REQUESTS {
+                Counter::from_arc(Arc::new(Count(self.requests.clone())))
+            } else {
+                Counter::noop()
+            }
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn a_throttled_flood_is_counted_whole_in_metrics() {
+        let recorder = CountingRecorder::default();
+        let (log, _guard) = capture_json();
+        metrics::with_local_recorder(&recorder, || {
+            // Paused: the whole flood falls within one second.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let app = app(ObserveLayer::new().failure_lines_per_second(1));
+                for _ in 0..20 {
+                    send(&app, get_request("/limited").body(Body::empty()).unwrap()).await;
+                }
+            });
+        });
+        assert_eq!(log.outcomes().len(), 1, "the flood was throttled");
+        let counted = recorder.requests.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(counted, 20);
+    }
+
     #[test]
     fn ten_thousand_random_404_paths_add_no_series() {
         let recorder = SeriesRecorder::default();
@@ -1350,4 +1407,88 @@ fn a_refusals_fields_reach_a_line_however_the_subscriber_filters() {
     }
     global(span_directive(), "global span directive");
     global(events_only(), "global events only");
+}
+
+// ---------------------------------------------------------------------------
+// Floods: failure lines are throttled per `error.type`
+
+/// The `suppressed` field of an outcome, if any.
+fn suppressed(outcome: &Value) -> Option<u64> {
+    outcome["fields"]["suppressed"].as_u64()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_failures_writes_its_budget_then_one_line_with_the_count_left_out() {
+    let (log, _guard) = capture_json();
+    let app = app(ObserveLayer::new().failure_lines_per_second(3));
+    for _ in 0..10 {
+        let (response, _) = send(&app, get_request("/limited").body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status(), 429);
+    }
+    for _ in 0..5 {
+        let (response, _) = send(&app, get_request("/panic").body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status(), 500);
+    }
+    // Successes are never throttled.
+    for _ in 0..5 {
+        let (response, _) = send(&app, get_request("/users/1").body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status(), 200);
+    }
+    let outcomes = log.outcomes();
+    let of_type = |outcomes: &[Value], kind: &str| -> Vec<Value> {
+        outcomes
+            .iter()
+            .filter(|o| o["fields"]["error.type"] == kind)
+            .cloned()
+            .collect()
+    };
+    // Within the second: each kind writes its budget, no more.
+    assert_eq!(
+        of_type(&outcomes, "observe::TestRefusal").len(),
+        3,
+        "{outcomes:#?}"
+    );
+    assert_eq!(of_type(&outcomes, "panic").len(), 3);
+    assert_eq!(outcomes.len(), 3 + 3 + 5);
+    assert!(outcomes.iter().all(|o| suppressed(o).is_none()));
+
+    // The next second's first line of each kind says how many were left out.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    send(&app, get_request("/limited").body(Body::empty()).unwrap()).await;
+    send(&app, get_request("/panic").body(Body::empty()).unwrap()).await;
+    send(&app, get_request("/limited").body(Body::empty()).unwrap()).await;
+    let outcomes = log.outcomes();
+    let refused = of_type(&outcomes, "observe::TestRefusal");
+    assert_eq!(refused.len(), 5);
+    assert_eq!(suppressed(&refused[3]), Some(10 - 3));
+    assert_eq!(suppressed(&refused[4]), None);
+    let panics = of_type(&outcomes, "panic");
+    assert_eq!(panics.len(), 4);
+    assert_eq!(suppressed(&panics[3]), Some(5 - 3));
+    // The summary line is a whole outcome line of its own request.
+    assert_eq!(panics[3]["fields"]["error.message"], "boom at the handler");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_throttle_writes_every_failure_line() {
+    let (log, _guard) = capture_json();
+    let app = app(ObserveLayer::new().failure_lines_per_second(0));
+    for _ in 0..50 {
+        send(&app, get_request("/limited").body(Body::empty()).unwrap()).await;
+    }
+    let outcomes = log.outcomes();
+    assert_eq!(outcomes.len(), 50);
+    assert!(outcomes.iter().all(|o| suppressed(o).is_none()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_of_a_layer_share_the_budget_and_another_layer_has_its_own() {
+    let (log, _guard) = capture_json();
+    let layer = ObserveLayer::new().failure_lines_per_second(2);
+    let (one, two) = (app(layer.clone()), app(layer));
+    let other = app(ObserveLayer::new().failure_lines_per_second(2));
+    for app in [&one, &two, &one, &two, &other, &other, &other] {
+        send(app, get_request("/limited").body(Body::empty()).unwrap()).await;
+    }
+    assert_eq!(log.outcomes().len(), 2 + 2);
 }

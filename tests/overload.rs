@@ -286,3 +286,82 @@ async fn the_adaptive_limit_finds_the_capacity_of_a_simulated_database() {
     let p99 = latencies[latencies.len() * 99 / 100];
     assert!(p99 <= Duration::from_millis(60), "p99 {p99:?}");
 }
+
+/// `GET path` with an API key, on its own connection.
+async fn get_as(addr: std::net::SocketAddr, path: &str, api_key: &str) -> common::RawResponse {
+    common::raw_request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nx-api-key: {api_key}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn one_client_cannot_hold_more_than_its_share_of_slots() {
+    let config = tower_harden::HardenConfig::from_toml(
+        r#"
+        [overload]
+        per_key_limit = 2
+        [[rate_limit.policies]]
+        name = "per-api-key"
+        key = "header:x-api-key"
+        quota = 1000000
+        period = "1s"
+        burst = 1000000
+        "#,
+    )
+    .unwrap();
+    let harden = tower_harden::Harden::from_config(&config).unwrap();
+    let stats = harden.overload_stats();
+    let gate = Arc::new(Semaphore::new(0));
+    let app = blocking_app(gate.clone(), Default::default()).layer(harden.into_layer());
+    let addr = common::spawn_axum(app).await;
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { get_as(addr, "/slow", "greedy").await }))
+        .collect();
+    wait_for(&stats, 2).await;
+    // The greedy client's third is refused at once, with no slot taken.
+    let refused = get_as(addr, "/slow", "greedy").await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    let problem = refused.json();
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("too-many-in-flight"),
+        "{problem}"
+    );
+    assert_eq!(stats.in_flight(), 2);
+    // Another client is served.
+    assert_eq!(get_as(addr, "/healthz", "polite").await.status, 200);
+    gate.add_permits(2);
+    for request in held {
+        assert_eq!(request.await.unwrap().status, 200);
+    }
+    // Its slots are given back when its responses end.
+    wait_for(&stats, 0).await;
+    let again: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { get_as(addr, "/slow", "greedy").await }))
+        .collect();
+    wait_for(&stats, 2).await;
+    gate.add_permits(2);
+    for request in again {
+        assert_eq!(request.await.unwrap().status, 200);
+    }
+}
+
+#[test]
+fn a_per_key_limit_needs_a_policy_and_a_positive_value() {
+    let bad = tower_harden::HardenConfig::from_toml(
+        "[overload]\nper_key_limit = 0\n[rate_limit]\npolicies = []\n",
+    )
+    .unwrap();
+    let text = tower_harden::Harden::from_config(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("overload.per_key_limit"), "{text}");
+    assert!(text.contains("must be greater than zero"), "{text}");
+    assert!(text.contains("needs a rate-limit policy"), "{text}");
+}

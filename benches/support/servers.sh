@@ -1,7 +1,8 @@
-# Sourced by benches/load.sh and benches/http_instructions.sh: builds the two
-# example servers and starts and stops one at a time.
+# Sourced by benches/load.sh and benches/http_instructions.sh: builds the
+# example servers (bare, hardened, peer) and starts and stops one at a time.
 
-cargo build --release --example hardened_server --example bare_server >&2
+cargo build --release --example hardened_server --example bare_server \
+    --example peer_server >&2
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 SERVER_PID=

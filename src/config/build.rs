@@ -38,7 +38,17 @@ pub(crate) fn build(config: &HardenConfig) -> Result<Stack, ConfigErrors> {
     let (head, body, decompress) = input(&config.input, &mut problems);
     let deadline = deadline(&config.deadline, &mut problems);
     server(config, &mut problems);
-    let rate_limit = rate_limit(config, &mut problems);
+    let mut rate_limit = rate_limit(config, &mut problems);
+    if config.overload.per_key_limit.is_some() {
+        // The in-flight limit per key counts by the first policy's key.
+        if config.rate_limit.policies.is_empty() {
+            problems.push(
+                "overload.per_key_limit",
+                "needs a rate-limit policy: its key is the client's",
+            );
+        }
+        rate_limit = rate_limit.map(|layer| layer.publish_client_key(true));
+    }
     let observe = observe(&config.observe, &mut problems)
         .problems_for_rejections(config.problems.map_rejections);
     super::problems::check(&config.problems, &mut problems);
@@ -355,6 +365,7 @@ fn observe(observe: &ObserveConfig, problems: &mut Problems) -> ObserveLayer {
             ))
             .redactor(redactor(&observe.redact, problems))
             .full_span(observe.full_span)
+            .failure_lines_per_second(observe.failure_lines_per_second)
             .levels(
                 observe.success_level,
                 observe.client_error_level,
@@ -527,6 +538,9 @@ fn overload(config: &super::OverloadConfig, problems: &mut Problems) -> InFlight
     };
     let retry_after = duration(config.retry_after, "overload.retry_after", problems);
     let mut layer = InFlightLimitLayer::with_limit(limit).retry_after(retry_after);
+    if let Some(max) = config.per_key_limit {
+        layer = layer.per_key(nonzero(max, "overload.per_key_limit", problems));
+    }
     let mut total = 0.0;
     for (index, reserved) in config.reserved.iter().enumerate() {
         let key = format!("overload.reserved[{index}]");

@@ -481,6 +481,12 @@ pub struct ObserveConfig {
     /// [`ObserveLayer::trust_inbound_context`](crate::observe::ObserveLayer::trust_inbound_context).
     #[serde(with = "value::cidrs")]
     pub trusted_context: Vec<IpNet>,
+    /// Outcome lines of failed requests (refusals, sheds, panics, errors)
+    /// written per second for each `error.type`; the next line written
+    /// carries `suppressed`, the count left out. `0` writes every line.
+    /// Default 20: see
+    /// [`ObserveLayer::failure_lines_per_second`](crate::observe::ObserveLayer::failure_lines_per_second).
+    pub failure_lines_per_second: u32,
     /// `[observe.redact]`: secrets removed from logged error text and header
     /// values.
     pub redact: RedactConfig,
@@ -527,6 +533,8 @@ impl Default for ObserveConfig {
                 .iter()
                 .map(|net| net.parse().expect("the private networks are valid CIDRs"))
                 .collect(),
+            failure_lines_per_second:
+                crate::observe::ObserveLayer::DEFAULT_FAILURE_LINES_PER_SECOND,
             redact: RedactConfig::default(),
         }
     }
@@ -555,6 +563,11 @@ pub struct OverloadConfig {
     pub long_lived: Vec<String>,
     /// Shares of the limit reserved for path prefixes. Default: none.
     pub reserved: Vec<ReservedConfig>,
+    /// At most this many requests in flight per client (the key of the
+    /// first rate-limit policy), counted per instance; over it, a 429
+    /// `too-many-in-flight` problem. Default: none (no limit per client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_key_limit: Option<usize>,
 }
 
 impl Default for OverloadConfig {
@@ -569,6 +582,7 @@ impl Default for OverloadConfig {
             retry_after: crate::overload::DEFAULT_RETRY_AFTER,
             long_lived: Vec::new(),
             reserved: Vec::new(),
+            per_key_limit: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! name the request with them.
 
 mod budget;
+mod client_key;
 mod headers;
 mod networks;
 mod peer;
@@ -19,6 +20,7 @@ mod trace_context;
 
 pub use budget::{current_budget, current_request, scope, Budget, BudgetOrigin};
 pub(crate) use budget::{current_trace, in_scope, sync_in_scope, Scope};
+pub use client_key::ClientKey;
 pub(crate) use headers::declared_length;
 pub use headers::{
     BAGGAGE_HEADER, REQUEST_DEADLINE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER,

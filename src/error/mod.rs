@@ -46,6 +46,7 @@
 //! | <span id="internal-error">`internal-error`</span> | 500 | a handler failed or panicked |
 //! | <span id="service-unavailable">`service-unavailable`</span> | 503 | a dependency (for example the rate-limit store) is unavailable |
 //! | <span id="overloaded">`overloaded`</span> | 503 | the in-flight limit shed the request: the service had as many requests in flight as it can take; `Retry-After` says when to try again |
+//! | <span id="too-many-in-flight">`too-many-in-flight`</span> | 429 | the client already had as many requests in flight as one client may (`per_key`); `Retry-After` says when to try again |
 //! | <span id="not-found">`not-found`</span> | 404 | no route matches the path (an empty 404, answered by the observe layer) |
 //! | <span id="method-not-allowed">`method-not-allowed`</span> | 405 | the route does not take the request's method (an empty 405, answered by the observe layer) |
 //! | <span id="unsupported-media-type">`unsupported-media-type`</span> | 415 | the body lacks the content type the handler reads (a mapped axum rejection) |

@@ -46,6 +46,10 @@ impl ProblemType {
     /// 503: the service had as many requests in flight as it can take; the
     /// request was shed at once (with `Retry-After`).
     pub const OVERLOADED: Self = Self::new("overloaded", "Service overloaded");
+    /// 429: the client already had as many requests in flight as one client
+    /// may (with `Retry-After`).
+    pub const TOO_MANY_IN_FLIGHT: Self =
+        Self::new("too-many-in-flight", "Too many requests in flight");
 
     /// 404: no route matches the request's path (axum's fallback, answered
     /// through the [`ObserveLayer`](crate::observe::ObserveLayer)).
@@ -58,7 +62,7 @@ impl ProblemType {
         Self::new("unsupported-media-type", "Unsupported media type");
 
     /// Every problem type of this crate.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::PAYLOAD_TOO_LARGE,
         Self::UNSUPPORTED_ENCODING,
         Self::MALFORMED_BODY,
@@ -71,6 +75,7 @@ impl ProblemType {
         Self::INTERNAL_ERROR,
         Self::SERVICE_UNAVAILABLE,
         Self::OVERLOADED,
+        Self::TOO_MANY_IN_FLIGHT,
         Self::NOT_FOUND,
         Self::METHOD_NOT_ALLOWED,
         Self::UNSUPPORTED_MEDIA_TYPE,

@@ -62,11 +62,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        let forward = this
-            .outcome
-            .as_ref()
-            .is_some_and(|outcome| outcome.config.forward_panics);
-        let catching = Catching::enter(forward);
+        let (forward, flood_gate) = this.outcome.as_ref().map_or((false, None), |outcome| {
+            (outcome.config.forward_panics, outcome.config.flood_gate)
+        });
+        let catching = Catching::enter(forward, flood_gate);
         let polled = match catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll_frame(cx))) {
             Ok(polled) => polled,
             Err(payload) => {

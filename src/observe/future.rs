@@ -77,11 +77,11 @@ where
         let _entered = this.span.enter();
         let panic = match this.state.project() {
             StateProj::Called { future } => {
-                let forward = this
-                    .outcome
-                    .as_ref()
-                    .is_some_and(|outcome| outcome.config.forward_panics);
-                let catching = Catching::enter(forward);
+                let (forward, flood_gate) =
+                    this.outcome.as_ref().map_or((false, None), |outcome| {
+                        (outcome.config.forward_panics, outcome.config.flood_gate)
+                    });
+                let catching = Catching::enter(forward, flood_gate);
                 match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                     Ok(Poll::Pending) => return Poll::Pending,
                     Ok(Poll::Ready(Ok(response))) => {

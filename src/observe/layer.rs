@@ -20,7 +20,7 @@ use crate::context::{
     RequestContext, RequestId, TraceContext, TraceParent, TraceState, TrustedNetworks,
     BAGGAGE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER,
 };
-use crate::telemetry::{escape, redact_escape, Redactor};
+use crate::telemetry::{escape, redact_escape, FloodGateLease, Redactor};
 
 /// Observes every request: correlation ids, one span, one outcome event,
 /// panics caught, metrics.
@@ -78,6 +78,8 @@ pub(crate) struct Config {
     pub(crate) route_classifier: Option<RouteClassifier>,
     /// What each request's outcome takes a copy of.
     pub(crate) outcome: OutcomeConfig,
+    /// Owns the gate `outcome.flood_gate` points to.
+    pub(crate) flood_gate: Arc<FloodGateLease>,
 }
 
 impl Default for ObserveLayer {
@@ -120,6 +122,7 @@ impl ObserveLayer {
     /// (see [`ObserveLayer::forward_caught_panics`]).
     pub fn new() -> Self {
         install_hook();
+        let flood_gate = FloodGateLease::new(Self::DEFAULT_FAILURE_LINES_PER_SECOND);
         Self {
             config: Arc::new(Config {
                 max_request_id_len: RequestId::DEFAULT_MAX_LEN,
@@ -131,9 +134,33 @@ impl ObserveLayer {
                 logged_headers: Vec::new(),
                 span_level: Level::ERROR,
                 route_classifier: None,
-                outcome: OutcomeConfig::default(),
+                outcome: OutcomeConfig {
+                    flood_gate: Some(flood_gate.gate()),
+                    ..OutcomeConfig::default()
+                },
+                flood_gate: Arc::new(flood_gate),
             }),
         }
+    }
+
+    /// [`ObserveLayer::failure_lines_per_second`]'s default.
+    pub const DEFAULT_FAILURE_LINES_PER_SECOND: u32 = 20;
+
+    /// At most this many outcome lines per second for each `error.type`
+    /// (refusals, sheds, panics, handler and service errors; never a
+    /// success), so that a flood of cheap failures cannot make the log the
+    /// bottleneck. The first line written in a later second carries the
+    /// field `suppressed`: how many lines of its `error.type` were left out
+    /// since the last one written. Metrics count every request. A panic's
+    /// backtrace is captured only when its line will be written. Counted
+    /// per layer (its clones share the count). `0` writes every line.
+    /// Default [`DEFAULT_FAILURE_LINES_PER_SECOND`](Self::DEFAULT_FAILURE_LINES_PER_SECOND).
+    pub fn failure_lines_per_second(mut self, lines: u32) -> Self {
+        let flood_gate = FloodGateLease::new(lines);
+        let config = self.config();
+        config.outcome.flood_gate = (lines > 0).then(|| flood_gate.gate());
+        config.flood_gate = Arc::new(flood_gate);
+        self
     }
 
     pub(super) fn config(&mut self) -> &mut Config {
@@ -625,7 +652,8 @@ where
 
         let called = {
             let _entered = span.enter();
-            let catching = Catching::enter(config.outcome.forward_panics);
+            let catching =
+                Catching::enter(config.outcome.forward_panics, config.outcome.flood_gate);
             catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
                 .map_err(|payload| (payload_message(&*payload), catching.take_site()))
         };

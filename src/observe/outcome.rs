@@ -10,7 +10,7 @@ use super::panic::PanicSite;
 use crate::context::{RequestContext, RequestId, SpanId, TraceId, REQUEST_ID_HEADER};
 use crate::error::Refused;
 use crate::telemetry::metrics::{record_request, RequestLabels};
-use crate::telemetry::{escape, escape_bytes, redact_escape, Redactor};
+use crate::telemetry::{escape, escape_bytes, redact_escape, FloodGate, Redactor};
 use http::HeaderName;
 use tracing::Level;
 
@@ -91,6 +91,23 @@ pub(crate) struct OutcomeConfig {
     pub(crate) map_rejections: bool,
     /// Runs on error and panic text before it is escaped and capped.
     pub(crate) redactor: Redactor,
+    /// Throttles the lines of failures, per `error.type`; `None`: every
+    /// line is written. A plain reference: copied, not counted.
+    pub(crate) flood_gate: Option<&'static FloodGate>,
+}
+
+impl OutcomeConfig {
+    /// `Some(the count to report)` if a failure's line of `kind` is written
+    /// (out of line: successes, the common case, never come here).
+    #[inline(never)]
+    fn let_through(&self, kind: &'static str) -> Option<Option<u64>> {
+        match self.flood_gate {
+            Some(gate) => gate
+                .allow(kind)
+                .map(|suppressed| (suppressed > 0).then_some(suppressed)),
+            None => Some(None),
+        }
+    }
 }
 
 impl Default for OutcomeConfig {
@@ -108,6 +125,7 @@ impl Default for OutcomeConfig {
             full_span: false,
             map_rejections: false,
             redactor: Redactor::new(),
+            flood_gate: None,
         }
     }
 }
@@ -269,6 +287,15 @@ impl Outcome {
         let error_type = self.failure.as_ref().map(Failure::error_type);
         let status = self.status.map(|s| s.as_u16());
         self.record_metrics(status, error_type, latency);
+        // A failure's line may be left out of a flood (counted, and reported
+        // by the next line of its kind written); a success's never is.
+        let suppressed = match error_type {
+            Some(kind) => match config.let_through(kind) {
+                Some(suppressed) => suppressed,
+                None => return,
+            },
+            None => None,
+        };
 
         // The error's text (its message formatted, escaped, its chain) is
         // made on the first use of one of its fields: `event!` evaluates
@@ -345,6 +372,7 @@ impl Outcome {
                     refusal.retry_after_ms = error().retry_after_ms,
                     panic.location = error().panic_location.as_deref(),
                     panic.backtrace = error().panic_backtrace.as_deref(),
+                    suppressed,
                     "request completed"
                 )
             };

@@ -6,8 +6,9 @@
 //! once per process, a hook chained to the one before it. The hook acts only
 //! on a thread that is polling an observed request (a thread-local depth
 //! counter says so): there it stores the location (and a backtrace when
-//! `RUST_BACKTRACE` asks for one) in a thread-local for the layer to log
-//! inside the request's span, and by default does not call the previous hook,
+//! `RUST_BACKTRACE` asks for one and the panic's line will be written: its
+//! level is enabled and the layer's flood gate lets a `panic` line through)
+//! in a thread-local for the layer to log inside the request's span, and by default does not call the previous hook,
 //! so the panic is reported once, as the request's outcome event. Every other
 //! panic goes to the previous hook untouched. A hook set later by the
 //! application replaces this one; the layer then still logs the message,
@@ -18,9 +19,14 @@ use std::backtrace::{Backtrace, BacktraceStatus};
 use std::cell::{Cell, RefCell};
 use std::sync::Once;
 
+use super::fields::TARGET;
+use crate::telemetry::FloodGate;
+
 thread_local! {
     static CATCHING: Cell<u32> = const { Cell::new(0) };
     static FORWARD: Cell<bool> = const { Cell::new(false) };
+    /// The flood gate of the request being polled (`None`: no throttle).
+    static GATE: Cell<Option<&'static FloodGate>> = const { Cell::new(None) };
     static CAUGHT: RefCell<Option<PanicSite>> = const { RefCell::new(None) };
 }
 
@@ -39,7 +45,17 @@ pub(crate) fn install_hook() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if CATCHING.with(Cell::get) > 0 {
-                let backtrace = Backtrace::capture();
+                // Capturing and formatting a backtrace costs far more than the
+                // request: only for a line that will be written.
+                let written = GATE
+                    .with(Cell::get)
+                    .is_none_or(|gate| gate.would_allow("panic"))
+                    && tracing::enabled!(target: TARGET, tracing::Level::ERROR);
+                let backtrace = if written {
+                    Backtrace::capture()
+                } else {
+                    Backtrace::disabled()
+                };
                 let site = PanicSite {
                     location: info
                         .location()
@@ -60,15 +76,17 @@ pub(crate) fn install_hook() {
 /// Marks this thread as polling an observed request while alive.
 pub(crate) struct Catching {
     forward: bool,
+    gate: Option<&'static FloodGate>,
 }
 
 impl Catching {
-    pub(crate) fn enter(forward_to_previous_hook: bool) -> Self {
+    pub(crate) fn enter(forward_to_previous_hook: bool, gate: Option<&'static FloodGate>) -> Self {
         CATCHING.with(|depth| depth.set(depth.get() + 1));
         // A site left by a panic that the application caught itself is stale.
         CAUGHT.with(|caught| caught.borrow_mut().take());
         let forward = FORWARD.with(|f| f.replace(forward_to_previous_hook));
-        Self { forward }
+        let gate = GATE.with(|g| g.replace(gate));
+        Self { forward, gate }
     }
 
     /// The site of the panic just caught on this thread, if the hook saw it.
@@ -81,6 +99,7 @@ impl Drop for Catching {
     fn drop(&mut self) {
         CATCHING.with(|depth| depth.set(depth.get().saturating_sub(1)));
         FORWARD.with(|f| f.set(self.forward));
+        GATE.with(|g| g.set(self.gate));
     }
 }
 

@@ -57,6 +57,7 @@ impl InFlightLimitLayer {
             retry_after: DEFAULT_RETRY_AFTER,
             reserved: Vec::new(),
             long_lived: Vec::new(),
+            per_key: None,
         })
     }
 
@@ -98,6 +99,23 @@ impl InFlightLimitLayer {
     pub fn long_lived(self, prefix: impl Into<Arc<str>>) -> Self {
         let mut settings = self.settings();
         settings.long_lived.push(prefix.into());
+        Self::from_settings(settings)
+    }
+
+    /// At most `max` requests in flight (at least 1) for each client key, so
+    /// that one client cannot hold every slot with slow requests; over it, a
+    /// 429 [`too-many-in-flight`](crate::error::ProblemType::TOO_MANY_IN_FLIGHT)
+    /// problem with `Retry-After` ([`TooManyInFlight`](super::TooManyInFlight)),
+    /// before any slot of the limit is taken. The key is the request's
+    /// [`ClientKey`](crate::context::ClientKey), which the rate limiter puts
+    /// there for its first policy
+    /// ([`publish_client_key`](crate::rate_limit::RateLimitLayer::publish_client_key),
+    /// which [`Harden`](crate::Harden) turns on with this); a request without
+    /// one is not counted per key. Counted per instance; memory is one entry
+    /// per client with requests in flight. Default: no limit per key.
+    pub fn per_key(self, max: usize) -> Self {
+        let mut settings = self.settings();
+        settings.per_key = Some(max);
         Self::from_settings(settings)
     }
 

@@ -18,6 +18,7 @@
 //! | a slot is held | from the call until the response body ends or is dropped | — |
 //! | reserved routes | [`InFlightLimitLayer::reserve`]: a share of the limit for path prefixes (health checks, critical paths) | none |
 //! | streams | [`InFlightLimitLayer::long_lived`], 101 responses, `text/event-stream`: hold a slot, feed no latency | — |
+//! | per client | [`InFlightLimitLayer::per_key`]: at most N in flight per client key, else 429 [`too-many-in-flight`](crate::error::ProblemType::TOO_MANY_IN_FLIGHT) | off |
 //! | observable | [`OverloadStats`]: limit, in flight, shed; metrics `tower_harden.overload.limit` (gauge), `tower_harden.overload.requests` (counter, by `result`: `acquired`, `rejected`) | — |
 //!
 //! # The algorithm, and why
@@ -89,13 +90,14 @@ mod algorithm;
 mod body;
 mod error;
 mod layer;
+mod per_key;
 mod service;
 mod settings;
 mod shared;
 
 pub use algorithm::AdaptiveLimit;
 pub use body::InFlightBody;
-pub use error::Overloaded;
+pub use error::{Overloaded, TooManyInFlight};
 pub use layer::{InFlightLimitLayer, OverloadStats};
 pub use service::{InFlightFuture, InFlightLimit};
 pub use settings::{Limit, DEFAULT_RETRY_AFTER};

@@ -11,7 +11,9 @@ use tower_service::Service;
 
 use super::body::InFlightBody;
 use super::error::retry_seconds;
+use super::error::TooManyInFlight;
 use super::shared::{Permit, Shared};
+use crate::context::ClientKey;
 use crate::error::{Problem, ProblemOr};
 
 /// The service of [`InFlightLimitLayer`](super::InFlightLimitLayer).
@@ -43,26 +45,57 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        match self.shared.acquire(request.uri().path()) {
-            Ok(permit) => InFlightFuture {
-                state: State::Admitted {
-                    future: self.inner.call(request),
-                    permit: Some(permit),
-                },
-            },
-            Err(overloaded) => {
-                let seconds = retry_seconds(overloaded.retry_after);
-                let mut response = Problem::refuse(overloaded, request.extensions());
-                response
-                    .headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from(seconds));
-                InFlightFuture {
-                    state: State::Shed {
-                        response: Some(response),
-                    },
+        // The client's own share first: a client over it takes no slot of
+        // the limit.
+        let mut key_permit = None;
+        if let Some(per_key) = &self.shared.per_key {
+            if let Some(&key) = request.extensions().get::<ClientKey>() {
+                match per_key.acquire(key) {
+                    Ok(permit) => key_permit = Some(permit),
+                    Err(_) => {
+                        let retry_after = self.shared.settings.retry_after;
+                        let refused = TooManyInFlight {
+                            limit: per_key.max(),
+                            key,
+                            retry_after,
+                        };
+                        return shed(refused, retry_seconds(retry_after), &request);
+                    }
                 }
             }
         }
+        match self.shared.acquire(request.uri().path()) {
+            Ok(mut permit) => {
+                permit.key = key_permit;
+                InFlightFuture {
+                    state: State::Admitted {
+                        future: self.inner.call(request),
+                        permit: Some(permit),
+                    },
+                }
+            }
+            Err(overloaded) => {
+                let seconds = retry_seconds(overloaded.retry_after);
+                shed(overloaded, seconds, &request)
+            }
+        }
+    }
+}
+
+/// A refusal answered at once: its problem and `Retry-After`.
+fn shed<F, B, ReqBody>(
+    refusal: impl crate::error::Refusal,
+    retry_after_seconds: u64,
+    request: &Request<ReqBody>,
+) -> InFlightFuture<F, B> {
+    let mut response = Problem::refuse(refusal, request.extensions());
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+    InFlightFuture {
+        state: State::Shed {
+            response: Some(response),
+        },
     }
 }
 

@@ -27,4 +27,6 @@ pub(crate) struct Settings {
     pub(crate) reserved: Vec<(Arc<str>, f64)>,
     /// Path prefixes whose durations are no latency signal.
     pub(crate) long_lived: Vec<Arc<str>>,
+    /// Requests in flight per client key, if limited.
+    pub(crate) per_key: Option<usize>,
 }

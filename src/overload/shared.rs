@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::algorithm::Gradient2;
+use super::per_key::{KeyPermit, PerKey};
 use super::settings::{Limit, Settings};
 use super::Overloaded;
 use crate::telemetry::metrics;
@@ -25,6 +26,8 @@ pub(crate) struct Shared {
     adaptive: Option<Mutex<Adaptive>>,
     shed: AtomicU64,
     admitted: AtomicU64,
+    /// Requests in flight per client key, if limited.
+    pub(crate) per_key: Option<Arc<PerKey>>,
 }
 
 /// The adaptive algorithm and the window of samples it is fed.
@@ -74,6 +77,7 @@ impl Shared {
             .iter()
             .map(|_| AtomicUsize::new(0))
             .collect();
+        let per_key = settings.per_key.map(|max| Arc::new(PerKey::new(max)));
         Self {
             settings,
             limit: AtomicUsize::new(limit),
@@ -82,6 +86,7 @@ impl Shared {
             adaptive,
             shed: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
+            per_key,
         }
     }
 
@@ -180,6 +185,7 @@ impl Shared {
                 .any(|prefix| path_matches(path, prefix));
         Permit {
             shared: self.clone(),
+            key: None,
             slot,
             start: Instant::now(),
             sample,
@@ -262,6 +268,8 @@ pub(crate) fn path_matches(path: &str, prefix: &str) -> bool {
 #[derive(Debug)]
 pub(crate) struct Permit {
     shared: Arc<Shared>,
+    /// The client's slot, given back with this one (dropped after it).
+    pub(crate) key: Option<KeyPermit>,
     slot: Slot,
     start: Instant,
     sample: bool,

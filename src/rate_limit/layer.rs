@@ -54,6 +54,7 @@ pub struct RateLimitLayer<St = MemoryStore> {
     shadow: bool,
     legacy_headers: bool,
     store_failure: StoreFailure,
+    publish_client_key: bool,
     /// What every service this layer makes shares, built at the first
     /// `layer()` call: axum calls `layer()` once per route, and the routes
     /// must share one set of log throttles (a warning "at most every 10 s"
@@ -70,6 +71,7 @@ impl<St> Clone for RateLimitLayer<St> {
             shadow: self.shadow,
             legacy_headers: self.legacy_headers,
             store_failure: self.store_failure,
+            publish_client_key: self.publish_client_key,
             built: self.built.clone(),
         }
     }
@@ -109,6 +111,7 @@ impl<St> RateLimitLayer<St> {
             shadow: false,
             legacy_headers: false,
             store_failure: StoreFailure::default(),
+            publish_client_key: false,
             built: Arc::default(),
         }
     }
@@ -128,6 +131,16 @@ impl<St> RateLimitLayer<St> {
     /// sharing a network store need [`KeyHasher::from_secret`].
     pub fn key_hasher(mut self, hasher: KeyHasher) -> Self {
         self.hasher = hasher;
+        self.built = Arc::default();
+        self
+    }
+
+    /// Puts the key of the first policy that keyed an admitted request
+    /// into its extensions, as a [`ClientKey`](crate::context::ClientKey),
+    /// for a later layer that counts per client (the in-flight limit per
+    /// key). Default: off (an extension per request costs an allocation).
+    pub fn publish_client_key(mut self, publish: bool) -> Self {
+        self.publish_client_key = publish;
         self.built = Arc::default();
         self
     }
@@ -198,6 +211,7 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
             shadow,
             legacy_headers,
             store_failure,
+            publish_client_key,
             built: _,
         } = slot.expect("filled above");
         let mut store = Some(store);
@@ -216,6 +230,7 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
             shadow,
             legacy_headers,
             store_failure,
+            publish_client_key,
             built: Arc::default(),
         }
     }
@@ -235,6 +250,7 @@ impl<S, St> Layer<S> for RateLimitLayer<St> {
                     self.shadow,
                     self.legacy_headers,
                     self.store_failure,
+                    self.publish_client_key,
                 ))
             })
             .clone();

@@ -80,9 +80,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let headers = match self.shared.decide_now(&request) {
-            Now::Admit(headers) => headers,
+            Now::Admit(headers, client_key) => {
+                if let Some(key) = client_key {
+                    request.extensions_mut().insert(key);
+                }
+                headers
+            }
             Now::Refuse(response) => return RateLimitFuture::refused(response),
             Now::Later(checks, default_quotas) => {
                 return self.check_later(request, checks, default_quotas)
@@ -212,7 +217,7 @@ where
                         .take()
                         .expect("RateLimitFuture polled after completion");
                     let Pending {
-                        request,
+                        mut request,
                         mut inner,
                         shared,
                         checks,
@@ -226,6 +231,9 @@ where
                     ) {
                         Verdict::Admit(headers) => {
                             *this.headers = headers;
+                            if let Some(key) = shared.client_key(&checks) {
+                                request.extensions_mut().insert(key);
+                            }
                             State::Inner {
                                 future: inner.call(request),
                             }

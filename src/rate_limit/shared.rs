@@ -12,6 +12,7 @@ use super::headers::{ceil_seconds, policy_header_value, RateLimitHeaders, StateP
 use super::key::{KeyHasher, RequestHead};
 use super::policy::{MissingKey, Policy, StoreFailure};
 use super::store::{Check, Decisions, KeyHash, RateLimitStore, StoreError};
+use crate::context::ClientKey;
 use crate::error::{Problem, ProblemOr};
 use crate::telemetry::LogThrottle;
 
@@ -23,6 +24,8 @@ pub(super) struct Shared<St> {
     pub(super) shadow: bool,
     pub(super) legacy_headers: bool,
     pub(super) store_failure: StoreFailure,
+    /// Put the first check's key into admitted requests' extensions.
+    pub(super) publish_client_key: bool,
     pub(super) clock: MonotonicClock,
     /// `RateLimit-Policy` for requests checked by every policy at its own
     /// quota.
@@ -43,6 +46,7 @@ impl<St> Shared<St> {
         shadow: bool,
         legacy_headers: bool,
         store_failure: StoreFailure,
+        publish_client_key: bool,
     ) -> Self {
         let default_checks: Vec<Check> = policies
             .iter()
@@ -62,6 +66,7 @@ impl<St> Shared<St> {
             shadow,
             legacy_headers,
             store_failure,
+            publish_client_key,
             clock: MonotonicClock::new(),
             shadow_log: LogThrottle::new(1_000_000_000),
             missing_key_log: LogThrottle::new(10_000_000_000),
@@ -278,17 +283,25 @@ impl<St: RateLimitStore> Shared<St> {
 
 /// What `call` learned before calling the inner service.
 pub(super) enum Now<B> {
-    Admit(Option<RateLimitHeaders>),
+    /// Admitted: its headers, and the client key to publish, if asked for.
+    Admit(Option<RateLimitHeaders>, Option<ClientKey>),
     Refuse(Response<ProblemOr<B>>),
     /// The store answers asynchronously.
     Later(CheckList, bool),
 }
 
 impl<St: RateLimitStore> Shared<St> {
+    /// The client key of a request checked by `checks`, if asked for.
+    pub(super) fn client_key(&self, checks: &[Check]) -> Option<ClientKey> {
+        self.publish_client_key
+            .then(|| checks.first().map(|check| ClientKey(check.key.0)))
+            .flatten()
+    }
+
     pub(super) fn decide_now<ReqBody, B>(&self, request: &Request<ReqBody>) -> Now<B> {
         let (checks, default_quotas) = match self.prepare(&RequestHead::of(request)) {
             Prepared::Checks(checks, default_quotas) => (checks, default_quotas),
-            Prepared::Unchecked => return Now::Admit(None),
+            Prepared::Unchecked => return Now::Admit(None, None),
             Prepared::Refused(refusal) => {
                 return Now::Refuse(Problem::refuse(refusal, request.extensions()))
             }
@@ -296,7 +309,7 @@ impl<St: RateLimitStore> Shared<St> {
         match self.store.try_check_now(&checks) {
             Some(result) => {
                 match self.conclude(result, &checks, default_quotas, request.extensions()) {
-                    Verdict::Admit(headers) => Now::Admit(headers),
+                    Verdict::Admit(headers) => Now::Admit(headers, self.client_key(&checks)),
                     Verdict::Refuse(response) => Now::Refuse(response),
                 }
             }

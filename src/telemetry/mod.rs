@@ -9,7 +9,7 @@ mod redact;
 mod throttle;
 
 pub(crate) use escape::{escape, escape_bytes};
-pub(crate) use throttle::LogThrottle;
+pub(crate) use throttle::{FloodGate, FloodGateLease, LogThrottle};
 
 pub(crate) use redact::redact_escape;
 pub use redact::{InvalidPattern, Redactor, REDACTED};
