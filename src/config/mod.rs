@@ -40,8 +40,8 @@
 //!     period = "1s"
 //!     burst = 20
 //!
-//!     # IPv6 clients: each /64 above, and their whole /48 here (one
-//!     # allocation cannot take a quota per /64 it holds).
+//!     ## IPv6 clients: each /64 above, and their whole /48 here (one
+//!     ## allocation cannot take a quota per /64 it holds).
 //!     [[rate_limit.policies]]
 //!     name = "per-site"
 //!     key = "client_ip"
