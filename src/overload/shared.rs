@@ -430,7 +430,43 @@ impl Lease {
 
 #[cfg(test)]
 mod tests {
-    use super::path_matches;
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_on_the_client_frees_the_slot_and_leaves_the_latency() {
+        let shared = Arc::new(Shared::new(Settings {
+            limit: Limit::Fixed(2),
+            retry_after: Duration::from_secs(1),
+            reserved: Vec::new(),
+            long_lived: Vec::new(),
+            per_key: None,
+        }));
+        let second = Duration::from_secs(1);
+        let mut permit = shared.acquire("/").unwrap();
+        let lease = permit.lease();
+        tokio::time::advance(second).await;
+        lease.lend(Instant::now());
+        // Pending again while waiting: nothing more is given back.
+        lease.lend(Instant::now());
+        assert_eq!(shared.in_flight(), 0);
+        tokio::time::advance(3 * second).await;
+        assert_eq!(lease.client_wait(Instant::now()), 3 * second);
+        lease.retake(Instant::now());
+        lease.retake(Instant::now());
+        assert_eq!(shared.in_flight(), 1);
+        tokio::time::advance(second).await;
+        lease.lend(Instant::now());
+        tokio::time::advance(2 * second).await;
+        // 7 s since the start, 5 of them the client's (2 still waiting).
+        assert_eq!(lease.client_wait(Instant::now()), 5 * second);
+        drop(permit);
+        assert_eq!(shared.in_flight(), 0);
+        // The request ended: a late body takes nothing back.
+        lease.retake(Instant::now());
+        lease.lend(Instant::now());
+        assert_eq!(shared.in_flight(), 0);
+        assert!(shared.acquire("/").is_ok());
+    }
 
     #[test]
     fn a_prefix_covers_its_path_and_below_only() {
