@@ -597,3 +597,70 @@ async fn a_handler_that_stops_reading_or_never_reads_holds_its_slot_to_the_end()
     // The clients send on, or close: nothing is counted again.
     both_slots_can_be_taken(&service, &stats, &gate).await;
 }
+
+/// The attack that found it (`slowhttptest -B`), over TCP through `serve`
+/// and the whole preset (its deadline reads the body too): clients that
+/// send a head and a byte of their body, then stall, do not fill the limit.
+#[tokio::test]
+async fn slow_uploads_over_tcp_do_not_shed_other_clients() {
+    use tokio::io::AsyncWriteExt;
+    let config = tower_harden::HardenConfig::from_toml(
+        r#"
+        [overload]
+        fixed_limit = 2
+        # Out of the way (hang guards, not thresholds): the request is
+        # answered by the handler, not by the deadline's 408.
+        [deadline]
+        request = "300s"
+        body_idle = "300s"
+        min_body_rate_grace = "300s"
+        [[rate_limit.policies]]
+        name = "per-ip"
+        key = "client_ip"
+        quota = 1000000000
+        period = "1s"
+        burst = 1000000000
+        "#,
+    )
+    .unwrap();
+    let harden = tower_harden::Harden::from_config(&config).unwrap();
+    let stats = harden.overload_stats();
+    let app = Router::new()
+        .route(
+            "/echo",
+            axum::routing::post(|body: Bytes| async move { body }),
+        )
+        .route("/", get(|| async { "ok" }))
+        .layer(harden.into_layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tower_harden::serve(listener, app);
+    tokio::spawn(async move { server.await.unwrap() });
+
+    let mut uploads = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nConnection: close\r\n\r\na")
+            .await
+            .unwrap();
+        uploads.push(stream);
+    }
+    wait_for_admitted(&stats, 2, 0).await;
+    for _ in 0..3 {
+        assert_eq!(common::get(addr, "/").await.status, 200);
+    }
+    assert_eq!(stats.shed(), 0);
+
+    for stream in &mut uploads {
+        stream.write_all(b"bcd").await.unwrap();
+    }
+    for mut stream in uploads {
+        let response = common::read_response(&mut stream).await.unwrap().unwrap();
+        assert_eq!(
+            (response.status, response.body.as_slice()),
+            (200, &b"abcd"[..])
+        );
+    }
+    wait_for(&stats, 0).await;
+}
