@@ -664,3 +664,56 @@ async fn slow_uploads_over_tcp_do_not_shed_other_clients() {
     }
     wait_for(&stats, 0).await;
 }
+
+/// The per-key count includes the wait on the client (the documented
+/// choice): a client's stalled upload holds back that client only.
+#[tokio::test]
+async fn a_stalled_upload_still_counts_against_its_own_clients_share() {
+    use tokio::io::AsyncWriteExt;
+    let config = tower_harden::HardenConfig::from_toml(
+        r#"
+        [overload]
+        fixed_limit = 1
+        per_key_limit = 1
+        [deadline]
+        request = "300s"
+        body_idle = "300s"
+        min_body_rate_grace = "300s"
+        [[rate_limit.policies]]
+        name = "per-api-key"
+        key = "header:x-api-key"
+        quota = 1000000
+        period = "1s"
+        burst = 1000000
+        "#,
+    )
+    .unwrap();
+    let harden = tower_harden::Harden::from_config(&config).unwrap();
+    let stats = harden.overload_stats();
+    let app = Router::new()
+        .route(
+            "/echo",
+            axum::routing::post(|body: Bytes| async move { body }),
+        )
+        .route("/", get(|| async { "ok" }))
+        .layer(harden.into_layer());
+    let addr = common::spawn_axum(app).await;
+    let mut upload = tokio::net::TcpStream::connect(addr).await.unwrap();
+    upload
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nx-api-key: greedy\r\nContent-Length: 2\r\nConnection: close\r\n\r\na")
+        .await
+        .unwrap();
+    wait_for_admitted(&stats, 1, 0).await;
+    // The limit's one slot is free for anyone else...
+    assert_eq!(get_as(addr, "/", "polite").await.status, 200);
+    // ...but not for the client whose upload is pending.
+    assert_eq!(get_as(addr, "/", "greedy").await.status, 429);
+    upload.write_all(b"b").await.unwrap();
+    let response = common::read_response(&mut upload).await.unwrap().unwrap();
+    assert_eq!(
+        (response.status, response.body.as_slice()),
+        (200, &b"ab"[..])
+    );
+    wait_for(&stats, 0).await;
+    assert_eq!(get_as(addr, "/", "greedy").await.status, 200);
+}
