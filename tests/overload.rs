@@ -1,7 +1,8 @@
 //! The in-flight limit over TCP: a saturated backend answers at once with
 //! 503 `overloaded` problems, the cap holds across HTTP/2 streams, reserved
-//! routes are still answered, a slot is held until the body ends; and the
-//! adaptive limit on simulated time.
+//! routes are still answered, a slot is held until the body ends, a request
+//! waiting on its client for body bytes holds none; and the adaptive limit
+//! on simulated time.
 
 mod common;
 
@@ -18,7 +19,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use tokio::sync::{mpsc, Semaphore};
 use tower::{Service, ServiceExt};
-use tower_harden::overload::{AdaptiveLimit, InFlightLimitLayer, Limit, OverloadStats};
+use tower_harden::overload::{
+    AdaptiveLimit, InFlightLimitLayer, InFlightRequestBody, Limit, OverloadStats,
+};
 
 /// A route that waits until the test adds permits to `gate`, counting the
 /// requests that reached it.
@@ -231,7 +234,7 @@ fn the_preset_limits_requests_in_flight_by_default() {
 #[tokio::test(start_paused = true)]
 async fn the_adaptive_limit_finds_the_capacity_of_a_simulated_database() {
     let pool = Arc::new(Semaphore::new(16));
-    let backend = tower::service_fn(move |_request: Request<Body>| {
+    let backend = tower::service_fn(move |_request: Request<InFlightRequestBody<Body>>| {
         let pool = pool.clone();
         async move {
             let _connection = pool.acquire().await.unwrap();
@@ -364,4 +367,353 @@ fn a_per_key_limit_needs_a_policy_and_a_positive_value() {
     assert!(text.contains("overload.per_key_limit"), "{text}");
     assert!(text.contains("must be greater than zero"), "{text}");
     assert!(text.contains("needs a rate-limit policy"), "{text}");
+}
+
+/// A request body the test sends chunk by chunk, and its sender.
+fn client_body() -> (mpsc::Sender<Result<Bytes, Infallible>>, Body) {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    (tx, Body::from_stream(stream))
+}
+
+type Upload = Request<InFlightRequestBody<Body>>;
+
+/// Reads the whole body, then (on `/held`) waits for `gate`; answers the
+/// body's length.
+fn uploads_app(
+    gate: Arc<Semaphore>,
+) -> impl tower::Service<Upload, Response = Response<Body>, Error = Infallible, Future: Send>
+       + Clone
+       + Send {
+    tower::service_fn(move |request: Upload| {
+        let gate = gate.clone();
+        async move {
+            let held = request.uri().path() == "/held";
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            if held {
+                gate.acquire().await.unwrap().forget();
+            }
+            Ok::<_, Infallible>(Response::new(Body::from(body.len().to_string())))
+        }
+    })
+}
+
+/// Waits until `admitted` requests were admitted and `in_flight` are in
+/// flight.
+async fn wait_for_admitted(stats: &OverloadStats, admitted: u64, in_flight: usize) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while stats.admitted() != admitted || stats.in_flight() != in_flight {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "admitted {} in flight {}, not {admitted} and {in_flight}",
+            stats.admitted(),
+            stats.in_flight()
+        )
+    });
+}
+
+async fn status_and_body<S>(service: S, request: Request<Body>) -> (StatusCode, String)
+where
+    S: tower::Service<Request<Body>, Error = Infallible>,
+    S::Response:
+        Into<Response<tower_harden::error::ProblemOr<tower_harden::overload::InFlightBody<Body>>>>,
+{
+    let response = service.oneshot(request).await.unwrap().into();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn requests_waiting_on_their_clients_for_body_bytes_hold_no_slot() {
+    let gate = Arc::new(Semaphore::new(0));
+    let limit = InFlightLimitLayer::fixed(2);
+    let stats = limit.stats();
+    let service = tower::ServiceBuilder::new()
+        .layer(limit)
+        .service(uploads_app(gate.clone()));
+
+    // Two uploads whose clients send one byte and stall.
+    let mut senders = Vec::new();
+    let mut uploads = Vec::new();
+    for _ in 0..2 {
+        let (tx, body) = client_body();
+        tx.send(Ok(Bytes::from_static(b"a"))).await.unwrap();
+        senders.push(tx);
+        let request = Request::post("/held").body(body).unwrap();
+        uploads.push(tokio::spawn(status_and_body(service.clone(), request)));
+    }
+    // Both were admitted, and both gave their slots back while waiting.
+    wait_for_admitted(&stats, 2, 0).await;
+
+    // So a third request is admitted and answered, though the limit is 2.
+    let request = Request::get("/").body(Body::empty()).unwrap();
+    let (status, body) = status_and_body(service.clone(), request).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "0"));
+    assert_eq!(stats.shed(), 0);
+    assert!(uploads.iter().all(|upload| !upload.is_finished()));
+
+    // The clients resume: the requests are the service's again and take
+    // their slots back (the handlers now wait on the gate), so the limit is
+    // full and a fourth request is shed.
+    for tx in senders {
+        tx.send(Ok(Bytes::from_static(b"bc"))).await.unwrap();
+    }
+    wait_for_admitted(&stats, 3, 2).await;
+    let request = Request::get("/").body(Body::empty()).unwrap();
+    let (status, _) = status_and_body(service.clone(), request).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(stats.shed(), 1);
+
+    gate.add_permits(2);
+    for upload in uploads {
+        let (status, body) = upload.await.unwrap();
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "3"));
+    }
+    assert_eq!(stats.in_flight(), 0);
+}
+
+/// Requests that hold both slots of a limit of 2 (their handlers wait on
+/// `gate`, their bodies sent whole): proof that the count is exactly 0
+/// before they came (one slot leaked would shed the second; one released
+/// twice would wrap the count and shed both).
+async fn both_slots_can_be_taken<S>(service: &S, stats: &OverloadStats, gate: &Semaphore)
+where
+    S: tower::Service<Request<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Into<Response<tower_harden::error::ProblemOr<tower_harden::overload::InFlightBody<Body>>>>
+        + Send,
+{
+    let admitted = stats.admitted();
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let request = Request::post("/held").body(Body::from("xy")).unwrap();
+            tokio::spawn(status_and_body(service.clone(), request))
+        })
+        .collect();
+    wait_for_admitted(stats, admitted + 2, 2).await;
+    gate.add_permits(2);
+    for request in held {
+        assert_eq!(request.await.unwrap().0, StatusCode::OK);
+    }
+    assert_eq!(stats.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_stalled_request_dropped_gives_its_slot_back_exactly_once() {
+    let gate = Arc::new(Semaphore::new(0));
+    let limit = InFlightLimitLayer::fixed(2);
+    let stats = limit.stats();
+    let service = tower::ServiceBuilder::new()
+        .layer(limit)
+        .service(uploads_app(gate.clone()));
+    let (tx, body) = client_body();
+    tx.send(Ok(Bytes::from_static(b"a"))).await.unwrap();
+    let request = Request::post("/held").body(body).unwrap();
+    let upload = tokio::spawn(status_and_body(service.clone(), request));
+    wait_for_admitted(&stats, 1, 0).await;
+    // The client goes away (the connection closes): the request, its body
+    // and its slot are dropped while the body was waiting.
+    upload.abort();
+    assert!(upload.await.unwrap_err().is_cancelled());
+    assert_eq!(stats.in_flight(), 0);
+    both_slots_can_be_taken(&service, &stats, &gate).await;
+    drop(tx);
+}
+
+#[tokio::test]
+async fn a_handler_that_stops_reading_or_never_reads_holds_its_slot_to_the_end() {
+    let gate = Arc::new(Semaphore::new(0));
+    let stop_reading = Arc::new(tokio::sync::Notify::new());
+    let limit = InFlightLimitLayer::fixed(2);
+    let stats = limit.stats();
+    let app = {
+        let gate = gate.clone();
+        let stop_reading = stop_reading.clone();
+        tower::service_fn(move |request: Upload| {
+            let gate = gate.clone();
+            let stop_reading = stop_reading.clone();
+            async move {
+                let path = request.uri().path().to_owned();
+                let mut body = request.into_body();
+                match path.as_str() {
+                    // Reads until told to stop (a handler's own timeout),
+                    // then drops the body while it waits on the client.
+                    "/gives-up" => {
+                        tokio::select! {
+                            _ = async { while body.frame().await.is_some() {} } => {}
+                            _ = stop_reading.notified() => {}
+                        }
+                        drop(body);
+                    }
+                    // Answers without reading the body.
+                    "/ignores" => {}
+                    _ => {
+                        body.collect().await.unwrap();
+                    }
+                }
+                gate.acquire().await.unwrap().forget();
+                Ok::<_, Infallible>(Response::new(Body::from(path)))
+            }
+        })
+    };
+    let service = tower::ServiceBuilder::new().layer(limit).service(app);
+
+    let (tx, body) = client_body();
+    tx.send(Ok(Bytes::from_static(b"a"))).await.unwrap();
+    let request = Request::post("/gives-up").body(body).unwrap();
+    let gives_up = tokio::spawn(status_and_body(service.clone(), request));
+    wait_for_admitted(&stats, 1, 0).await;
+    // The handler gives up on the body: the request is the service's again.
+    stop_reading.notify_one();
+    wait_for_admitted(&stats, 1, 1).await;
+
+    let (tx_ignored, body) = client_body();
+    let request = Request::post("/ignores").body(body).unwrap();
+    let ignores = tokio::spawn(status_and_body(service.clone(), request));
+    // A body never polled never waited: its slot is held.
+    wait_for_admitted(&stats, 2, 2).await;
+    let request = Request::get("/").body(Body::empty()).unwrap();
+    let (status, _) = status_and_body(service.clone(), request).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    gate.add_permits(2);
+    assert_eq!(
+        gives_up.await.unwrap(),
+        (StatusCode::OK, "/gives-up".to_owned())
+    );
+    assert_eq!(
+        ignores.await.unwrap(),
+        (StatusCode::OK, "/ignores".to_owned())
+    );
+    assert_eq!(stats.in_flight(), 0);
+    drop((tx, tx_ignored));
+    // The clients send on, or close: nothing is counted again.
+    both_slots_can_be_taken(&service, &stats, &gate).await;
+}
+
+/// The attack that found it (`slowhttptest -B`), over TCP through `serve`
+/// and the whole preset (its deadline reads the body too): clients that
+/// send a head and a byte of their body, then stall, do not fill the limit.
+#[tokio::test]
+async fn slow_uploads_over_tcp_do_not_shed_other_clients() {
+    use tokio::io::AsyncWriteExt;
+    let config = tower_harden::HardenConfig::from_toml(
+        r#"
+        [overload]
+        fixed_limit = 2
+        # Out of the way (hang guards, not thresholds): the request is
+        # answered by the handler, not by the deadline's 408.
+        [deadline]
+        request = "300s"
+        body_idle = "300s"
+        min_body_rate_grace = "300s"
+        [[rate_limit.policies]]
+        name = "per-ip"
+        key = "client_ip"
+        quota = 1000000000
+        period = "1s"
+        burst = 1000000000
+        "#,
+    )
+    .unwrap();
+    let harden = tower_harden::Harden::from_config(&config).unwrap();
+    let stats = harden.overload_stats();
+    let app = Router::new()
+        .route(
+            "/echo",
+            axum::routing::post(|body: Bytes| async move { body }),
+        )
+        .route("/", get(|| async { "ok" }))
+        .layer(harden.into_layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tower_harden::serve(listener, app);
+    tokio::spawn(async move { server.await.unwrap() });
+
+    let mut uploads = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nConnection: close\r\n\r\na")
+            .await
+            .unwrap();
+        uploads.push(stream);
+    }
+    wait_for_admitted(&stats, 2, 0).await;
+    for _ in 0..3 {
+        assert_eq!(common::get(addr, "/").await.status, 200);
+    }
+    assert_eq!(stats.shed(), 0);
+
+    for stream in &mut uploads {
+        stream.write_all(b"bcd").await.unwrap();
+    }
+    for mut stream in uploads {
+        let response = common::read_response(&mut stream).await.unwrap().unwrap();
+        assert_eq!(
+            (response.status, response.body.as_slice()),
+            (200, &b"abcd"[..])
+        );
+    }
+    wait_for(&stats, 0).await;
+}
+
+/// The per-key count includes the wait on the client (the documented
+/// choice): a client's stalled upload holds back that client only.
+#[tokio::test]
+async fn a_stalled_upload_still_counts_against_its_own_clients_share() {
+    use tokio::io::AsyncWriteExt;
+    let config = tower_harden::HardenConfig::from_toml(
+        r#"
+        [overload]
+        fixed_limit = 1
+        per_key_limit = 1
+        [deadline]
+        request = "300s"
+        body_idle = "300s"
+        min_body_rate_grace = "300s"
+        [[rate_limit.policies]]
+        name = "per-api-key"
+        key = "header:x-api-key"
+        quota = 1000000
+        period = "1s"
+        burst = 1000000
+        "#,
+    )
+    .unwrap();
+    let harden = tower_harden::Harden::from_config(&config).unwrap();
+    let stats = harden.overload_stats();
+    let app = Router::new()
+        .route(
+            "/echo",
+            axum::routing::post(|body: Bytes| async move { body }),
+        )
+        .route("/", get(|| async { "ok" }))
+        .layer(harden.into_layer());
+    let addr = common::spawn_axum(app).await;
+    let mut upload = tokio::net::TcpStream::connect(addr).await.unwrap();
+    upload
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nx-api-key: greedy\r\nContent-Length: 2\r\nConnection: close\r\n\r\na")
+        .await
+        .unwrap();
+    wait_for_admitted(&stats, 1, 0).await;
+    // The limit's one slot is free for anyone else...
+    assert_eq!(get_as(addr, "/", "polite").await.status, 200);
+    // ...but not for the client whose upload is pending.
+    assert_eq!(get_as(addr, "/", "greedy").await.status, 429);
+    upload.write_all(b"b").await.unwrap();
+    let response = common::read_response(&mut upload).await.unwrap().unwrap();
+    assert_eq!(
+        (response.status, response.body.as_slice()),
+        (200, &b"ab"[..])
+    );
+    wait_for(&stats, 0).await;
+    assert_eq!(get_as(addr, "/", "greedy").await.status, 200);
 }

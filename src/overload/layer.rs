@@ -13,7 +13,9 @@ use super::{AdaptiveLimit, InFlightLimit};
 ///
 /// Every clone of the layer (and every service it makes) shares one limit:
 /// build it once and apply it around the whole router. A request holds its
-/// slot until its response body ends (or is dropped).
+/// slot until its response body ends (or is dropped), except while it waits
+/// on its client for request-body bytes
+/// ([`InFlightRequestBody`](super::InFlightRequestBody)).
 ///
 /// ```
 /// use axum::{routing::get, Router};
@@ -111,7 +113,9 @@ impl InFlightLimitLayer {
     /// there for its first policy
     /// ([`publish_client_key`](crate::rate_limit::RateLimitLayer::publish_client_key),
     /// which [`Harden`](crate::Harden) turns on with this); a request without
-    /// one is not counted per key. Counted per instance; memory is one entry
+    /// one is not counted per key. Unlike the limit, the count per key
+    /// includes the time waiting on the client for body bytes: a client's
+    /// stalled uploads hold back that client only. Counted per instance; memory is one entry
     /// per client with requests in flight. Default: no limit per key.
     pub fn per_key(self, max: usize) -> Self {
         let mut settings = self.settings();

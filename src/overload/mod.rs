@@ -15,11 +15,29 @@
 //! |---|---|---|
 //! | the limit | [`Limit::Adaptive`] (Gradient2, below) or [`Limit::Fixed`] | adaptive: starts at 20, between 8 and 1000 |
 //! | excess | shed at once: 503 [`overloaded`](crate::error::ProblemType::OVERLOADED), `Retry-After` | 1 s |
-//! | a slot is held | from the call until the response body ends or is dropped | — |
+//! | a slot is held | from the call until the response body ends or is dropped, except while waiting on the client for request-body bytes ([`InFlightRequestBody`]) | — |
 //! | reserved routes | [`InFlightLimitLayer::reserve`]: a share of the limit for path prefixes (health checks, critical paths) | none |
 //! | streams | [`InFlightLimitLayer::long_lived`], 101 responses, `text/event-stream`: hold a slot, feed no latency | — |
 //! | per client | [`InFlightLimitLayer::per_key`]: at most N in flight per client key, else 429 [`too-many-in-flight`](crate::error::ProblemType::TOO_MANY_IN_FLIGHT) | off |
 //! | observable | [`OverloadStats`]: limit, in flight, shed; metrics `tower_harden.overload.limit` (gauge), `tower_harden.overload.requests` (counter, by `result`: `acquired`, `rejected`) | — |
+//!
+//! # What counts as in flight
+//!
+//! The limit counts the requests the service is working on. Time a
+//! request spends waiting on its *client* for request-body bytes is the
+//! client's: while the request body is pending, the request gives its
+//! slot back, and when bytes (or the end, or an error) come it takes the
+//! slot back at once, over the limit if need be (an admitted request is
+//! never shed halfway); its waits are subtracted from the latency sample.
+//! So clients trickling bodies at a byte a second neither fill the limit
+//! (every other request would be shed until the deadline's minimum body
+//! rate answers them 408) nor lower it; `serve`'s connection defences and
+//! the deadline deal with them. A request whose body has ended when it
+//! is admitted (a `GET`) pays nothing for this, and a body the handler
+//! never reads, or drops, leaves the slot held to the response's end.
+//! The per-key limit ([`InFlightLimitLayer::per_key`]) counts the wait:
+//! a client's own stalled uploads hold back only that client, and bound
+//! what one client can make the server keep open.
 //!
 //! # The algorithm, and why
 //!
@@ -91,6 +109,7 @@ mod body;
 mod error;
 mod layer;
 mod per_key;
+mod request_body;
 mod service;
 mod settings;
 mod shared;
@@ -99,5 +118,6 @@ pub use algorithm::AdaptiveLimit;
 pub use body::InFlightBody;
 pub use error::{Overloaded, TooManyInFlight};
 pub use layer::{InFlightLimitLayer, OverloadStats};
+pub use request_body::InFlightRequestBody;
 pub use service::{InFlightFuture, InFlightLimit};
 pub use settings::{Limit, DEFAULT_RETRY_AFTER};

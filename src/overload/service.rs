@@ -12,6 +12,7 @@ use tower_service::Service;
 use super::body::InFlightBody;
 use super::error::retry_seconds;
 use super::error::TooManyInFlight;
+use super::request_body::InFlightRequestBody;
 use super::shared::{Permit, Shared};
 use crate::context::ClientKey;
 use crate::error::{Problem, ProblemOr};
@@ -33,7 +34,8 @@ impl<S> InFlightLimit<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for InFlightLimit<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<InFlightRequestBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body,
     ResBody: Body,
 {
     type Response = Response<ProblemOr<InFlightBody<ResBody>>>;
@@ -67,6 +69,13 @@ where
         match self.shared.acquire(request.uri().path()) {
             Ok(mut permit) => {
                 permit.key = key_permit;
+                // A request whose body is still to come shares its slot
+                // with the body, which lends it back while the client is
+                // slow to send; one with no body to wait for pays nothing.
+                let request = request.map(|body| {
+                    let lease = (!body.is_end_stream()).then(|| permit.lease());
+                    InFlightRequestBody::new(body, lease)
+                });
                 InFlightFuture {
                     state: State::Admitted {
                         future: self.inner.call(request),

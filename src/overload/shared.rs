@@ -1,7 +1,7 @@
 //! The state every clone of one layer shares: the limit, the counts in
 //! flight, the adaptive algorithm and its window of samples.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -190,15 +190,25 @@ impl Shared {
             start: Instant::now(),
             sample,
             completed: false,
+            lease: None,
+        }
+    }
+
+    fn counter(&self, slot: Slot) -> &AtomicUsize {
+        match slot {
+            Slot::General => &self.general,
+            Slot::Reserved(index) => &self.reserved[index],
         }
     }
 
     fn release(&self, slot: Slot) {
-        let counter = match slot {
-            Slot::General => &self.general,
-            Slot::Reserved(index) => &self.reserved[index],
-        };
-        counter.fetch_sub(1, Ordering::Relaxed);
+        self.counter(slot).fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Takes back the slot of a request already admitted, over the limit if
+    /// need be: a request is never shed halfway through.
+    fn retake(&self, slot: Slot) {
+        self.counter(slot).fetch_add(1, Ordering::Relaxed);
     }
 
     /// Feeds one latency to the adaptive limit.
@@ -274,9 +284,27 @@ pub(crate) struct Permit {
     start: Instant,
     sample: bool,
     completed: bool,
+    /// For a request with a body: the slot is lent back while the request
+    /// waits on its client for body bytes.
+    lease: Option<Arc<Lease>>,
 }
 
 impl Permit {
+    /// Shares the slot with the request's body, which gives it back while
+    /// it waits on the client ([`Lease`]).
+    pub(crate) fn lease(&mut self) -> Arc<Lease> {
+        let lease = Arc::new(Lease {
+            shared: self.shared.clone(),
+            slot: self.slot,
+            start: self.start,
+            state: AtomicU8::new(HELD),
+            waited: AtomicU64::new(0),
+            waiting_since: AtomicU64::new(0),
+        });
+        self.lease = Some(lease.clone());
+        lease
+    }
+
     /// The request's latency is not a signal (a stream, an upgrade).
     pub(crate) fn no_sample(&mut self) {
         self.sample = false;
@@ -292,16 +320,153 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if self.completed && self.sample {
             let now = Instant::now();
-            self.shared
-                .record(now.saturating_duration_since(self.start), now);
+            // The time the request waited on its client is the client's,
+            // not the service's: a slow upload does not lower the limit.
+            let client_wait = self
+                .lease
+                .as_ref()
+                .map_or(Duration::ZERO, |lease| lease.client_wait(now));
+            let latency = now
+                .saturating_duration_since(self.start)
+                .saturating_sub(client_wait);
+            self.shared.record(latency, now);
         }
-        self.shared.release(self.slot);
+        match &self.lease {
+            Some(lease) => lease.end(),
+            None => self.shared.release(self.slot),
+        }
+    }
+}
+
+/// The slot is counted in flight.
+const HELD: u8 = 0;
+/// The slot is lent back while the request waits on its client.
+const LENT: u8 = 1;
+/// The request ended: its slot is given back for good.
+const DONE: u8 = 2;
+
+/// The slot of a request with a body, shared by its [`Permit`] and its body
+/// ([`InFlightRequestBody`](super::InFlightRequestBody)): the body lends
+/// the slot back while it waits on the client for bytes and takes it back
+/// when they come; the permit gives it back for good at the end of the
+/// response. Each move is one compare-and-swap of `state`, so the count
+/// is exact whatever the order: a slot lent is never released again, and
+/// nothing is taken back once the request has ended.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    shared: Arc<Shared>,
+    slot: Slot,
+    start: Instant,
+    state: AtomicU8,
+    /// The waits on the client that have ended, in nanoseconds.
+    waited: AtomicU64,
+    /// When the wait in progress began, in nanoseconds after `start`, plus
+    /// one; 0 when the request is not waiting.
+    waiting_since: AtomicU64,
+}
+
+impl Lease {
+    fn nanos_since_start(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The request waits on its client from `now`: its slot is free for
+    /// another request.
+    pub(crate) fn lend(&self, now: Instant) {
+        let since = self.nanos_since_start(now).saturating_add(1);
+        self.waiting_since.store(since, Ordering::Relaxed);
+        if self
+            .state
+            .compare_exchange(HELD, LENT, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.shared.release(self.slot);
+        }
+    }
+
+    /// The client's bytes came at `now` (or the body is no longer waited
+    /// for): the request is the service's again, and takes its slot back
+    /// even over the limit, since it was admitted.
+    pub(crate) fn retake(&self, now: Instant) {
+        let since = self.waiting_since.swap(0, Ordering::Relaxed);
+        if since != 0 {
+            let waited = self
+                .nanos_since_start(now)
+                .saturating_add(1)
+                .saturating_sub(since);
+            self.waited.fetch_add(waited, Ordering::Relaxed);
+        }
+        if self
+            .state
+            .compare_exchange(LENT, HELD, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.shared.retake(self.slot);
+        }
+    }
+
+    /// The time the request has waited on its client until `now`, the wait
+    /// in progress included.
+    fn client_wait(&self, now: Instant) -> Duration {
+        let mut waited = self.waited.load(Ordering::Relaxed);
+        let since = self.waiting_since.load(Ordering::Relaxed);
+        if since != 0 {
+            waited = waited.saturating_add(
+                self.nanos_since_start(now)
+                    .saturating_add(1)
+                    .saturating_sub(since),
+            );
+        }
+        Duration::from_nanos(waited)
+    }
+
+    /// The request ended: its slot is given back, unless it was lent.
+    fn end(&self) {
+        if self.state.swap(DONE, Ordering::AcqRel) == HELD {
+            self.shared.release(self.slot);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::path_matches;
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_on_the_client_frees_the_slot_and_leaves_the_latency() {
+        let shared = Arc::new(Shared::new(Settings {
+            limit: Limit::Fixed(2),
+            retry_after: Duration::from_secs(1),
+            reserved: Vec::new(),
+            long_lived: Vec::new(),
+            per_key: None,
+        }));
+        let second = Duration::from_secs(1);
+        let mut permit = shared.acquire("/").unwrap();
+        let lease = permit.lease();
+        tokio::time::advance(second).await;
+        lease.lend(Instant::now());
+        // Pending again while waiting: nothing more is given back.
+        lease.lend(Instant::now());
+        assert_eq!(shared.in_flight(), 0);
+        tokio::time::advance(3 * second).await;
+        assert_eq!(lease.client_wait(Instant::now()), 3 * second);
+        lease.retake(Instant::now());
+        lease.retake(Instant::now());
+        assert_eq!(shared.in_flight(), 1);
+        tokio::time::advance(second).await;
+        lease.lend(Instant::now());
+        tokio::time::advance(2 * second).await;
+        // 7 s since the start, 5 of them the client's (2 still waiting).
+        assert_eq!(lease.client_wait(Instant::now()), 5 * second);
+        drop(permit);
+        assert_eq!(shared.in_flight(), 0);
+        // The request ended: a late body takes nothing back.
+        lease.retake(Instant::now());
+        lease.lend(Instant::now());
+        assert_eq!(shared.in_flight(), 0);
+        assert!(shared.acquire("/").is_ok());
+    }
 
     #[test]
     fn a_prefix_covers_its_path_and_below_only() {
