@@ -39,6 +39,14 @@
 //! a client's own stalled uploads hold back only that client, and bound
 //! what one client can make the server keep open.
 //!
+//! The response side is alike: from a frame the response body gave to the
+//! next poll, the server waits on its client to take it (a full socket, a
+//! shut HTTP/2 window), so the slot is lent back and the wait left out of
+//! the sample; a response waiting on the *handler* (an event stream between
+//! events) holds its slot. Slow readers (`slowhttptest -X` on a 1 MiB
+//! download shed every other request for 11 of 22 s) thus meet `serve`'s
+//! minimum response rate instead of filling the limit.
+//!
 //! # The algorithm, and why
 //!
 //! The adaptive limit is Netflix's **Gradient2** (concurrency-limits): each

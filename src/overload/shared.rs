@@ -291,8 +291,13 @@ pub(crate) struct Permit {
 
 impl Permit {
     /// Shares the slot with the request's body, which gives it back while
-    /// it waits on the client ([`Lease`]).
+    /// it waits on the client ([`Lease`]), and with the response body,
+    /// which gives it back while the client has not taken its last frame:
+    /// one lease for both, made on first use.
     pub(crate) fn lease(&mut self) -> Arc<Lease> {
+        if let Some(lease) = &self.lease {
+            return lease.clone();
+        }
         let lease = Arc::new(Lease {
             shared: self.shared.clone(),
             slot: self.slot,
