@@ -61,15 +61,15 @@ measure() {
 
 unset HARDEN_CONFIG
 export BARE_ADDR="127.0.0.1:$PORT" HARDEN_ADDR="127.0.0.1:$PORT" PEER_ADDR="127.0.0.1:$PORT"
-bare=$(measure bare "$TARGET_DIR/release/examples/bare_server")
+bare=$(measure bare "$BIN/bare_server")
 logged=$(HARDEN_CONFIG=benches/load.toml RUST_LOG=info \
-    measure harden "$TARGET_DIR/release/examples/hardened_server")
+    measure harden "$BIN/hardened_server")
 quiet=$(HARDEN_CONFIG=benches/load.toml RUST_LOG=off \
-    measure harden_quiet "$TARGET_DIR/release/examples/hardened_server")
-defaults=$(RUST_LOG=info measure harden_defaults "$TARGET_DIR/release/examples/hardened_server")
+    measure harden_quiet "$BIN/hardened_server")
+defaults=$(RUST_LOG=info measure harden_defaults "$BIN/hardened_server")
 peer=$(PEER_QUOTA=1000000000:1000000000 RUST_LOG=info \
-    measure peer "$TARGET_DIR/release/examples/peer_server")
-peer_defaults=$(RUST_LOG=info measure peer_defaults "$TARGET_DIR/release/examples/peer_server")
+    measure peer "$BIN/peer_server")
+peer_defaults=$(RUST_LOG=info measure peer_defaults "$BIN/peer_server")
 
 echo
 echo "callgrind, $REQUESTS keep-alive GET / after $WARM_UP, $(date -u +%F)"

@@ -71,22 +71,22 @@ to_ms() {
 }
 
 bare=$(run bare "$BARE_PORT" env BARE_ADDR="127.0.0.1:$BARE_PORT" \
-    "$TARGET_DIR/release/examples/bare_server")
+    "$BIN/bare_server")
 harden=$(run harden "$HARDEN_PORT" env HARDEN_ADDR="127.0.0.1:$HARDEN_PORT" \
     HARDEN_CONFIG=benches/load.toml RUST_LOG=info \
-    "$TARGET_DIR/release/examples/hardened_server")
+    "$BIN/hardened_server")
 quiet=$(run harden_quiet "$HARDEN_PORT" env HARDEN_ADDR="127.0.0.1:$HARDEN_PORT" \
     HARDEN_CONFIG=benches/load.toml RUST_LOG=off \
-    "$TARGET_DIR/release/examples/hardened_server")
+    "$BIN/hardened_server")
 peer=$(run peer "$PEER_PORT" env PEER_ADDR="127.0.0.1:$PEER_PORT" \
     PEER_QUOTA=1000000000:1000000000 RUST_LOG=info \
-    "$TARGET_DIR/release/examples/peer_server")
+    "$BIN/peer_server")
 peer_defaults=$(run peer_defaults "$PEER_PORT" env -u PEER_QUOTA \
     PEER_ADDR="127.0.0.1:$PEER_PORT" RUST_LOG=info \
-    "$TARGET_DIR/release/examples/peer_server")
+    "$BIN/peer_server")
 defaults=$(run harden_defaults "$HARDEN_PORT" env -u HARDEN_CONFIG \
     HARDEN_ADDR="127.0.0.1:$HARDEN_PORT" RUST_LOG=info \
-    "$TARGET_DIR/release/examples/hardened_server")
+    "$BIN/hardened_server")
 
 echo
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION GET $PATH_UNDER_LOAD, $(nproc) cores, $(date -u +%F)"

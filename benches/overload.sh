@@ -26,37 +26,22 @@ PORT=${PORT:-3950}
 POOL=${POOL:-16}
 QUERY_MS=${QUERY_MS:-20}
 
-cargo build --release --example hardened_server --example peer_server --example db_load >&2
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-SERVER_PID=
-stop_server() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
-}
+EXAMPLES="hardened_server peer_server db_load"
+# shellcheck source=support/servers.sh
+. benches/support/servers.sh
 trap stop_server EXIT
-wait_for_port() {
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "server on port $1 did not start" >&2
-    exit 1
-}
 
 start() { # STACK
     export HARDEN_DB_POOL=$POOL HARDEN_DB_QUERY_MS=$QUERY_MS RUST_LOG=info
     case $1 in
     peer) env PEER_ADDR="127.0.0.1:$PORT" PEER_QUOTA=1000000000:1000000000 \
-        "$TARGET_DIR/release/examples/peer_server" >/dev/null 2>&1 & ;;
+        "$BIN/peer_server" >/dev/null 2>&1 & ;;
     queue) env PEER_ADDR="127.0.0.1:$PORT" PEER_QUOTA=1000000000:1000000000 PEER_LIMIT="queue:$POOL" \
-        "$TARGET_DIR/release/examples/peer_server" >/dev/null 2>&1 & ;;
+        "$BIN/peer_server" >/dev/null 2>&1 & ;;
     shed) env PEER_ADDR="127.0.0.1:$PORT" PEER_QUOTA=1000000000:1000000000 PEER_LIMIT="shed:$POOL" \
-        "$TARGET_DIR/release/examples/peer_server" >/dev/null 2>&1 & ;;
+        "$BIN/peer_server" >/dev/null 2>&1 & ;;
     harden) env HARDEN_ADDR="127.0.0.1:$PORT" HARDEN_CONFIG=benches/load.toml \
-        "$TARGET_DIR/release/examples/hardened_server" >/dev/null 2>&1 & ;;
+        "$BIN/hardened_server" >/dev/null 2>&1 & ;;
     *) echo "unknown stack $1" >&2; exit 2 ;;
     esac
     SERVER_PID=$!
@@ -66,10 +51,10 @@ start() { # STACK
 load() { # LOAD: prints db_load's line
     local env=(DB_LOAD_ADDR="127.0.0.1:$PORT" DB_LOAD_SECONDS="$SECONDS_PER_RUN" DB_LOAD_WARMUP_SECONDS="$WARMUP")
     case $1 in
-    unloaded) env "${env[@]}" DB_LOAD_CLIENTS=1 "$TARGET_DIR/release/examples/db_load" ;;
+    unloaded) env "${env[@]}" DB_LOAD_CLIENTS=1 "$BIN/db_load" ;;
     open*) env "${env[@]}" DB_LOAD_RATE=$(( ${1#open} * POOL * 1000 / QUERY_MS )) \
-        "$TARGET_DIR/release/examples/db_load" ;;
-    *) env "${env[@]}" DB_LOAD_CLIENTS=$(( $1 * POOL )) "$TARGET_DIR/release/examples/db_load" ;;
+        "$BIN/db_load" ;;
+    *) env "${env[@]}" DB_LOAD_CLIENTS=$(( $1 * POOL )) "$BIN/db_load" ;;
     esac
 }
 

@@ -38,35 +38,16 @@ done
 # Both the attacker's sockets and the peer's (which holds every one).
 ulimit -n 20000 2>/dev/null || true
 
-cargo build --profile "$PROFILE" --example hardened_server --example bare_server >&2
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-DIR=$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
-BIN="$TARGET_DIR/$DIR/examples"
+EXAMPLES="hardened_server bare_server"
+# shellcheck source=support/servers.sh
+. benches/support/servers.sh
+trap stop_server EXIT
 # The defaults of examples/harden.toml but a per-IP quota the probe and the
 # attacker cannot spend: the rate limit is not what is measured here. The
 # second hardened run also turns the in-flight limit off
 # (benches/slowloris.toml): `serve`'s connection defences alone.
 # Slow read asks for SLOW_READ_PATH (the example's largest answer).
 SLOW_READ_PATH=${SLOW_READ_PATH:-/}
-
-SERVER_PID=
-stop_server() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
-}
-trap stop_server EXIT
-
-wait_for_port() {
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "server on port $1 did not start" >&2
-    exit 1
-}
 
 # run SERVER PORT MODE: one attack with the probe and the fd sampler.
 run() {

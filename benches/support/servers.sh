@@ -1,9 +1,14 @@
-# Sourced by benches/load.sh and benches/http_instructions.sh: builds the
-# example servers (bare, hardened, peer) and starts and stops one at a time.
+# Sourced by the HTTP benchmarks (load.sh, http_instructions.sh,
+# overload.sh, slowloris.sh): builds the examples they run (EXAMPLES,
+# default the bare, hardened and peer servers; PROFILE, default release),
+# sets BIN to their directory, and starts and stops one server at a time.
 
-cargo build --release --example hardened_server --example bare_server \
-    --example peer_server >&2
+EXAMPLES=${EXAMPLES:-"hardened_server bare_server peer_server"}
+PROFILE=${PROFILE:-release}
+# shellcheck disable=SC2046 # one --example per name
+cargo build --profile "$PROFILE" $(printf -- '--example %s ' $EXAMPLES) >&2
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BIN="$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/examples"
 
 SERVER_PID=
 stop_server() {
