@@ -537,7 +537,15 @@ fn overload(config: &super::OverloadConfig, problems: &mut Problems) -> InFlight
         )
     };
     let retry_after = duration(config.retry_after, "overload.retry_after", problems);
-    let mut layer = InFlightLimitLayer::with_limit(limit).retry_after(retry_after);
+    if config.queue_timeout > Duration::from_secs(60) {
+        problems.push(
+            "overload.queue_timeout",
+            "must be at most 60s (a queue in front of the limit is short)",
+        );
+    }
+    let mut layer = InFlightLimitLayer::with_limit(limit)
+        .retry_after(retry_after)
+        .queue(config.queue_limit, config.queue_timeout);
     if let Some(max) = config.per_key_limit {
         layer = layer.per_key(nonzero(max, "overload.per_key_limit", problems));
     }

@@ -568,6 +568,13 @@ pub struct OverloadConfig {
     /// `too-many-in-flight` problem. Default: none (no limit per client).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_key_limit: Option<usize>,
+    /// Requests that may wait for a slot when the limit is full, newest
+    /// served first; 0: none, the excess is shed at once. Default 256.
+    pub queue_limit: usize,
+    /// How long a request may wait in that queue before it is shed.
+    /// Default `"100ms"`.
+    #[serde(with = "value::duration")]
+    pub queue_timeout: Duration,
 }
 
 impl Default for OverloadConfig {
@@ -583,6 +590,8 @@ impl Default for OverloadConfig {
             long_lived: Vec::new(),
             reserved: Vec::new(),
             per_key_limit: None,
+            queue_limit: crate::overload::DEFAULT_QUEUE_LIMIT,
+            queue_timeout: crate::overload::DEFAULT_QUEUE_TIMEOUT,
         }
     }
 }

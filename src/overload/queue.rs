@@ -1,0 +1,230 @@
+//! The short queue in front of the limit: requests that find every general
+//! slot taken wait here, a bounded number for a bounded time, newest served
+//! first.
+//!
+//! Why a queue at all, when shedding at once is cheaper per request: a
+//! client refused at once sends again at once (the worst case, which the
+//! overload benchmark measures), so a flood of instant refusals is a busy
+//! loop between the clients and the server, and on a small machine it takes
+//! the CPU the admitted requests need to be woken on time. A client that
+//! waits in the queue does not send again; a few milliseconds of waiting
+//! turn thousands of refusals a second into a handful.
+//!
+//! Why newest first (adaptive LIFO, as in Facebook's "Fail at Scale"): under
+//! a lasting overload the queue is never empty, and first-in-first-out would
+//! make every admitted request wait its whole turn (the latency of the
+//! successes grows with the queue). Served newest first, the requests that
+//! get a slot have barely waited, and the oldest, which would be served last,
+//! give way: when the queue is full a new request pushes out the oldest, which
+//! is refused at once, and a request still waiting at the timeout is
+//! refused then. Either way the queue never holds more than its bound nor
+//! keeps a request longer than its timeout.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+/// Waiting requests, the oldest first, each the sending half of the channel
+/// its slot will come through.
+#[derive(Debug)]
+pub(crate) struct Queue<T> {
+    pub(crate) max: usize,
+    pub(crate) timeout: Duration,
+    /// Entries in `waiters` (those that gave up included, until removed),
+    /// read without the lock by every release of a slot.
+    entries: AtomicUsize,
+    /// Requests waiting now (those that gave up not included).
+    pub(crate) waiting: AtomicUsize,
+    waiters: Mutex<VecDeque<oneshot::Sender<T>>>,
+}
+
+/// What [`Queue::wait`] did with a request.
+pub(crate) enum Wait<T> {
+    /// The slot freed before the request joined the queue: it has it.
+    Taken,
+    /// It waits: its slot (or refusal) comes through this channel.
+    Queued(oneshot::Receiver<T>),
+    /// The queue takes no one.
+    Off,
+}
+
+impl<T> Queue<T> {
+    pub(crate) fn new(max: usize, timeout: Duration) -> Self {
+        Self {
+            max,
+            timeout,
+            entries: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            waiters: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<oneshot::Sender<T>>> {
+        // A panic while the lock was held left the deque whole (no code
+        // here panics midway): the queue goes on.
+        self.waiters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a request that found no slot, unless `take` (tried again
+    /// once the queue is announced) gets it one. A full queue pushes out its
+    /// oldest entry, whose request is refused at once.
+    ///
+    /// Why `take` runs again here: a release frees its slot and then looks
+    /// for waiters without the lock; a request that found no slot and then
+    /// joined the queue after that look would wait for the next release.
+    /// Announcing the entry before trying again (both sequentially
+    /// consistent, as is the release's) means either this try sees the
+    /// freed slot or the release sees the entry.
+    pub(crate) fn wait(&self, take: impl FnOnce() -> bool) -> Wait<T> {
+        if self.max == 0 || self.timeout.is_zero() {
+            return Wait::Off;
+        }
+        let mut waiters = self.lock();
+        self.entries.store(waiters.len() + 1, Ordering::SeqCst);
+        if take() {
+            self.entries.store(waiters.len(), Ordering::SeqCst);
+            return Wait::Taken;
+        }
+        while waiters.len() >= self.max {
+            // Dropping its sender wakes the oldest with its refusal.
+            waiters.pop_front();
+        }
+        let (sender, receiver) = oneshot::channel();
+        waiters.push_back(sender);
+        self.entries.store(waiters.len(), Ordering::SeqCst);
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Wait::Queued(receiver)
+    }
+
+    /// Whether anyone may be waiting (after a slot was freed, sequentially
+    /// consistent: see [`Queue::wait`]).
+    pub(crate) fn may_have_waiters(&self) -> bool {
+        self.entries.load(Ordering::SeqCst) > 0
+    }
+
+    /// Gives slots to the newest waiters while `take` finds one free; `slot`
+    /// makes what is sent, and gets back what a waiter that gave up did not
+    /// take (the caller must let it go without releasing the slot again, as
+    /// the lock is held: see `Handoff::defuse`). Stops at the first `take`
+    /// that fails: another request got the slot first.
+    pub(crate) fn hand_off(
+        &self,
+        mut take: impl FnMut() -> bool,
+        mut slot: impl FnMut() -> T,
+        mut not_taken: impl FnMut(T),
+    ) {
+        let mut waiters = self.lock();
+        while let Some(sender) = waiters.pop_back() {
+            if sender.is_closed() {
+                continue;
+            }
+            if !take() {
+                waiters.push_back(sender);
+                break;
+            }
+            if let Err(unsent) = sender.send(slot()) {
+                // It gave up between the check and the send.
+                not_taken(unsent);
+                continue;
+            }
+            break;
+        }
+        self.entries.store(waiters.len(), Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_pushes_out_its_oldest_and_serves_its_newest() {
+        let queue = Queue::<u32>::new(2, Duration::from_secs(1));
+        let Wait::Queued(mut first) = queue.wait(|| false) else {
+            panic!("not queued")
+        };
+        let Wait::Queued(mut second) = queue.wait(|| false) else {
+            panic!("not queued")
+        };
+        let Wait::Queued(mut third) = queue.wait(|| false) else {
+            panic!("not queued")
+        };
+        // The first was pushed out: its channel is closed, with nothing in it.
+        assert!(matches!(
+            first.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+        let mut given = 0;
+        queue.hand_off(
+            || true,
+            || {
+                given += 1;
+                given
+            },
+            |_| unreachable!(),
+        );
+        assert_eq!(third.try_recv(), Ok(1));
+        assert!(matches!(
+            second.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        assert!(queue.may_have_waiters());
+    }
+
+    #[test]
+    fn a_slot_freed_while_joining_is_taken_not_waited_for() {
+        let queue = Queue::<u32>::new(4, Duration::from_secs(1));
+        assert!(matches!(queue.wait(|| true), Wait::Taken));
+        assert!(!queue.may_have_waiters());
+    }
+
+    #[test]
+    fn a_waiter_that_gave_up_is_skipped_and_its_slot_not_lost() {
+        let queue = Queue::<u32>::new(4, Duration::from_secs(1));
+        let Wait::Queued(mut older) = queue.wait(|| false) else {
+            panic!("not queued")
+        };
+        let Wait::Queued(newer) = queue.wait(|| false) else {
+            panic!("not queued")
+        };
+        drop(newer);
+        let mut taken = 0;
+        queue.hand_off(
+            || {
+                taken += 1;
+                true
+            },
+            || 7,
+            |_| unreachable!(),
+        );
+        // The newer one was skipped before a slot was taken for it.
+        assert_eq!(taken, 1);
+        assert_eq!(older.try_recv(), Ok(7));
+        assert!(!queue.may_have_waiters());
+    }
+
+    #[test]
+    fn no_slot_free_leaves_the_waiter_in_place() {
+        let queue = Queue::<u32>::new(4, Duration::from_secs(1));
+        let Wait::Queued(mut waiter) = queue.wait(|| false) else {
+            panic!("not queued")
+        };
+        queue.hand_off(|| false, || 7, |_| unreachable!());
+        assert!(matches!(
+            waiter.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        assert!(queue.may_have_waiters());
+    }
+
+    #[test]
+    fn a_queue_of_zero_takes_no_one() {
+        let queue = Queue::<u32>::new(0, Duration::from_secs(1));
+        assert!(matches!(queue.wait(|| false), Wait::Off));
+    }
+}
