@@ -24,7 +24,7 @@ pub struct Overloaded {
     /// When the client may try again (`Retry-After`).
     pub retry_after: Duration,
     /// How long the request waited in the queue before it was shed: zero
-    /// when it was shed at once (the queue off, or pushed out at once).
+    /// when it was shed at once (no queue, or the queue full).
     pub queued: Duration,
 }
 

@@ -130,8 +130,8 @@ impl InFlightLimitLayer {
 
     /// The queue in front of the limit: at most `max` requests that find
     /// every general slot taken wait up to `timeout` for one, the newest
-    /// served first; a request pushed out of a full queue (the oldest) or
-    /// still waiting at the timeout is shed with the 503. `max` or
+    /// served first; a request that finds the queue full, or is still
+    /// waiting at the timeout, is shed with the 503. `max` or
     /// `timeout` zero: no queue, the excess is shed at once. Reserved
     /// shares do not queue (a reserved route over its share queues for a
     /// general slot). Default: [`DEFAULT_QUEUE_LIMIT`] (256) for

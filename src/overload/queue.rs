@@ -14,10 +14,13 @@
 //! a lasting overload the queue is never empty, and first-in-first-out would
 //! make every admitted request wait its whole turn (the latency of the
 //! successes grows with the queue). Served newest first, the requests that
-//! get a slot have barely waited, and the oldest, which would be served last,
-//! give way: when the queue is full a new request pushes out the oldest, which
-//! is refused at once, and a request still waiting at the timeout is
-//! refused then. Either way the queue never holds more than its bound nor
+//! get a slot have barely waited, and those left at the bottom are refused
+//! at the timeout. A full queue refuses a new request at once rather than
+//! push out an older one: under a flood of new requests (an open loop) the
+//! excess then costs what an instant refusal costs, instead of each taking
+//! a place, a timer and a connection for a few milliseconds before being
+//! pushed out (measured: 1.7x the server's CPU, and a p99 of the successes
+//! 3 to 5 times higher). The queue never holds more than its bound nor
 //! keeps a request longer than its timeout.
 
 use std::collections::VecDeque;
@@ -47,6 +50,8 @@ pub(crate) enum Wait<T> {
     Taken,
     /// It waits: its slot (or refusal) comes through this channel.
     Queued(oneshot::Receiver<T>),
+    /// The queue is full: the request is refused at once.
+    Full,
     /// The queue takes no one.
     Off,
 }
@@ -71,8 +76,8 @@ impl<T> Queue<T> {
     }
 
     /// Queues a request that found no slot, unless `take` (tried again
-    /// once the queue is announced) gets it one. A full queue pushes out its
-    /// oldest entry, whose request is refused at once.
+    /// once the queue is announced) gets it one. A full queue takes no
+    /// more: the request is refused at once.
     ///
     /// Why `take` runs again here: a release frees its slot and then looks
     /// for waiters without the lock; a request that found no slot and then
@@ -90,9 +95,17 @@ impl<T> Queue<T> {
             self.entries.store(waiters.len(), Ordering::SeqCst);
             return Wait::Taken;
         }
-        while waiters.len() >= self.max {
-            // Dropping its sender wakes the oldest with its refusal.
-            waiters.pop_front();
+        if waiters.len() >= self.max {
+            // Entries whose requests gave up make room first: those at
+            // their timeout are the oldest, at the front (one gone for
+            // another reason is removed when a hand-off reaches it).
+            while waiters.front().is_some_and(|sender| sender.is_closed()) {
+                waiters.pop_front();
+            }
+            if waiters.len() >= self.max {
+                self.entries.store(waiters.len(), Ordering::SeqCst);
+                return Wait::Full;
+            }
         }
         let (sender, receiver) = oneshot::channel();
         waiters.push_back(sender);
@@ -143,22 +156,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_full_queue_pushes_out_its_oldest_and_serves_its_newest() {
+    fn a_full_queue_refuses_the_next_and_serves_its_newest() {
         let queue = Queue::<u32>::new(2, Duration::from_secs(1));
-        let Wait::Queued(mut first) = queue.wait(|| false) else {
-            panic!("not queued")
-        };
         let Wait::Queued(mut second) = queue.wait(|| false) else {
             panic!("not queued")
         };
         let Wait::Queued(mut third) = queue.wait(|| false) else {
             panic!("not queued")
         };
-        // The first was pushed out: its channel is closed, with nothing in it.
-        assert!(matches!(
-            first.try_recv(),
-            Err(oneshot::error::TryRecvError::Closed)
-        ));
+        assert!(matches!(queue.wait(|| false), Wait::Full));
         let mut given = 0;
         queue.hand_off(
             || true,
@@ -174,6 +180,22 @@ mod tests {
             Err(oneshot::error::TryRecvError::Empty)
         ));
         assert!(queue.may_have_waiters());
+    }
+
+    #[test]
+    fn waiters_that_gave_up_make_room_in_a_full_queue() {
+        let queue = Queue::<u32>::new(2, Duration::from_secs(1));
+        let Wait::Queued(gone) = queue.wait(|| false) else {
+            panic!("not queued")
+        };
+        let Wait::Queued(_stays) = queue.wait(|| false) else {
+            panic!("not queued")
+        };
+        drop(gone);
+        let Wait::Queued(_newer) = queue.wait(|| false) else {
+            panic!("no room made")
+        };
+        assert!(matches!(queue.wait(|| false), Wait::Full));
     }
 
     #[test]
