@@ -482,6 +482,34 @@ fn a_per_key_limit_needs_a_policy_and_a_positive_value() {
     assert!(text.contains("needs a rate-limit policy"), "{text}");
 }
 
+#[test]
+fn the_queue_is_configured_and_its_timeout_bounded() {
+    let config = tower_harden::HardenConfig::from_toml(
+        "[overload]\nfixed_limit = 1\nqueue_limit = 3\nqueue_timeout = \"250ms\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.overload.queue_limit, 3);
+    assert_eq!(config.overload.queue_timeout, Duration::from_millis(250));
+    assert!(tower_harden::Harden::from_config(&config).is_ok());
+    let defaults = tower_harden::HardenConfig::default();
+    assert_eq!(
+        (
+            defaults.overload.queue_limit,
+            defaults.overload.queue_timeout
+        ),
+        (
+            tower_harden::overload::DEFAULT_QUEUE_LIMIT,
+            tower_harden::overload::DEFAULT_QUEUE_TIMEOUT
+        )
+    );
+    let long =
+        tower_harden::HardenConfig::from_toml("[overload]\nqueue_timeout = \"2m\"\n").unwrap();
+    let text = tower_harden::Harden::from_config(&long)
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("overload.queue_timeout"), "{text}");
+}
+
 /// A request body the test sends chunk by chunk, and its sender.
 fn client_body() -> (mpsc::Sender<Result<Bytes, Infallible>>, Body) {
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);

@@ -7,19 +7,19 @@
 //! HTTP/2 streams) let 131,072 requests wait at once on a slow database:
 //! latency climbs for everyone until the deadlines fire, and retries pile
 //! on. With it, the requests the service can serve are served at their
-//! usual latency, and the rest are refused at once with a 503 `overloaded`
-//! problem and `Retry-After`, cheaply, while the client can still go
-//! elsewhere.
+//! usual latency, and the rest wait a little in a short bounded queue or
+//! are refused with a 503 `overloaded` problem and `Retry-After`, cheaply,
+//! while the client can still go elsewhere.
 //!
 //! | what | how | default |
 //! |---|---|---|
 //! | the limit | [`Limit::Adaptive`] (Gradient2, below) or [`Limit::Fixed`] | adaptive: starts at 20, between 8 and 1000 |
-//! | excess | shed at once: 503 [`overloaded`](crate::error::ProblemType::OVERLOADED), `Retry-After` | 1 s |
+//! | excess | waits in a queue ([`InFlightLimitLayer::queue`]), newest served first; shed when the queue is full or at its timeout: 503 [`overloaded`](crate::error::ProblemType::OVERLOADED), `Retry-After` | queue of 256 for 100 ms; `Retry-After` 1 s |
 //! | a slot is held | from the call until the response body ends or is dropped, except while waiting on the client for request-body bytes ([`InFlightRequestBody`]) | — |
 //! | reserved routes | [`InFlightLimitLayer::reserve`]: a share of the limit for path prefixes (health checks, critical paths) | none |
 //! | streams | [`InFlightLimitLayer::long_lived`], 101 responses, `text/event-stream`: hold a slot, feed no latency | — |
 //! | per client | [`InFlightLimitLayer::per_key`]: at most N in flight per client key, else 429 [`too-many-in-flight`](crate::error::ProblemType::TOO_MANY_IN_FLIGHT) | off |
-//! | observable | [`OverloadStats`]: limit, in flight, shed; metrics `tower_harden.overload.limit` (gauge), `tower_harden.overload.requests` (counter, by `result`: `acquired`, `rejected`) | — |
+//! | observable | [`OverloadStats`]: limit, in flight, queued, shed; metrics `tower_harden.overload.limit` (gauge), `tower_harden.overload.requests` (counter, by `result`: `acquired`, `rejected`) | — |
 //!
 //! # What counts as in flight
 //!
@@ -46,6 +46,26 @@
 //! events) holds its slot. Slow readers (`slowhttptest -X` on a 1 MiB
 //! download shed every other request for 11 of 22 s) thus meet `serve`'s
 //! minimum response rate instead of filling the limit.
+//!
+//! # The queue, and why
+//!
+//! Shedding at once is the cheapest answer per request, but not per
+//! client: a client refused at once often sends again at once (retry
+//! loops, impatient users, a load balancer's next try), and a flood of
+//! instant 503s becomes a busy loop between the clients and the server
+//! that takes the CPU the admitted requests need (`benches/README.md`,
+//! overload: clients that resend at once, with and without the queue). So
+//! a request that finds every general slot taken
+//! waits, at most [`DEFAULT_QUEUE_TIMEOUT`] (100 ms) and in a queue of at
+//! most [`DEFAULT_QUEUE_LIMIT`] (256); a freed slot goes straight to the
+//! *newest* waiter (adaptive LIFO, as in Facebook's "Fail at Scale"), so
+//! that under a lasting overload the requests served have barely waited
+//! while those at the bottom meet the timeout, and the latency of the
+//! successes does not grow with the queue as it would first-in-first-out. A
+//! request that finds the queue full is shed at once (pushing out an older
+//! one instead made every request of an open-loop flood take a place, a
+//! timer and a connection first). The time in the queue is not part of the
+//! latency sample, and the deadline, counted from arrival, covers it.
 //!
 //! # The algorithm, and why
 //!
@@ -79,10 +99,11 @@
 //! average.
 //!
 //! Why not a crate: tower's `ConcurrencyLimit` waits for a slot in
-//! `poll_ready` (a queue without bound in front of every connection), and
+//! `poll_ready` (a queue without bound, first in first out, in front of
+//! every connection), and
 //! `LoadShed` over it sheds with an error, not a problem; the adaptive
 //! crates (tower-acc, tower-resilience-adaptive) are shaped the same way.
-//! This layer needs to shed with a problem at once, to hold the slot until
+//! This layer needs to shed with a problem, to hold the slot until
 //! the response *body* ends, to reserve shares for routes and to leave
 //! streams out of the signal, so the layer is written here and the
 //! algorithm is a small pure function, tested on simulated latencies.
@@ -100,7 +121,9 @@
 //! use axum::{routing::get, Router};
 //! use tower_harden::overload::{InFlightLimitLayer, Limit, AdaptiveLimit};
 //!
-//! let fixed = InFlightLimitLayer::fixed(64).retry_after(Duration::from_secs(2));
+//! let fixed = InFlightLimitLayer::fixed(64)
+//!     .retry_after(Duration::from_secs(2))
+//!     .queue(0, Duration::ZERO); // no queue: shed at once
 //! let adaptive = InFlightLimitLayer::with_limit(Limit::Adaptive(
 //!     AdaptiveLimit::default().min_limit(16).max_limit(512),
 //! ))
