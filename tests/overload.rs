@@ -121,15 +121,17 @@ async fn a_queued_request_gets_the_next_free_slot_and_the_queue_sheds_at_its_bou
 }
 
 #[tokio::test]
-async fn a_queued_request_is_shed_at_the_queue_timeout() {
+async fn a_queued_request_is_shed_at_the_queue_hold() {
     let gate = Arc::new(Semaphore::new(0));
-    let limit = InFlightLimitLayer::fixed(1).queue(8, Duration::from_millis(50));
+    let limit = InFlightLimitLayer::fixed(1)
+        .queue(8, Duration::from_millis(20))
+        .queue_hold(Duration::from_millis(50));
     let stats = limit.stats();
     let addr =
         common::spawn_axum(blocking_app(gate.clone(), Default::default()).layer(limit)).await;
     let held = tokio::spawn(common::get(addr, "/slow"));
     wait_for(&stats, 1).await;
-    // The slot is never freed while it waits: the timeout answers it.
+    // The slot is never freed while it waits: the hold's end answers it.
     let shed = common::get(addr, "/slow").await;
     assert_eq!(shed.status, 503);
     assert_eq!(shed.header("retry-after"), Some("1"));
@@ -485,11 +487,12 @@ fn a_per_key_limit_needs_a_policy_and_a_positive_value() {
 #[test]
 fn the_queue_is_configured_and_its_timeout_bounded() {
     let config = tower_harden::HardenConfig::from_toml(
-        "[overload]\nfixed_limit = 1\nqueue_limit = 3\nqueue_timeout = \"250ms\"\n",
+        "[overload]\nfixed_limit = 1\nqueue_limit = 3\nqueue_timeout = \"25ms\"\nqueue_hold = \"1s\"\n",
     )
     .unwrap();
     assert_eq!(config.overload.queue_limit, 3);
-    assert_eq!(config.overload.queue_timeout, Duration::from_millis(250));
+    assert_eq!(config.overload.queue_timeout, Duration::from_millis(25));
+    assert_eq!(config.overload.queue_hold, Duration::from_secs(1));
     assert!(tower_harden::Harden::from_config(&config).is_ok());
     let defaults = tower_harden::HardenConfig::default();
     assert_eq!(
@@ -508,6 +511,17 @@ fn the_queue_is_configured_and_its_timeout_bounded() {
         .unwrap_err()
         .to_string();
     assert!(text.contains("overload.queue_timeout"), "{text}");
+    let short_hold = tower_harden::HardenConfig::from_toml(
+        "[overload]\nqueue_timeout = \"50ms\"\nqueue_hold = \"20ms\"\n",
+    )
+    .unwrap();
+    let text = tower_harden::Harden::from_config(&short_hold)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("must be at least overload.queue_timeout"),
+        "{text}"
+    );
 }
 
 /// A request body the test sends chunk by chunk, and its sender.

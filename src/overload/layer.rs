@@ -4,7 +4,8 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::settings::{
-    Limit, Settings, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRY_AFTER,
+    Limit, Settings, DEFAULT_QUEUE_HOLD, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TIMEOUT,
+    DEFAULT_RETRY_AFTER,
 };
 use super::shared::Shared;
 use super::{AdaptiveLimit, InFlightLimit};
@@ -65,6 +66,7 @@ impl InFlightLimitLayer {
             per_key: None,
             queue_limit: DEFAULT_QUEUE_LIMIT,
             queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+            queue_hold: DEFAULT_QUEUE_HOLD,
         })
     }
 
@@ -130,24 +132,37 @@ impl InFlightLimitLayer {
 
     /// The queue in front of the limit: at most `max` requests that find
     /// every general slot taken wait up to `timeout` for one, the newest
-    /// served first; a request that finds the queue full, or is still
-    /// waiting at the timeout, is shed with the 503. `max` or
-    /// `timeout` zero: no queue, the excess is shed at once. Reserved
-    /// shares do not queue (a reserved route over its share queues for a
-    /// general slot). Default: [`DEFAULT_QUEUE_LIMIT`] (256) for
-    /// [`DEFAULT_QUEUE_TIMEOUT`] (100 ms).
+    /// served first. A request that finds the queue full is shed at once;
+    /// one that got no slot within `timeout` stays in the queue, unserved,
+    /// and is shed at the [hold](Self::queue_hold). `max` or `timeout`
+    /// zero: no queue, the excess is shed at once. Reserved shares do not
+    /// queue (a reserved route over its share queues for a general slot).
+    /// Default: [`DEFAULT_QUEUE_LIMIT`] (256), [`DEFAULT_QUEUE_TIMEOUT`]
+    /// (10 ms).
     ///
-    /// Why: clients refused at once tend to send again at once, a busy
-    /// loop that takes the CPU the admitted requests need; a client waiting
-    /// in the queue does not send again. Newest first because under a
-    /// lasting overload a first-in-first-out queue makes every admitted
-    /// request wait its whole turn, while the newest have barely waited
-    /// (adaptive LIFO, as in Facebook's "Fail at Scale"). The time waited
-    /// is not part of the adaptive limit's latency sample.
+    /// Why: clients refused at once often send again at once, a busy loop
+    /// that takes the CPU the admitted requests need; a client waiting in
+    /// the queue does not send again. Newest first because under a lasting
+    /// overload a first-in-first-out queue makes every admitted request
+    /// wait its whole turn, while the newest have barely waited (adaptive
+    /// LIFO, as in Facebook's "Fail at Scale"). `timeout` is the most the
+    /// queue adds to the latency of a success; the time waited is not part
+    /// of the adaptive limit's latency sample.
     pub fn queue(self, max: usize, timeout: Duration) -> Self {
         let mut settings = self.settings();
         settings.queue_limit = max;
         settings.queue_timeout = timeout;
+        Self::from_settings(settings)
+    }
+
+    /// When a queued request that got no slot is answered with its 503,
+    /// counted from when it joined the queue (at least the queue's
+    /// `timeout`). Holding the refusal, rather than answering it at the
+    /// timeout, is what keeps a client that resends at once from resending
+    /// hundreds of times a second. Default: [`DEFAULT_QUEUE_HOLD`] (100 ms).
+    pub fn queue_hold(self, hold: Duration) -> Self {
+        let mut settings = self.settings();
+        settings.queue_hold = hold;
         Self::from_settings(settings)
     }
 

@@ -14,7 +14,7 @@
 //! | what | how | default |
 //! |---|---|---|
 //! | the limit | [`Limit::Adaptive`] (Gradient2, below) or [`Limit::Fixed`] | adaptive: starts at 20, between 8 and 1000 |
-//! | excess | waits in a queue ([`InFlightLimitLayer::queue`]), newest served first; shed when the queue is full or at its timeout: 503 [`overloaded`](crate::error::ProblemType::OVERLOADED), `Retry-After` | queue of 256 for 100 ms; `Retry-After` 1 s |
+//! | excess | waits in a queue ([`InFlightLimitLayer::queue`]), newest served first, served only within its timeout; shed when the queue is full, or at the hold if no slot came: 503 [`overloaded`](crate::error::ProblemType::OVERLOADED), `Retry-After` | 256 requests, served within 10 ms, refused at 100 ms; `Retry-After` 1 s |
 //! | a slot is held | from the call until the response body ends or is dropped, except while waiting on the client for request-body bytes ([`InFlightRequestBody`]) | — |
 //! | reserved routes | [`InFlightLimitLayer::reserve`]: a share of the limit for path prefixes (health checks, critical paths) | none |
 //! | streams | [`InFlightLimitLayer::long_lived`], 101 responses, `text/event-stream`: hold a slot, feed no latency | — |
@@ -55,18 +55,19 @@
 //! instant 503s becomes a busy loop between the clients and the server
 //! that takes the CPU the admitted requests need (`benches/README.md`,
 //! overload: clients that resend at once, with and without the queue). So
-//! a request that finds every general slot taken
-//! waits, at most [`DEFAULT_QUEUE_TIMEOUT`] (100 ms) and in a queue of at
-//! most [`DEFAULT_QUEUE_LIMIT`] (256); a freed slot goes straight to the
-//! *newest* waiter (adaptive LIFO, as in Facebook's "Fail at Scale"), so
-//! that under a lasting overload the requests served have barely waited
-//! while those at the bottom meet the timeout, and the latency of the
-//! successes does not grow with the queue as it would first-in-first-out. A
-//! request that finds the queue full is shed at once (pushing out an older
-//! one instead made every request of an open-loop flood take a place, a
-//! timer and a connection first). The time in the queue is not part of the
-//! latency sample, and the deadline, counted from arrival, covers it.
-//!
+//! a request that finds every general slot taken joins a queue of at most
+//! [`DEFAULT_QUEUE_LIMIT`] (256); a freed slot goes straight to the *newest*
+//! waiter (adaptive LIFO, as in Facebook's "Fail at Scale"), and only to one
+//! that has waited at most [`DEFAULT_QUEUE_TIMEOUT`] (10 ms), which is thus
+//! all the queue adds to a success's latency. A waiter that got no slot in
+//! that time stays, unserved, until [`DEFAULT_QUEUE_HOLD`] (100 ms) after
+//! it joined, and is then shed: the hold is what slows a client that
+//! resends at once to ten tries a second. A request that finds the queue
+//! full is shed at once (pushing out an older one instead made every
+//! request of an open-loop flood take a place, a timer and a connection
+//! first). The time in the queue is not part of the latency sample, and the
+//! deadline, counted from arrival, covers it.
+
 //! # The algorithm, and why
 //!
 //! The adaptive limit is Netflix's **Gradient2** (concurrency-limits): each
@@ -152,4 +153,6 @@ pub use error::{Overloaded, TooManyInFlight};
 pub use layer::{InFlightLimitLayer, OverloadStats};
 pub use request_body::InFlightRequestBody;
 pub use service::{InFlightFuture, InFlightLimit};
-pub use settings::{Limit, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRY_AFTER};
+pub use settings::{
+    Limit, DEFAULT_QUEUE_HOLD, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRY_AFTER,
+};

@@ -21,8 +21,12 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The default bound of the queue in front of the limit: 256 requests.
 pub const DEFAULT_QUEUE_LIMIT: usize = 256;
 
-/// The default time a request may wait in the queue: 100 ms.
-pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_millis(100);
+/// The default longest wait in the queue for a slot: 10 ms.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_millis(10);
+
+/// The default time at which a queued request that got no slot is
+/// answered with its 503: 100 ms after it joined the queue.
+pub const DEFAULT_QUEUE_HOLD: Duration = Duration::from_millis(100);
 
 /// What the layer was built with.
 #[derive(Debug, Clone)]
@@ -37,6 +41,8 @@ pub(crate) struct Settings {
     pub(crate) per_key: Option<usize>,
     /// Requests that may wait for a general slot (0: none).
     pub(crate) queue_limit: usize,
-    /// How long one may wait.
+    /// How long one may wait for a slot.
     pub(crate) queue_timeout: Duration,
+    /// When one that got no slot is answered.
+    pub(crate) queue_hold: Duration,
 }

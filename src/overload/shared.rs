@@ -88,7 +88,11 @@ impl Shared {
             .map(|_| AtomicUsize::new(0))
             .collect();
         let per_key = settings.per_key.map(|max| Arc::new(PerKey::new(max)));
-        let queue = Queue::new(settings.queue_limit, settings.queue_timeout);
+        let queue = Queue::new(
+            settings.queue_limit,
+            settings.queue_timeout,
+            settings.queue_hold,
+        );
         Self {
             settings,
             queue,
@@ -361,9 +365,9 @@ pub(crate) struct Ticket {
 }
 
 impl Ticket {
-    /// When the request stops waiting.
+    /// When the request, if it got no slot, is answered with its refusal.
     pub(crate) fn deadline(&self) -> Instant {
-        self.since + self.shared.queue.timeout
+        self.since + self.shared.queue.hold
     }
 
     /// The slot, once handed over; a refusal if the queue pushed the
@@ -375,7 +379,8 @@ impl Ticket {
         }
     }
 
-    /// The timeout: no slot after all, unless one came at the last moment.
+    /// The hold is over: no slot after all, unless one came at the last
+    /// moment.
     pub(crate) fn give_up(&mut self) -> Result<Permit, Overloaded> {
         self.receiver.close();
         match self.receiver.try_recv() {
@@ -607,6 +612,7 @@ mod tests {
             per_key: None,
             queue_limit: 0,
             queue_timeout: Duration::ZERO,
+            queue_hold: Duration::ZERO,
         }));
         let second = Duration::from_secs(1);
         let mut permit = admitted(shared.acquire("/"));
@@ -659,7 +665,8 @@ mod tests {
             long_lived: Vec::new(),
             per_key: None,
             queue_limit: max,
-            queue_timeout: Duration::from_millis(100),
+            queue_timeout: Duration::from_millis(10),
+            queue_hold: Duration::from_millis(100),
         }))
     }
 
@@ -705,6 +712,24 @@ mod tests {
         assert_eq!(shed.queued, Duration::from_millis(100));
         assert_eq!((shed.limit, shed.in_flight), (1, 1));
         assert_eq!(shared.shed_count(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_past_the_timeout_is_held_unserved_and_the_slot_goes_free() {
+        let shared = one_slot_and_a_queue_of(4);
+        let first = admitted(shared.acquire("/"));
+        let mut stale = queued(shared.acquire("/"));
+        tokio::time::advance(Duration::from_millis(11)).await;
+        drop(first);
+        // Not handed to the stale waiter: free for the next request.
+        assert_eq!(shared.in_flight(), 0);
+        assert!(poll_slot(&mut stale).is_pending());
+        let _next = admitted(shared.acquire("/"));
+        // Answered at the hold, 100 ms after it joined.
+        assert_eq!(stale.deadline() - Instant::now(), Duration::from_millis(89));
+        tokio::time::advance(Duration::from_millis(89)).await;
+        let shed = stale.give_up().unwrap_err();
+        assert_eq!(shed.queued, Duration::from_millis(100));
     }
 
     #[tokio::test(start_paused = true)]
