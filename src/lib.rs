@@ -31,7 +31,7 @@
 //! | [`input::HeadLimitLayer`] | header floods, huge headers and URIs | 431 / 414 | 96 fields, 16 KiB, 8 KiB URI |
 //! | [`input::BodyLimitLayer`] | huge or endless bodies, lying `Content-Length` | 413, before any byte is read when declared | 1 MiB |
 //! | [`rate_limit::RateLimitLayer`] | floods from one client, key spoofing, memory blow-up from random keys | 429 with `Retry-After` and `RateLimit` headers | 50/s, burst 100 per client IP; 100,000 keys |
-//! | [`overload::InFlightLimitLayer`] | demand over capacity: a slow dependency, a retry storm | 503 `overloaded` with `Retry-After`, at once | adaptive (Gradient2), 20 at start, 8 to 1000 |
+//! | [`overload::InFlightLimitLayer`] | demand over capacity: a slow dependency, a retry storm | a short queue (256, served within 10 ms), then 503 `overloaded` with `Retry-After` | adaptive (Gradient2), 20 at start, 8 to 1000; refused at 100 ms |
 //! | [`deadline::RequestDeadlineLayer`] | slow handlers; slowloris bodies | 503 / 408 | 10 s; body idle 60 s; 240 B/s after 5 s |
 //! | [`input::DecompressLayer`] | compression bombs, zstd windows over 8 MiB, unknown or nested codings | 413 / 415 | decoded limit 1 MiB, window 8 MiB |
 //! | [`serve()`] | slow headers, idle connections, connection floods; requests cut off by a deploy; forged PROXY headers | connection closed; graceful drain on Ctrl-C or SIGTERM | 30 s header read, 75 s keep-alive, 1024 connections, 25 s drain; PROXY protocol off |

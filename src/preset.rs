@@ -26,9 +26,13 @@
 //! 5. **In-flight limit** ([`InFlightLimitLayer`]): after the rate limit,
 //!    so that abusive clients are refused there first and neither take a
 //!    slot nor skew the latency signal; before the deadline, so that a shed
-//!    request costs no timer and the latency it learns from is the
-//!    service's, deadline included. It sheds at once (503 `overloaded`,
-//!    `Retry-After`) what the service cannot take, adaptively by default.
+//!    request costs no deadline timer and the latency it learns from is the
+//!    service's, deadline included (the deadline counts from arrival, so a
+//!    request's wait in the limit's queue is within it). What the service
+//!    cannot take waits in a short queue (served within 10 ms, newest
+//!    first) or is shed (503 `overloaded`, `Retry-After`; at its hold, 100
+//!    ms, so that clients that resend at once do not spin), adaptively by
+//!    default.
 //!    With `[overload] per_key_limit`, it also caps each client's requests
 //!    in flight (429 `too-many-in-flight`), by the key the rate limiter,
 //!    just before it, found for its first policy: that is why it sits after
