@@ -8,7 +8,8 @@
 #                                           # FILE's count by more than
 #                                           # TOLERANCE_PERCENT (default 2)
 #
-# Cases: admitted with logging on and off, a refused 413 (declared length),
+# Cases: admitted with logging on (tracing-subscriber's JSON formatter, and
+# this crate's `json_log` writing the same line) and off, a refused 413 (declared length),
 # a refused 429 (spent quota), and a panicking handler (500) with
 # RUST_BACKTRACE unset and set. Each case is a flood: the failures' lines
 # are throttled (20 a second per error.type by default), so most are
@@ -27,8 +28,9 @@ fi
 
 command -v valgrind >/dev/null || { echo "instructions.sh: valgrind is not installed" >&2; exit 2; }
 
-# The bench executable's path, from cargo's own report of it.
-bin=$(cargo bench --bench stack --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*stack-[0-9a-f]*\)).*/\1/p' | tail -n 1)
+# The bench executable's path, from cargo's own report of it. Built with
+# `json-log`, for the case written by this crate's formatter.
+bin=$(cargo bench --bench stack --features json-log --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*stack-[0-9a-f]*\)).*/\1/p' | tail -n 1)
 [[ -x "$bin" ]] || { echo "instructions.sh: no stack bench executable found" >&2; exit 2; }
 
 collected() { # ENV... -- prints the instructions callgrind collected
@@ -46,13 +48,14 @@ per_request() { # ENV...
 declare -A count
 count[admitted_logged]=$(per_request STACK_LOG=sink)
 count[admitted_no_log]=$(per_request STACK_LOG=off)
+count[admitted_logged_json_log]=$(per_request STACK_LOG=sink STACK_SUBSCRIBER=json-log)
 count[refused_413_logged]=$(per_request STACK_LOG=sink STACK_REQUEST=413)
 count[refused_429_logged]=$(per_request STACK_LOG=sink STACK_REQUEST=429)
 count[panic_logged]=$(per_request -u RUST_BACKTRACE STACK_LOG=sink STACK_REQUEST=panic)
 count[panic_logged_backtrace]=$(per_request RUST_BACKTRACE=1 STACK_LOG=sink STACK_REQUEST=panic)
 
 status=0
-for case in admitted_logged admitted_no_log refused_413_logged refused_429_logged \
+for case in admitted_logged admitted_no_log admitted_logged_json_log refused_413_logged refused_429_logged \
   panic_logged panic_logged_backtrace; do
   line="$case ${count[$case]}"
   if [[ -n "$check_file" ]]; then

@@ -306,3 +306,67 @@ impl Visit for Members {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(object: &str) -> Result<String, fmt::Error> {
+        with_members(|members| {
+            members.load(object)?;
+            let mut out = String::new();
+            members.write_object(&mut out)?;
+            Ok(out)
+        })
+    }
+
+    #[test]
+    fn an_object_written_reads_back_the_same() {
+        for object in [
+            "{}",
+            r#"{"a":1}"#,
+            r#"{"a":"x,}\"y\\","b":[1,2,3],"c":-0.5,"d":null,"e":true}"#,
+        ] {
+            assert_eq!(loaded(object).unwrap(), object);
+        }
+    }
+
+    #[test]
+    fn what_it_did_not_write_is_refused_not_misread() {
+        for object in [
+            "",
+            "{",
+            "}",
+            "{}x",
+            r#"{"a"}"#,
+            r#"{"a":1"#,
+            r#"{"a":1,}"#,
+            r#"{"a":"open}"#,
+            r#"{"a\"b":1}"#,
+            r#"{"a":1}}"#,
+        ] {
+            assert!(loaded(object).is_err(), "{object}");
+        }
+    }
+
+    #[test]
+    fn a_span_opened_while_formatting_gets_members_of_its_own() {
+        let outer = with_members(|members| {
+            members.push("outer", |text| {
+                let inner = with_members(|members| {
+                    members.push("inner", |text| {
+                        text.push('1');
+                        Ok(())
+                    });
+                    let mut out = String::new();
+                    members.write_object(&mut out).map(|()| out)
+                })?;
+                text.push_str(&inner);
+                Ok(())
+            });
+            let mut out = String::new();
+            members.write_object(&mut out).map(|()| out)
+        });
+        assert_eq!(outer.unwrap(), r#"{"outer":{"inner":1}}"#);
+    }
+}
