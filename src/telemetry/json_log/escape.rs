@@ -25,23 +25,52 @@ fn escape_of(byte: u8) -> Option<&'static str> {
     }
 }
 
+/// The index of the first byte of `bytes` serde_json escapes, or its
+/// length. Eight bytes at a time: nearly all text has nothing to escape,
+/// and this scan is most of the cost of writing it.
+fn first_escape(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    /// The high bit of each byte of `word` below `limit` (exact as to
+    /// whether there is one; bytes after the first may be flagged wrongly).
+    fn below(word: u64, limit: u8) -> u64 {
+        word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGH
+    }
+    let mut index = 0;
+    while let Some(chunk) = bytes.get(index..index + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let found = below(word, 0x20)
+            | below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1);
+        if found != 0 {
+            break;
+        }
+        index += 8;
+    }
+    index
+        + bytes[index..]
+            .iter()
+            .position(|&byte| escape_of(byte).is_some())
+            .unwrap_or(bytes.len() - index)
+}
+
 /// Writes the contents of a JSON string (without its quotes).
 pub(super) fn write_escaped<W: Write + ?Sized>(out: &mut W, text: &str) -> fmt::Result {
+    let bytes = text.as_bytes();
     let mut start = 0;
-    for (index, byte) in text.bytes().enumerate() {
-        let Some(escape) = escape_of(byte) else {
-            continue;
-        };
-        if start < index {
-            out.write_str(&text[start..index])?;
+    loop {
+        let end = start + first_escape(&bytes[start..]);
+        if start < end {
+            out.write_str(&text[start..end])?;
         }
-        out.write_str(escape)?;
-        start = index + 1;
+        let Some(&byte) = bytes.get(end) else {
+            return Ok(());
+        };
+        out.write_str(escape_of(byte).unwrap_or_default())?;
+        start = end + 1;
     }
-    if start < text.len() {
-        out.write_str(&text[start..])?;
-    }
-    Ok(())
 }
 
 /// Writes a quoted JSON string.
@@ -59,6 +88,31 @@ impl<W: Write + ?Sized> Write for Escaping<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         write_escaped(self.0, text)
     }
+}
+
+/// Writes an unsigned integer in decimal, as serde_json (itoa) does.
+pub(super) fn write_u64<W: Write + ?Sized>(out: &mut W, value: u64) -> fmt::Result {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.write_str(std::str::from_utf8(&digits[at..]).map_err(|_| fmt::Error)?)
+}
+
+/// Writes a signed integer in decimal, as serde_json (itoa) does.
+pub(super) fn write_i64<W: Write + ?Sized>(out: &mut W, value: i64) -> fmt::Result {
+    if value < 0 {
+        out.write_char('-')?;
+    }
+    write_u64(out, value.unsigned_abs())
 }
 
 /// Writes `value` as serde_json writes it (integers through itoa, floats
@@ -132,6 +186,35 @@ mod tests {
             write_number(&mut out, &f).unwrap();
             prop_assert_eq!(out, serde_json::to_string(&f).unwrap());
         }
+    }
+
+    proptest! {
+        #[test]
+        fn integers_are_written_as_serde_json_writes_them(i in any::<i64>(), u in any::<u64>()) {
+            let mut out = String::new();
+            write_i64(&mut out, i).unwrap();
+            out.push(' ');
+            write_u64(&mut out, u).unwrap();
+            prop_assert_eq!(out, format!("{} {}", serde_json::json!(i), serde_json::json!(u)));
+        }
+
+        #[test]
+        fn the_scan_finds_the_first_escape(prefix in "[ -~&&[^\"\\\\]]{0,40}", byte in prop_oneof![0u8..0x20, Just(b'"'), Just(b'\\')], suffix in any::<String>()) {
+            let text = format!("{prefix}{}{suffix}", char::from(byte));
+            prop_assert_eq!(first_escape(text.as_bytes()), prefix.len());
+        }
+    }
+
+    #[test]
+    fn integers_at_their_limits() {
+        for value in [0, 9, 10, i64::MIN, i64::MAX, -1] {
+            let mut out = String::new();
+            write_i64(&mut out, value).unwrap();
+            assert_eq!(out, value.to_string());
+        }
+        let mut out = String::new();
+        write_u64(&mut out, u64::MAX).unwrap();
+        assert_eq!(out, u64::MAX.to_string());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! with `flatten_event(true)`, `with_current_span(true)` and
 //! `with_span_list(false)`.
 
+use std::cell::RefCell;
 use std::fmt::{self, Write};
 
 use tracing::field::{Field, Visit};
@@ -14,8 +15,8 @@ use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::escape::{write_escaped, write_number, write_string, Escaping};
-use super::{JsonLog, JsonLogFields};
+use super::escape::{write_escaped, write_i64, write_number, write_string, write_u64, Escaping};
+use super::{with_buffer, JsonLog, JsonLogFields};
 
 impl<S, T> FormatEvent<S, JsonLogFields> for JsonLog<T>
 where
@@ -28,34 +29,58 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        // Built in a buffer of this thread's and written at once: the
+        // pieces go into a `String` directly, not each through the
+        // writer's `dyn fmt::Write`.
+        with_buffer(&LINE, |line| {
+            self.write_line(ctx, line, event)?;
+            writer.write_str(line)
+        })
+    }
+}
+
+thread_local! {
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+impl<T: FormatTime> JsonLog<T> {
+    fn write_line<S>(
+        &self,
+        ctx: &FmtContext<'_, S, JsonLogFields>,
+        line: &mut String,
+        event: &Event<'_>,
+    ) -> fmt::Result
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
         // A record bridged from the `log` crate: its own target, not the
         // bridge's.
         let normalized = event.normalized_metadata();
         let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
 
-        writer.write_str("{\"timestamp\":\"")?;
+        line.push_str("{\"timestamp\":\"");
         self.timer
-            .format_time(&mut Writer::new(&mut Escaping(&mut writer)))?;
-        writer.write_str("\",\"level\":\"")?;
-        writer.write_str(metadata.level().as_str())?;
-        writer.write_char('"')?;
+            .format_time(&mut Writer::new(&mut Escaping(&mut *line)))?;
+        line.push_str("\",\"level\":\"");
+        line.push_str(metadata.level().as_str());
+        line.push('"');
 
         let mut fields = EventFields {
-            out: &mut writer,
+            out: &mut *line,
             result: Ok(()),
         };
         event.record(&mut fields);
         fields.result?;
 
-        writer.write_str(",\"target\":")?;
-        write_string(&mut writer, metadata.target())?;
+        line.push_str(",\"target\":");
+        write_string(line, metadata.target())?;
 
         let span = event
             .parent()
             .and_then(|id| ctx.span(id))
             .or_else(|| ctx.lookup_current());
         if let Some(span) = span {
-            writer.write_str(",\"span\":")?;
+            line.push_str(",\"span\":");
             let extensions = span.extensions();
             let object = extensions
                 .get::<FormattedFields<JsonLogFields>>()
@@ -64,56 +89,56 @@ where
                 .filter(|open| open.starts_with('{'));
             match object {
                 Some(open) => {
-                    writer.write_str(open)?;
+                    line.push_str(open);
                     if open.len() > 1 {
-                        writer.write_char(',')?;
+                        line.push(',');
                     }
                 }
                 // Fields that failed to format (tracing-subscriber's
                 // formatter panics there): the name alone.
-                None => writer.write_char('{')?,
+                None => line.push('{'),
             }
-            writer.write_str("\"name\":")?;
-            write_string(&mut writer, span.name())?;
-            writer.write_char('}')?;
+            line.push_str("\"name\":");
+            write_string(line, span.name())?;
+            line.push('}');
         }
-        writer.write_str("}\n")
+        line.push_str("}\n");
+        Ok(())
     }
 }
 
 /// Writes each field as a member, in the order recorded, as tracing-serde's
 /// `SerdeMapVisitor` does (no field left out, none merged).
-struct EventFields<'a, 'w> {
-    out: &'a mut Writer<'w>,
+struct EventFields<'a> {
+    out: &'a mut String,
     result: fmt::Result,
 }
 
-impl EventFields<'_, '_> {
-    fn member(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+impl EventFields<'_> {
+    fn member(&mut self, field: &Field, value: impl FnOnce(&mut String) -> fmt::Result) {
         if self.result.is_ok() {
-            self.result = (|| {
-                self.out.write_str(",\"")?;
-                write_escaped(self.out, field.name())?;
-                self.out.write_str("\":")?;
+            self.out.push_str(",\"");
+            self.result = write_escaped(self.out, field.name()).and_then(|()| {
+                self.out.push_str("\":");
                 value(self.out)
-            })();
+            });
         }
     }
 }
 
 /// `i128`, `u128`, byte slices and errors go through `Visit`'s defaults to
 /// `record_debug`, as in tracing-serde.
-impl Visit for EventFields<'_, '_> {
+impl Visit for EventFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.member(field, |out| write_string(out, value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.member(field, |out| write_number(out, &value));
+        self.member(field, |out| write_u64(out, value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.member(field, |out| write_number(out, &value));
+        self.member(field, |out| write_i64(out, value));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -128,9 +153,10 @@ impl Visit for EventFields<'_, '_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.member(field, |out| {
-            out.write_char('"')?;
+            out.push('"');
             write!(Escaping(&mut *out), "{value:?}")?;
-            out.write_char('"')
+            out.push('"');
+            Ok(())
         });
     }
 }

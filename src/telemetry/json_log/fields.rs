@@ -14,7 +14,7 @@ use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FormatFields, FormattedFields};
 
-use super::escape::{write_escaped, write_number, Escaping};
+use super::escape::{write_escaped, write_i64, write_number, write_u64, Escaping};
 
 /// The [`FormatFields`] half of the JSON line: a span's fields, written
 /// once when it opens and replaced, not appended, by `Span::record`. Pair
@@ -67,10 +67,11 @@ impl<'writer> FormatFields<'writer> for JsonLogFields {
     }
 }
 
-/// One member: its name and its JSON value, both ranges of `Members::text`.
+/// One member: its name (unescaped, to sort by) and its text
+/// (`"name":value`), both ranges of `Members::text`.
 struct Member {
     name: Range<usize>,
-    value: Range<usize>,
+    text: Range<usize>,
 }
 
 /// The members of one object being built, in the order they were
@@ -78,35 +79,45 @@ struct Member {
 struct Members {
     text: String,
     members: Vec<Member>,
+    /// The object, assembled to be written at once.
+    object: String,
     result: fmt::Result,
+}
+
+impl Members {
+    const fn new() -> Self {
+        Self {
+            text: String::new(),
+            members: Vec::new(),
+            object: String::new(),
+            result: Ok(()),
+        }
+    }
 }
 
 thread_local! {
     /// Reused from span to span: no allocation once warm.
-    static MEMBERS: RefCell<Members> = const {
-        RefCell::new(Members { text: String::new(), members: Vec::new(), result: Ok(()) })
-    };
+    static MEMBERS: RefCell<Members> = const { RefCell::new(Members::new()) };
 }
 
 /// Runs `f` on an empty `Members`: this thread's, or a new one when it is
-/// in use (a field's `Debug` that opens a span).
+/// in use (a field's `Debug` that opens a span) or already destroyed.
 fn with_members<R>(f: impl FnOnce(&mut Members) -> R) -> R {
     let mut f = Some(f);
     let reused = MEMBERS.try_with(|cell| {
         let mut members = cell.try_borrow_mut().ok()?;
         members.clear();
-        let f = f.take()?;
-        Some(f(&mut members))
+        let result = f.take().map(|f| f(&mut members));
+        // Given back after a huge field.
+        if members.text.capacity() > 64 * 1024 || members.object.capacity() > 64 * 1024 {
+            *members = Members::new();
+        }
+        result
     });
     match (reused, f) {
         (Ok(Some(result)), _) => result,
-        (_, Some(f)) => f(&mut Members {
-            text: String::new(),
-            members: Vec::new(),
-            result: Ok(()),
-        }),
-        // `f` was taken only by the call that returned its result.
-        (_, None) => unreachable!("with_members: f ran and returned nothing"),
+        (_, Some(f)) => f(&mut Members::new()),
+        (_, None) => unreachable!("with_members: f ran and gave no result"),
     }
 }
 
@@ -114,6 +125,7 @@ impl Members {
     fn clear(&mut self) {
         self.text.clear();
         self.members.clear();
+        self.object.clear();
         self.result = Ok(());
     }
 
@@ -122,27 +134,31 @@ impl Members {
         if self.result.is_err() {
             return;
         }
-        let start = self.text.len();
+        let name_start = self.text.len();
         self.text.push_str(name);
-        let value_start = self.text.len();
-        let result = write(&mut self.text);
+        let text_start = self.text.len();
+        self.text.push('"');
+        let result = write_escaped(&mut self.text, name).and_then(|()| {
+            self.text.push_str("\":");
+            write(&mut self.text)
+        });
         self.members.push(Member {
-            name: start..value_start,
-            value: value_start..self.text.len(),
+            name: name_start..text_start,
+            text: text_start..self.text.len(),
         });
         self.result = result;
     }
 
     /// Writes the object: members sorted by name, the last recorded of
-    /// each name (a map's `insert`).
+    /// each name (a map's `insert`), in one piece.
     fn write_object<W: Write + ?Sized>(&mut self, out: &mut W) -> fmt::Result {
         self.result?;
         let text = &self.text;
         // Stable: of equal names, the one recorded last stays last.
         self.members
             .sort_by(|a, b| text[a.name.clone()].cmp(&text[b.name.clone()]));
-        out.write_char('{')?;
-        let mut first = true;
+        let object = &mut self.object;
+        object.push('{');
         for (index, member) in self.members.iter().enumerate() {
             let name = &text[member.name.clone()];
             if self
@@ -152,15 +168,13 @@ impl Members {
             {
                 continue;
             }
-            if !std::mem::take(&mut first) {
-                out.write_char(',')?;
+            if object.len() > 1 {
+                object.push(',');
             }
-            out.write_char('"')?;
-            write_escaped(out, name)?;
-            out.write_str("\":")?;
-            out.write_str(&text[member.value.clone()])?;
+            object.push_str(&text[member.text.clone()]);
         }
-        out.write_char('}')
+        object.push('}');
+        out.write_str(object)
     }
 
     /// Reads back an object `write_object` wrote (or tracing-subscriber's
@@ -252,11 +266,11 @@ impl Visit for Members {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.push(field.name(), |text| write_number(text, &value));
+        self.push(field.name(), |text| write_i64(text, value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.push(field.name(), |text| write_number(text, &value));
+        self.push(field.name(), |text| write_u64(text, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -282,7 +296,7 @@ impl Visit for Members {
                 if index > 0 {
                     text.push(',');
                 }
-                write_number(text, byte)?;
+                write_u64(text, u64::from(*byte))?;
             }
             text.push(']');
             Ok(())

@@ -58,6 +58,9 @@ mod event;
 mod fields;
 mod time;
 
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
 use tracing::Subscriber;
 use tracing_subscriber::fmt::SubscriberBuilder;
 use tracing_subscriber::registry::LookupSpan;
@@ -112,4 +115,29 @@ where
     tracing_subscriber::fmt::layer()
         .fmt_fields(JsonLogFields::new())
         .event_format(JsonLog::new())
+}
+
+/// Runs `f` on `buffer`, emptied: a buffer of this thread's, reused from
+/// line to line (no allocation once warm), or a new one when it is in use
+/// (a `Debug` that logs while it is being written) or already destroyed.
+/// A buffer grown past 64 KiB by a huge field is given back afterwards.
+fn with_buffer<R>(
+    buffer: &'static LocalKey<RefCell<String>>,
+    f: impl FnOnce(&mut String) -> R,
+) -> R {
+    let mut f = Some(f);
+    let reused = buffer.try_with(|cell| {
+        let mut text = cell.try_borrow_mut().ok()?;
+        text.clear();
+        let result = f.take().map(|f| f(&mut text));
+        if text.capacity() > 64 * 1024 {
+            *text = String::new();
+        }
+        result
+    });
+    match (reused, f) {
+        (Ok(Some(result)), _) => result,
+        (_, Some(f)) => f(&mut String::new()),
+        (_, None) => unreachable!("with_buffer: f ran and gave no result"),
+    }
 }

@@ -49,19 +49,23 @@ pub(super) fn rfc3339_micros(since_epoch: Duration) -> Timestamp {
     let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
     let second_of_day = seconds % 86_400;
     let micros = since_epoch.subsec_micros();
+    let micros = u64::from(micros);
     let mut text = *b"0000-00-00T00:00:00.000000Z";
-    let mut put = |at: usize, value: u64, digits: u32| {
-        for i in 0..digits as usize {
-            text[at + i] = b'0' + (value / 10u64.pow(digits - 1 - i as u32) % 10) as u8;
-        }
-    };
-    put(0, year as u64, 4);
-    put(5, month, 2);
-    put(8, day, 2);
-    put(11, second_of_day / 3600, 2);
-    put(14, second_of_day / 60 % 60, 2);
-    put(17, second_of_day % 60, 2);
-    put(20, u64::from(micros), 6);
+    for (at, value) in [
+        (0, year as u64 / 100),
+        (2, year as u64 % 100),
+        (5, month),
+        (8, day),
+        (11, second_of_day / 3600),
+        (14, second_of_day / 60 % 60),
+        (17, second_of_day % 60),
+        (20, micros / 10_000),
+        (22, micros / 100 % 100),
+        (24, micros % 100),
+    ] {
+        text[at] = b'0' + (value / 10) as u8;
+        text[at + 1] = b'0' + (value % 10) as u8;
+    }
     Timestamp(text)
 }
 
