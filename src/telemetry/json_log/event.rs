@@ -16,7 +16,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::escape::{write_escaped, write_i64, write_number, write_string, write_u64, Escaping};
-use super::{with_buffer, JsonLog, JsonLogFields};
+use super::{with_scratch, JsonLog, JsonLogFields};
 
 impl<S, T> FormatEvent<S, JsonLogFields> for JsonLog<T>
 where
@@ -32,7 +32,7 @@ where
         // Built in a buffer of this thread's and written at once: the
         // pieces go into a `String` directly, not each through the
         // writer's `dyn fmt::Write`.
-        with_buffer(&LINE, |line| {
+        with_scratch(&LINE, |line: &mut String| {
             self.write_line(ctx, line, event)?;
             writer.write_str(line)
         })

@@ -15,6 +15,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FormatFields, FormattedFields};
 
 use super::escape::{write_escaped, write_i64, write_number, write_u64, Escaping};
+use super::{with_scratch, Scratch};
 
 /// The [`FormatFields`] half of the JSON line: a span's fields, written
 /// once when it opens and replaced, not appended, by `Span::record`. Pair
@@ -85,7 +86,7 @@ struct Members {
 }
 
 impl Members {
-    const fn new() -> Self {
+    const fn empty() -> Self {
         Self {
             text: String::new(),
             members: Vec::new(),
@@ -95,33 +96,11 @@ impl Members {
     }
 }
 
-thread_local! {
-    /// Reused from span to span: no allocation once warm.
-    static MEMBERS: RefCell<Members> = const { RefCell::new(Members::new()) };
-}
-
-/// Runs `f` on an empty `Members`: this thread's, or a new one when it is
-/// in use (a field's `Debug` that opens a span) or already destroyed.
-fn with_members<R>(f: impl FnOnce(&mut Members) -> R) -> R {
-    let mut f = Some(f);
-    let reused = MEMBERS.try_with(|cell| {
-        let mut members = cell.try_borrow_mut().ok()?;
-        members.clear();
-        let result = f.take().map(|f| f(&mut members));
-        // Given back after a huge field.
-        if members.text.capacity() > 64 * 1024 || members.object.capacity() > 64 * 1024 {
-            *members = Members::new();
-        }
-        result
-    });
-    match (reused, f) {
-        (Ok(Some(result)), _) => result,
-        (_, Some(f)) => f(&mut Members::new()),
-        (_, None) => unreachable!("with_members: f ran and gave no result"),
+impl Scratch for Members {
+    fn new() -> Self {
+        Self::empty()
     }
-}
 
-impl Members {
     fn clear(&mut self) {
         self.text.clear();
         self.members.clear();
@@ -129,6 +108,22 @@ impl Members {
         self.result = Ok(());
     }
 
+    fn is_oversized(&self) -> bool {
+        self.text.is_oversized() || self.object.is_oversized()
+    }
+}
+
+thread_local! {
+    /// Reused from span to span: no allocation once warm.
+    static MEMBERS: RefCell<Members> = const { RefCell::new(Members::empty()) };
+}
+
+/// Runs `f` on an empty `Members`.
+fn with_members<R>(f: impl FnOnce(&mut Members) -> R) -> R {
+    with_scratch(&MEMBERS, f)
+}
+
+impl Members {
     /// Adds a member whose value `write` writes.
     fn push(&mut self, name: &str, write: impl FnOnce(&mut String) -> fmt::Result) {
         if self.result.is_err() {

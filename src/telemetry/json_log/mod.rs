@@ -117,27 +117,55 @@ where
         .event_format(JsonLog::new())
 }
 
-/// Runs `f` on `buffer`, emptied: a buffer of this thread's, reused from
-/// line to line (no allocation once warm), or a new one when it is in use
-/// (a `Debug` that logs while it is being written) or already destroyed.
-/// A buffer grown past 64 KiB by a huge field is given back afterwards.
-fn with_buffer<R>(
-    buffer: &'static LocalKey<RefCell<String>>,
-    f: impl FnOnce(&mut String) -> R,
+/// A buffer of this thread's, reused from line to line: no allocation
+/// once warm.
+trait Scratch {
+    fn new() -> Self;
+    /// Emptied, capacity kept.
+    fn clear(&mut self);
+    /// Grown past what is worth keeping (by a huge field).
+    fn is_oversized(&self) -> bool;
+}
+
+/// Bytes a buffer keeps between lines at most.
+const KEPT_CAPACITY: usize = 64 * 1024;
+
+impl Scratch for String {
+    fn new() -> Self {
+        String::new()
+    }
+
+    fn clear(&mut self) {
+        String::clear(self);
+    }
+
+    fn is_oversized(&self) -> bool {
+        self.capacity() > KEPT_CAPACITY
+    }
+}
+
+/// Runs `f` on this thread's `buffer`, emptied, or on a new one when it is
+/// in use (a `Debug` that logs or opens a span while it is written) or
+/// already destroyed (a thread ending). An oversized buffer is given back
+/// afterwards.
+fn with_scratch<T: Scratch + 'static, R>(
+    buffer: &'static LocalKey<RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
 ) -> R {
     let mut f = Some(f);
     let reused = buffer.try_with(|cell| {
-        let mut text = cell.try_borrow_mut().ok()?;
-        text.clear();
-        let result = f.take().map(|f| f(&mut text));
-        if text.capacity() > 64 * 1024 {
-            *text = String::new();
+        let mut scratch = cell.try_borrow_mut().ok()?;
+        scratch.clear();
+        let result = f.take().map(|f| f(&mut scratch));
+        if scratch.is_oversized() {
+            *scratch = T::new();
         }
         result
     });
     match (reused, f) {
         (Ok(Some(result)), _) => result,
-        (_, Some(f)) => f(&mut String::new()),
-        (_, None) => unreachable!("with_buffer: f ran and gave no result"),
+        (_, Some(f)) => f(&mut T::new()),
+        // `f` is taken only by the call that returned its result.
+        (_, None) => unreachable!("with_scratch: f ran and gave no result"),
     }
 }
