@@ -29,31 +29,49 @@ fn escape_of(byte: u8) -> Option<&'static str> {
 /// length. Eight bytes at a time: nearly all text has nothing to escape,
 /// and this scan is most of the cost of writing it.
 fn first_escape(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    /// The high bit of each byte of `word` below `limit` (exact as to
-    /// whether there is one; bytes after the first may be flagged wrongly).
-    fn below(word: u64, limit: u8) -> u64 {
-        word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGH
+    let len = bytes.len();
+    if len < 8 {
+        return bytes
+            .iter()
+            .position(|&byte| escape_of(byte).is_some())
+            .unwrap_or(len);
     }
     let mut index = 0;
-    while let Some(chunk) = bytes.get(index..index + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
-        let found = below(word, 0x20)
-            | below(word ^ (ONES * u64::from(b'"')), 1)
-            | below(word ^ (ONES * u64::from(b'\\')), 1);
-        if found != 0 {
-            break;
+    while index + 8 <= len {
+        if let Some(at) = first_in_word(bytes, index) {
+            return at;
         }
         index += 8;
     }
-    index
-        + bytes[index..]
-            .iter()
-            .position(|&byte| escape_of(byte).is_some())
-            .unwrap_or(bytes.len() - index)
+    // The last eight bytes, overlapping bytes already found plain: the
+    // first flagged byte is still the first to escape.
+    if index < len {
+        if let Some(at) = first_in_word(bytes, len - 8) {
+            return at;
+        }
+    }
+    len
+}
+
+/// The first byte to escape among the eight at `start`, if any.
+///
+/// Per byte, `x - 0x20` borrows only below 0x20, and a borrow only flags
+/// bytes after the byte that needs escaping: the lowest flagged byte is
+/// exact (likewise for the bytes equal to `"` and `\`, zero after the
+/// xor).
+fn first_in_word(bytes: &[u8], start: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    fn below(word: u64, limit: u8) -> u64 {
+        word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGH
+    }
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[start..start + 8]);
+    let word = u64::from_le_bytes(word);
+    let found = below(word, 0x20)
+        | below(word ^ (ONES * u64::from(b'"')), 1)
+        | below(word ^ (ONES * u64::from(b'\\')), 1);
+    (found != 0).then(|| start + (found.trailing_zeros() / 8) as usize)
 }
 
 /// Writes the contents of a JSON string (without its quotes).
@@ -199,9 +217,15 @@ mod tests {
         }
 
         #[test]
-        fn the_scan_finds_the_first_escape(prefix in "[ -~&&[^\"\\\\]]{0,40}", byte in prop_oneof![0u8..0x20, Just(b'"'), Just(b'\\')], suffix in any::<String>()) {
+        fn the_scan_finds_the_first_escape(prefix in "[ -~&&[^\"\\\\]]{0,40}|[^\u{0}-\u{1f}\"\\\\]{0,20}", byte in prop_oneof![0u8..0x20, Just(b'"'), Just(b'\\')], suffix in any::<String>()) {
             let text = format!("{prefix}{}{suffix}", char::from(byte));
             prop_assert_eq!(first_escape(text.as_bytes()), prefix.len());
+        }
+
+        #[test]
+        fn the_scan_agrees_with_a_byte_by_byte_one(text in prop_oneof![any::<String>(), "[\\x00-\\x7f]{0,40}", "[a\"]{0,20}"]) {
+            let expected = text.bytes().position(|byte| escape_of(byte).is_some()).unwrap_or(text.len());
+            prop_assert_eq!(first_escape(text.as_bytes()), expected);
         }
     }
 
