@@ -20,6 +20,13 @@
 //! Filters, writers and layers stay tracing-subscriber's: only the
 //! formatter changes.
 //!
+//! Where the two differ: tracing-subscriber's settings other than the ones
+//! above (file and line, thread names, the span list) have no equivalent
+//! here; values recorded through `valuable` (an unstable tracing feature)
+//! are written as their `Debug` text, not as structured JSON; and a span
+//! whose fields failed to format (a `Debug` that returned an error) is
+//! written with its name alone, where tracing-subscriber panics.
+//!
 //! ```
 //! use tracing_subscriber::EnvFilter;
 //!
