@@ -414,6 +414,31 @@ fn records_bridged_from_the_log_crate() {
     assert_same(&reference, &ours);
 }
 
+/// A value whose `Debug` logs and opens a span while it is written (tracing
+/// sends those to no subscriber while one is at work): neither formatter
+/// stalls, both write the same lines.
+struct Chatty;
+
+impl std::fmt::Debug for Chatty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        tracing::info!(inner = "from Debug", "logged while formatting");
+        let span = tracing::info_span!("opened while formatting", depth = 2);
+        span.in_scope(|| tracing::info!("inside"));
+        f.write_str("chatty")
+    }
+}
+
+#[test]
+fn a_value_that_logs_while_it_is_written() {
+    let (reference, ours, ()) = both(TIME, || {
+        let span = tracing::info_span!("outer", chatty = ?Chatty);
+        span.in_scope(|| tracing::info!(chatty = ?Chatty, after = 1, "outer event"));
+    });
+    assert_eq!(ours.lines().count(), 1, "{ours}");
+    assert!(ours.contains(r#""chatty":"chatty","after":1"#), "{ours}");
+    assert_same(&reference, &ours);
+}
+
 // ---- random values -------------------------------------------------------
 
 /// A `Debug` value (its text is the string's `Debug`: quoted, escaped).
