@@ -309,6 +309,8 @@ fn every_outcome_of_the_preset_is_written_alike() {
         ours.contains(r#""http.response.status_code":503"#),
         "{ours}"
     );
+    // `JSON_LOG_SHOW=1 cargo test --features json-log --test json_log
+    // every_outcome -- --nocapture` prints the corpus.
     if std::env::var_os("JSON_LOG_SHOW").is_some() {
         eprintln!("{ours}");
     }
