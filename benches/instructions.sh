@@ -9,9 +9,12 @@
 #                                           # TOLERANCE_PERCENT (default 2)
 #
 # Cases: admitted with logging on (tracing-subscriber's JSON formatter, and
-# this crate's `json_log` writing the same line) and off, a refused 413 (declared length),
-# a refused 429 (spent quota), and a panicking handler (500) with
-# RUST_BACKTRACE unset and set. Each case is a flood: the failures' lines
+# this crate's `json_log` writing the same line) and off, a refused 413
+# (declared length), a refused 429 (spent quota), a panicking handler (500)
+# with RUST_BACKTRACE unset and set, and a request shed by a full in-flight
+# limit (503): at once with the queue off, and after waiting its hold in
+# the queue (logging off: the paused clock moves 100 ms a request, so
+# every such line would be written, which is not a flood's steady state). Each case is a flood: the failures' lines
 # are throttled (20 a second per error.type by default), so most are
 # counted, not written. Each is (C(N2) - C(N1)) / (N2 - N1): the
 # difference of two runs leaves start-up and shutdown out.
@@ -61,12 +64,14 @@ count[refused_413_logged]=$(per_request STACK_LOG=sink STACK_REQUEST=413)
 count[refused_429_logged]=$(per_request STACK_LOG=sink STACK_REQUEST=429)
 count[panic_logged]=$(per_request -u RUST_BACKTRACE STACK_LOG=sink STACK_REQUEST=panic)
 count[panic_logged_backtrace]=$(per_request RUST_BACKTRACE=1 STACK_LOG=sink STACK_REQUEST=panic)
+count[shed_503_logged]=$(per_request STACK_LOG=sink STACK_REQUEST=503)
+count[shed_503_queued_no_log]=$(per_request STACK_LOG=off STACK_REQUEST=503-queued)
 bin=$json_log_bin
 count[admitted_logged_json_log]=$(per_request STACK_LOG=sink STACK_SUBSCRIBER=json-log)
 
 status=0
-for case in admitted_logged admitted_no_log admitted_logged_json_log refused_413_logged refused_429_logged \
-  panic_logged panic_logged_backtrace; do
+for case in admitted_logged admitted_no_log admitted_logged_json_log refused_413_logged \
+  refused_429_logged panic_logged panic_logged_backtrace shed_503_logged shed_503_queued_no_log; do
   line="$case ${count[$case]}"
   if [[ -n "$check_file" ]]; then
     baseline=$(awk -v c="$case" '$1 == c { print $2 }' "$check_file")

@@ -9,7 +9,10 @@
 #   - shed: the same with LoadShed over ConcurrencyLimit of 16 (a hand-tuned
 #     fixed cap);
 #   - harden: examples/hardened_server, the preset's defaults (the adaptive
-#     in-flight limit, no tuning) but a quota one address cannot spend.
+#     in-flight limit and its queue, no tuning) but a quota one address
+#     cannot spend;
+#   - harden-noqueue: the same with `[overload] queue_limit = 0` (the excess
+#     shed at once, as before the queue).
 # Every server logs a line per request (JSON, to /dev/null). The generator
 # runs on the same cores as the server; its CPU share is printed.
 #
@@ -20,7 +23,7 @@ cd "$(dirname "$0")/.."
 
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 WARMUP=${WARMUP:-3}
-STACKS=${STACKS:-"peer queue shed harden"}
+STACKS=${STACKS:-"peer queue shed harden-noqueue harden"}
 LOADS=${LOADS:-"unloaded 1 4 16 open16"}
 PORT=${PORT:-3950}
 POOL=${POOL:-16}
@@ -29,7 +32,9 @@ QUERY_MS=${QUERY_MS:-20}
 EXAMPLES="hardened_server peer_server db_load"
 # shellcheck source=support/servers.sh
 . benches/support/servers.sh
-trap stop_server EXIT
+noqueue_config=$(mktemp)
+trap 'stop_server; rm -f "$noqueue_config"' EXIT
+{ cat benches/load.toml; printf '\n[overload]\nqueue_limit = 0\n'; } >"$noqueue_config"
 
 start() { # STACK
     export HARDEN_DB_POOL=$POOL HARDEN_DB_QUERY_MS=$QUERY_MS RUST_LOG=info
@@ -41,6 +46,8 @@ start() { # STACK
     shed) env PEER_ADDR="127.0.0.1:$PORT" PEER_QUOTA=1000000000:1000000000 PEER_LIMIT="shed:$POOL" \
         "$BIN/peer_server" >/dev/null 2>&1 & ;;
     harden) env HARDEN_ADDR="127.0.0.1:$PORT" HARDEN_CONFIG=benches/load.toml \
+        "$BIN/hardened_server" >/dev/null 2>&1 & ;;
+    harden-noqueue) env HARDEN_ADDR="127.0.0.1:$PORT" HARDEN_CONFIG="$noqueue_config" \
         "$BIN/hardened_server" >/dev/null 2>&1 & ;;
     *) echo "unknown stack $1" >&2; exit 2 ;;
     esac
@@ -60,7 +67,7 @@ load() { # LOAD: prints db_load's line
 
 capacity=$(( POOL * 1000 / QUERY_MS ))
 echo "GET /db: pool $POOL x $QUERY_MS ms = $capacity queries/s; ${SECONDS_PER_RUN}s measured after ${WARMUP}s; $(nproc) cores; $(date -u +%F)"
-printf '%-8s %-9s %9s %8s %8s %8s %7s %9s\n' stack load goodput "of cap" "p50 ms" "p99 ms" shed "gen cpu"
+printf '%-14s %-9s %9s %8s %8s %8s %7s %9s\n' stack load goodput "of cap" "p50 ms" "p99 ms" shed "gen cpu"
 for stack in $STACKS; do
     for load in $LOADS; do
         # A fresh server per run: no learnt limit, no backlog carried over.
@@ -77,7 +84,7 @@ for stack in $STACKS; do
         open*) label="open ${load#open}x" ;;
         *) label="${load}x" ;;
         esac
-        printf '%-8s %-9s %9s %8s %8s %8s %7s %9s\n' "$stack" "$label" "$goodput" "$share" \
+        printf '%-14s %-9s %9s %8s %8s %8s %7s %9s\n' "$stack" "$label" "$goodput" "$share" \
             "$(get p50_ms)" "$(get p99_ms)" "$(get shed_share)" "$(get cpu_cores)"
     done
 done

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Slow-client attacks over HTTP with slowhttptest, from one address
 # (127.0.0.1), against examples/hardened_server (the Harden preset under
-# tower_harden::serve, connection cap 1024) and examples/bare_server (the
-# same routes under plain axum::serve: no cap, no timers), one after the
-# other. Three modes: slow headers (slowloris, -H), slow body (-B) and slow
+# tower_harden::serve, connection cap 1024), examples/peer_server (the
+# same routes behind tower-http + tower_governor under axum::serve, the
+# stack a user would assemble; its quota raised like ours) and
+# examples/bare_server (the same routes under plain axum::serve: no cap,
+# no timers), one after the other. Three modes: slow headers (slowloris, -H), slow body (-B) and slow
 # read (-X, responses multiplied by pipelining, a tiny advertised window).
 # Meanwhile a probe (curl in a loop, from the same address, 5 s timeout)
 # records the seconds in which the service did not answer, and the
@@ -27,6 +29,7 @@ RATE=${RATE:-500}
 PROFILE=${PROFILE:-release}
 HARDEN_PORT=${HARDEN_PORT:-3920}
 BARE_PORT=${BARE_PORT:-3921}
+PEER_PORT=${PEER_PORT:-3922}
 
 for tool in slowhttptest curl; do
     if ! command -v "$tool" >/dev/null; then
@@ -38,7 +41,7 @@ done
 # Both the attacker's sockets and the peer's (which holds every one).
 ulimit -n 20000 2>/dev/null || true
 
-EXAMPLES="hardened_server bare_server"
+EXAMPLES="hardened_server peer_server bare_server"
 # shellcheck source=support/servers.sh
 . benches/support/servers.sh
 trap stop_server EXIT
@@ -59,6 +62,8 @@ run() {
             "$BEFORE" >/dev/null 2>&1 & ;;
         hardened-no-overload) HARDEN_ADDR=127.0.0.1:$port HARDEN_CONFIG=benches/slowloris.toml \
             RUST_LOG=off "$BIN/hardened_server" >/dev/null 2>&1 & ;;
+        peer) PEER_ADDR=127.0.0.1:$port PEER_QUOTA=1000000000:1000000000 RUST_LOG=off \
+            "$BIN/peer_server" >/dev/null 2>&1 & ;;
         bare) BARE_ADDR=127.0.0.1:$port "$BIN/bare_server" >/dev/null 2>&1 & ;;
     esac
     SERVER_PID=$!
@@ -103,5 +108,6 @@ for mode in slow-headers slow-body slow-read; do
     run hardened "$HARDEN_PORT" "$mode"
     if [ -n "${BEFORE:-}" ]; then run before "$HARDEN_PORT" "$mode"; fi
     run hardened-no-overload "$HARDEN_PORT" "$mode"
+    run peer "$PEER_PORT" "$mode"
     run bare "$BARE_PORT" "$mode"
 done

@@ -62,10 +62,11 @@ fn routes() -> Router {
     let router = Router::new().route("/", get(|| async { "ok" }));
     // Only where it is sent: a second route would change every other
     // profile's count (the router's lookup).
-    if std::env::var("STACK_REQUEST").as_deref() == Ok("panic") {
-        return router.route("/panic", get(panics));
+    match std::env::var("STACK_REQUEST").as_deref() {
+        Ok("panic") => router.route("/panic", get(panics)),
+        Ok("503" | "503-queued") => router.route("/hold", get(std::future::pending::<()>)),
+        _ => router,
     }
-    router
 }
 
 /// `STACK_REQUEST=panic`: a panicking handler (a 500 from either stack).
@@ -92,6 +93,22 @@ fn harden_spent_quota() -> Router {
     policy.quota = 1;
     policy.burst = 1;
     policy.period = Duration::from_secs(3600);
+    ready(routes().layer(Harden::from_config(&config).unwrap().into_layer()))
+}
+
+/// The preset with one slot in flight, held by a request to `/hold` that
+/// never ends: every other request is shed, at once (`queued` false: no
+/// queue) or at the queue's hold (the defaults: it joins the queue, is not
+/// served, and gets its 503 100 ms later).
+fn harden_saturated(queued: bool) -> Router {
+    let mut config = HardenConfig::default();
+    config.overload.fixed_limit = Some(1);
+    // The holder outlives the run, whose paused clock moves 100 ms a
+    // queued request.
+    config.deadline.request = Duration::from_secs(24 * 3600);
+    if !queued {
+        config.overload.queue_limit = 0;
+    }
     ready(routes().layer(Harden::from_config(&config).unwrap().into_layer()))
 }
 
@@ -465,7 +482,9 @@ fn profile(spec: &str) {
     init_logging();
     // `STACK_REQUEST=413`: oversized requests instead of admitted ones;
     // `STACK_REQUEST=429`: requests from one peer whose quota is spent;
-    // `STACK_REQUEST=panic`: requests whose handler panics.
+    // `STACK_REQUEST=panic`: requests whose handler panics;
+    // `STACK_REQUEST=503`: requests shed by a full in-flight limit at once,
+    // `503-queued`: after waiting in its queue (b_harden only).
     let request = std::env::var("STACK_REQUEST").unwrap_or_default();
     let service = if request == "429" {
         match label {
@@ -473,6 +492,9 @@ fn profile(spec: &str) {
             "c_peer" => peer_with_quota(Duration::from_secs(3600), 1),
             _ => panic!("STACK_REQUEST=429 profiles b_harden or c_peer"),
         }
+    } else if request.starts_with("503") {
+        assert_eq!(label, "b_harden", "STACK_REQUEST=503 profiles b_harden");
+        harden_saturated(request == "503-queued")
     } else {
         // Only the stack profiled is built: governor calibrates its clock
         // when a peer stack is built, spinning on wall time, which would
@@ -506,6 +528,12 @@ fn profile(spec: &str) {
             // leaves this one admitted request out.
             assert_eq!(send(&service, get_root(PEERS + 2)).await, StatusCode::OK);
         }
+        if request.starts_with("503") {
+            // The one slot, held for the whole run.
+            let holder = service.clone();
+            tokio::spawn(async move { send(&holder, get_path("/hold", PEERS + 3)).await });
+            tokio::task::yield_now().await;
+        }
         for n in 0..count {
             match request.as_str() {
                 "413" => {
@@ -519,6 +547,10 @@ fn profile(spec: &str) {
                 "panic" => {
                     let status = send(&service, get_path("/panic", n % PEERS)).await;
                     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+                }
+                "503" | "503-queued" => {
+                    let status = send(&service, get_root(n % PEERS)).await;
+                    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
                 }
                 _ => assert_eq!(send(&service, get_root(n % PEERS)).await, StatusCode::OK),
             }

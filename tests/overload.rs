@@ -54,7 +54,9 @@ async fn wait_for(stats: &OverloadStats, in_flight: usize) {
 #[tokio::test]
 async fn a_saturated_backend_gets_503_overloaded_problems_with_retry_after_at_once() {
     let gate = Arc::new(Semaphore::new(0));
-    let limit = InFlightLimitLayer::fixed(2).retry_after(Duration::from_millis(2500));
+    let limit = InFlightLimitLayer::fixed(2)
+        .retry_after(Duration::from_millis(2500))
+        .queue(0, Duration::ZERO);
     let stats = limit.stats();
     let addr =
         common::spawn_axum(blocking_app(gate.clone(), Default::default()).layer(limit)).await;
@@ -64,7 +66,7 @@ async fn a_saturated_backend_gets_503_overloaded_problems_with_retry_after_at_on
     wait_for(&stats, 2).await;
 
     // The backend answers nothing while its two slots are held: the third
-    // request is answered anyway, so it was not queued.
+    // request is answered anyway, so it was not queued (no queue here).
     let shed = common::get(addr, "/slow").await;
     assert_eq!(shed.status, 503);
     assert_eq!(shed.header("retry-after"), Some("3"));
@@ -84,6 +86,58 @@ async fn a_saturated_backend_gets_503_overloaded_problems_with_retry_after_at_on
     wait_for(&stats, 0).await;
     gate.add_permits(1);
     assert_eq!(common::get(addr, "/slow").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_queued_request_gets_the_next_free_slot_and_the_queue_sheds_at_its_bounds() {
+    let gate = Arc::new(Semaphore::new(0));
+    // One slot; a queue of one that waits up to an hour, so that only a
+    // freed slot decides what happens to the waiter.
+    let limit = InFlightLimitLayer::fixed(1).queue(1, Duration::from_secs(3600));
+    let stats = limit.stats();
+    let addr =
+        common::spawn_axum(blocking_app(gate.clone(), Default::default()).layer(limit)).await;
+    let held = tokio::spawn(common::get(addr, "/slow"));
+    wait_for(&stats, 1).await;
+    let waiting = tokio::spawn(common::get(addr, "/slow"));
+    while stats.queued() < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The queue is full: the next request is shed at once.
+    let shed = common::get(addr, "/slow").await;
+    assert_eq!(shed.status, 503);
+    assert!(shed.json()["type"]
+        .as_str()
+        .unwrap()
+        .ends_with("#overloaded"));
+    assert_eq!(stats.shed(), 1);
+    assert_eq!(stats.queued(), 1);
+    // The held request ends: its slot goes to the waiter, which is served.
+    gate.add_permits(2);
+    assert_eq!(held.await.unwrap().status, 200);
+    assert_eq!(waiting.await.unwrap().status, 200);
+    assert_eq!((stats.admitted(), stats.shed(), stats.queued()), (2, 1, 0));
+    wait_for(&stats, 0).await;
+}
+
+#[tokio::test]
+async fn a_queued_request_is_shed_at_the_queue_hold() {
+    let gate = Arc::new(Semaphore::new(0));
+    let limit = InFlightLimitLayer::fixed(1)
+        .queue(8, Duration::from_millis(20))
+        .queue_hold(Duration::from_millis(50));
+    let stats = limit.stats();
+    let addr =
+        common::spawn_axum(blocking_app(gate.clone(), Default::default()).layer(limit)).await;
+    let held = tokio::spawn(common::get(addr, "/slow"));
+    wait_for(&stats, 1).await;
+    // The slot is never freed while it waits: the hold's end answers it.
+    let shed = common::get(addr, "/slow").await;
+    assert_eq!(shed.status, 503);
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    assert_eq!((stats.shed(), stats.queued()), (1, 0));
+    gate.add_permits(1);
+    assert_eq!(held.await.unwrap().status, 200);
 }
 
 #[tokio::test]
@@ -428,6 +482,46 @@ fn a_per_key_limit_needs_a_policy_and_a_positive_value() {
     assert!(text.contains("overload.per_key_limit"), "{text}");
     assert!(text.contains("must be greater than zero"), "{text}");
     assert!(text.contains("needs a rate-limit policy"), "{text}");
+}
+
+#[test]
+fn the_queue_is_configured_and_its_timeout_bounded() {
+    let config = tower_harden::HardenConfig::from_toml(
+        "[overload]\nfixed_limit = 1\nqueue_limit = 3\nqueue_timeout = \"25ms\"\nqueue_hold = \"1s\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.overload.queue_limit, 3);
+    assert_eq!(config.overload.queue_timeout, Duration::from_millis(25));
+    assert_eq!(config.overload.queue_hold, Duration::from_secs(1));
+    assert!(tower_harden::Harden::from_config(&config).is_ok());
+    let defaults = tower_harden::HardenConfig::default();
+    assert_eq!(
+        (
+            defaults.overload.queue_limit,
+            defaults.overload.queue_timeout
+        ),
+        (
+            tower_harden::overload::DEFAULT_QUEUE_LIMIT,
+            tower_harden::overload::DEFAULT_QUEUE_TIMEOUT
+        )
+    );
+    let long =
+        tower_harden::HardenConfig::from_toml("[overload]\nqueue_timeout = \"2m\"\n").unwrap();
+    let text = tower_harden::Harden::from_config(&long)
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("overload.queue_timeout"), "{text}");
+    let short_hold = tower_harden::HardenConfig::from_toml(
+        "[overload]\nqueue_timeout = \"50ms\"\nqueue_hold = \"20ms\"\n",
+    )
+    .unwrap();
+    let text = tower_harden::Harden::from_config(&short_hold)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("must be at least overload.queue_timeout"),
+        "{text}"
+    );
 }
 
 /// A request body the test sends chunk by chunk, and its sender.

@@ -537,7 +537,27 @@ fn overload(config: &super::OverloadConfig, problems: &mut Problems) -> InFlight
         )
     };
     let retry_after = duration(config.retry_after, "overload.retry_after", problems);
-    let mut layer = InFlightLimitLayer::with_limit(limit).retry_after(retry_after);
+    for (key, value) in [
+        ("overload.queue_timeout", config.queue_timeout),
+        ("overload.queue_hold", config.queue_hold),
+    ] {
+        if value > Duration::from_secs(60) {
+            problems.push(
+                key,
+                "must be at most 60s (a queue in front of the limit is short)",
+            );
+        }
+    }
+    if config.queue_hold < config.queue_timeout {
+        problems.push(
+            "overload.queue_hold",
+            "must be at least overload.queue_timeout",
+        );
+    }
+    let mut layer = InFlightLimitLayer::with_limit(limit)
+        .retry_after(retry_after)
+        .queue(config.queue_limit, config.queue_timeout)
+        .queue_hold(config.queue_hold);
     if let Some(max) = config.per_key_limit {
         layer = layer.per_key(nonzero(max, "overload.per_key_limit", problems));
     }

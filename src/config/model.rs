@@ -568,6 +568,19 @@ pub struct OverloadConfig {
     /// `too-many-in-flight` problem. Default: none (no limit per client).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_key_limit: Option<usize>,
+    /// Requests that may wait for a slot when the limit is full, newest
+    /// served first; 0: none, the excess is shed at once. Default 256.
+    pub queue_limit: usize,
+    /// The longest a request waits in that queue for a slot (the most the
+    /// queue adds to a success's latency); `"0s"`: no queue. Default
+    /// `"10ms"`.
+    #[serde(with = "value::duration")]
+    pub queue_timeout: Duration,
+    /// When a queued request that got no slot is answered with its 503,
+    /// from when it joined (at least `queue_timeout`): held, so that
+    /// clients that resend at once do not spin. Default `"100ms"`.
+    #[serde(with = "value::duration")]
+    pub queue_hold: Duration,
 }
 
 impl Default for OverloadConfig {
@@ -583,6 +596,9 @@ impl Default for OverloadConfig {
             long_lived: Vec::new(),
             reserved: Vec::new(),
             per_key_limit: None,
+            queue_limit: crate::overload::DEFAULT_QUEUE_LIMIT,
+            queue_timeout: crate::overload::DEFAULT_QUEUE_TIMEOUT,
+            queue_hold: crate::overload::DEFAULT_QUEUE_HOLD,
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct Overloaded {
     pub partition: Arc<str>,
     /// When the client may try again (`Retry-After`).
     pub retry_after: Duration,
+    /// How long the request waited in the queue before it was shed: zero
+    /// when it was shed at once (no queue, or the queue full).
+    pub queued: Duration,
 }
 
 /// The client already had as many requests in flight as one client may
@@ -93,11 +96,16 @@ impl Refusal for Overloaded {
     }
 
     fn context(&self) -> RefusalContext {
-        RefusalContext::new("overload")
+        let context = RefusalContext::new("overload")
             .limit(self.limit as u64)
             .observed(self.in_flight as u64)
             .policy(&*self.partition)
-            .retry_after(self.retry_after)
+            .retry_after(self.retry_after);
+        if self.queued.is_zero() {
+            context
+        } else {
+            context.elapsed(self.queued)
+        }
     }
 }
 
@@ -112,6 +120,7 @@ mod tests {
             in_flight: 20,
             partition: Arc::from("default"),
             retry_after: Duration::from_millis(1500),
+            queued: Duration::ZERO,
         };
         let problem = shed.problem();
         assert_eq!(problem.status(), StatusCode::SERVICE_UNAVAILABLE);

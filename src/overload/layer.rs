@@ -3,13 +3,17 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::settings::{Limit, Settings, DEFAULT_RETRY_AFTER};
+use super::settings::{
+    Limit, Settings, DEFAULT_QUEUE_HOLD, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TIMEOUT,
+    DEFAULT_RETRY_AFTER,
+};
 use super::shared::Shared;
 use super::{AdaptiveLimit, InFlightLimit};
 
 /// A limit on the requests in flight across every connection and HTTP/2
-/// stream: what is over the limit is shed at once with a 503 `overloaded`
-/// problem and `Retry-After`, never queued.
+/// stream: what is over the limit waits in a short bounded queue
+/// ([`queue`](Self::queue)) or is shed with a 503 `overloaded` problem and
+/// `Retry-After`, never queued without bound.
 ///
 /// Every clone of the layer (and every service it makes) shares one limit:
 /// build it once and apply it around the whole router. A request holds its
@@ -60,6 +64,9 @@ impl InFlightLimitLayer {
             reserved: Vec::new(),
             long_lived: Vec::new(),
             per_key: None,
+            queue_limit: DEFAULT_QUEUE_LIMIT,
+            queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+            queue_hold: DEFAULT_QUEUE_HOLD,
         })
     }
 
@@ -123,6 +130,42 @@ impl InFlightLimitLayer {
         Self::from_settings(settings)
     }
 
+    /// The queue in front of the limit: at most `max` requests that find
+    /// every general slot taken wait up to `timeout` for one, the newest
+    /// served first. A request that finds the queue full is shed at once;
+    /// one that got no slot within `timeout` stays in the queue, unserved,
+    /// and is shed at the [hold](Self::queue_hold). `max` or `timeout`
+    /// zero: no queue, the excess is shed at once. Reserved shares do not
+    /// queue (a reserved route over its share queues for a general slot).
+    /// Default: [`DEFAULT_QUEUE_LIMIT`] (256), [`DEFAULT_QUEUE_TIMEOUT`]
+    /// (10 ms).
+    ///
+    /// Why: clients refused at once often send again at once, a busy loop
+    /// that takes the CPU the admitted requests need; a client waiting in
+    /// the queue does not send again. Newest first because under a lasting
+    /// overload a first-in-first-out queue makes every admitted request
+    /// wait its whole turn, while the newest have barely waited (adaptive
+    /// LIFO, as in Facebook's "Fail at Scale"). `timeout` is the most the
+    /// queue adds to the latency of a success; the time waited is not part
+    /// of the adaptive limit's latency sample.
+    pub fn queue(self, max: usize, timeout: Duration) -> Self {
+        let mut settings = self.settings();
+        settings.queue_limit = max;
+        settings.queue_timeout = timeout;
+        Self::from_settings(settings)
+    }
+
+    /// When a queued request that got no slot is answered with its 503,
+    /// counted from when it joined the queue (at least the queue's
+    /// `timeout`). Holding the refusal, rather than answering it at the
+    /// timeout, is what keeps a client that resends at once from resending
+    /// hundreds of times a second. Default: [`DEFAULT_QUEUE_HOLD`] (100 ms).
+    pub fn queue_hold(self, hold: Duration) -> Self {
+        let mut settings = self.settings();
+        settings.queue_hold = hold;
+        Self::from_settings(settings)
+    }
+
     /// The limit's live figures: the limit now, the requests in flight, the
     /// requests shed.
     pub fn stats(&self) -> OverloadStats {
@@ -166,5 +209,10 @@ impl OverloadStats {
     /// Requests admitted since the layer was built.
     pub fn admitted(&self) -> u64 {
         self.shared.admitted_count()
+    }
+
+    /// Requests waiting in the queue now.
+    pub fn queued(&self) -> usize {
+        self.shared.queued()
     }
 }

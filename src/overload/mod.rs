@@ -7,19 +7,19 @@
 //! HTTP/2 streams) let 131,072 requests wait at once on a slow database:
 //! latency climbs for everyone until the deadlines fire, and retries pile
 //! on. With it, the requests the service can serve are served at their
-//! usual latency, and the rest are refused at once with a 503 `overloaded`
-//! problem and `Retry-After`, cheaply, while the client can still go
-//! elsewhere.
+//! usual latency, and the rest wait a little in a short bounded queue or
+//! are refused with a 503 `overloaded` problem and `Retry-After`, cheaply,
+//! while the client can still go elsewhere.
 //!
 //! | what | how | default |
 //! |---|---|---|
 //! | the limit | [`Limit::Adaptive`] (Gradient2, below) or [`Limit::Fixed`] | adaptive: starts at 20, between 8 and 1000 |
-//! | excess | shed at once: 503 [`overloaded`](crate::error::ProblemType::OVERLOADED), `Retry-After` | 1 s |
+//! | excess | waits in a queue ([`InFlightLimitLayer::queue`]), newest served first, served only within its timeout; shed when the queue is full, or at the hold if no slot came: 503 [`overloaded`](crate::error::ProblemType::OVERLOADED), `Retry-After` | 256 requests, served within 10 ms, refused at 100 ms; `Retry-After` 1 s |
 //! | a slot is held | from the call until the response body ends or is dropped, except while waiting on the client for request-body bytes ([`InFlightRequestBody`]) | — |
 //! | reserved routes | [`InFlightLimitLayer::reserve`]: a share of the limit for path prefixes (health checks, critical paths) | none |
 //! | streams | [`InFlightLimitLayer::long_lived`], 101 responses, `text/event-stream`: hold a slot, feed no latency | — |
 //! | per client | [`InFlightLimitLayer::per_key`]: at most N in flight per client key, else 429 [`too-many-in-flight`](crate::error::ProblemType::TOO_MANY_IN_FLIGHT) | off |
-//! | observable | [`OverloadStats`]: limit, in flight, shed; metrics `tower_harden.overload.limit` (gauge), `tower_harden.overload.requests` (counter, by `result`: `acquired`, `rejected`) | — |
+//! | observable | [`OverloadStats`]: limit, in flight, queued, shed; metrics `tower_harden.overload.limit` (gauge), `tower_harden.overload.requests` (counter, by `result`: `acquired`, `rejected`) | — |
 //!
 //! # What counts as in flight
 //!
@@ -47,6 +47,27 @@
 //! download shed every other request for 11 of 22 s) thus meet `serve`'s
 //! minimum response rate instead of filling the limit.
 //!
+//! # The queue, and why
+//!
+//! Shedding at once is the cheapest answer per request, but not per
+//! client: a client refused at once often sends again at once (retry
+//! loops, impatient users, a load balancer's next try), and a flood of
+//! instant 503s becomes a busy loop between the clients and the server
+//! that takes the CPU the admitted requests need (`benches/README.md`,
+//! overload: clients that resend at once, with and without the queue). So
+//! a request that finds every general slot taken joins a queue of at most
+//! [`DEFAULT_QUEUE_LIMIT`] (256); a freed slot goes straight to the *newest*
+//! waiter (adaptive LIFO, as in Facebook's "Fail at Scale"), and only to one
+//! that has waited at most [`DEFAULT_QUEUE_TIMEOUT`] (10 ms), which is thus
+//! all the queue adds to a success's latency. A waiter that got no slot in
+//! that time stays, unserved, until [`DEFAULT_QUEUE_HOLD`] (100 ms) after
+//! it joined, and is then shed: the hold is what slows a client that
+//! resends at once to ten tries a second. A request that finds the queue
+//! full is shed at once (pushing out an older one instead made every
+//! request of an open-loop flood take a place, a timer and a connection
+//! first). The time in the queue is not part of the latency sample, and the
+//! deadline, counted from arrival, covers it.
+
 //! # The algorithm, and why
 //!
 //! The adaptive limit is Netflix's **Gradient2** (concurrency-limits): each
@@ -79,10 +100,11 @@
 //! average.
 //!
 //! Why not a crate: tower's `ConcurrencyLimit` waits for a slot in
-//! `poll_ready` (a queue without bound in front of every connection), and
+//! `poll_ready` (a queue without bound, first in first out, in front of
+//! every connection), and
 //! `LoadShed` over it sheds with an error, not a problem; the adaptive
 //! crates (tower-acc, tower-resilience-adaptive) are shaped the same way.
-//! This layer needs to shed with a problem at once, to hold the slot until
+//! This layer needs to shed with a problem, to hold the slot until
 //! the response *body* ends, to reserve shares for routes and to leave
 //! streams out of the signal, so the layer is written here and the
 //! algorithm is a small pure function, tested on simulated latencies.
@@ -100,7 +122,9 @@
 //! use axum::{routing::get, Router};
 //! use tower_harden::overload::{InFlightLimitLayer, Limit, AdaptiveLimit};
 //!
-//! let fixed = InFlightLimitLayer::fixed(64).retry_after(Duration::from_secs(2));
+//! let fixed = InFlightLimitLayer::fixed(64)
+//!     .retry_after(Duration::from_secs(2))
+//!     .queue(0, Duration::ZERO); // no queue: shed at once
 //! let adaptive = InFlightLimitLayer::with_limit(Limit::Adaptive(
 //!     AdaptiveLimit::default().min_limit(16).max_limit(512),
 //! ))
@@ -117,6 +141,7 @@ mod body;
 mod error;
 mod layer;
 mod per_key;
+mod queue;
 mod request_body;
 mod service;
 mod settings;
@@ -128,4 +153,6 @@ pub use error::{Overloaded, TooManyInFlight};
 pub use layer::{InFlightLimitLayer, OverloadStats};
 pub use request_body::InFlightRequestBody;
 pub use service::{InFlightFuture, InFlightLimit};
-pub use settings::{Limit, DEFAULT_RETRY_AFTER};
+pub use settings::{
+    Limit, DEFAULT_QUEUE_HOLD, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRY_AFTER,
+};

@@ -1,14 +1,19 @@
 //! The state every clone of one layer shares: the limit, the counts in
 //! flight, the adaptive algorithm and its window of samples.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::algorithm::Gradient2;
 use super::per_key::{KeyPermit, PerKey};
+use super::queue::{Queue, Wait};
 use super::settings::{Limit, Settings};
 use super::Overloaded;
 use crate::telemetry::metrics;
@@ -24,7 +29,12 @@ pub(crate) struct Shared {
     /// `settings.reserved`.
     reserved: Box<[AtomicUsize]>,
     adaptive: Option<Mutex<Adaptive>>,
+    /// Requests waiting for a general slot.
+    queue: Queue<Handoff>,
     shed: AtomicU64,
+    /// Requests that found the limit full (shed or queued): a window with
+    /// any is one whose concurrency the limit set, not demand.
+    limited: AtomicU64,
     admitted: AtomicU64,
     /// Requests in flight per client key, if limited.
     pub(crate) per_key: Option<Arc<PerKey>>,
@@ -40,8 +50,8 @@ struct Adaptive {
     sum: Duration,
     count: u32,
     peak_in_flight: usize,
-    /// The shed count when the window started.
-    shed_at_start: u64,
+    /// The count of limited requests when the window started.
+    limited_at_start: u64,
 }
 
 /// Where a request's slot was taken from.
@@ -65,7 +75,7 @@ impl Shared {
                     sum: Duration::ZERO,
                     count: 0,
                     peak_in_flight: 0,
-                    shed_at_start: 0,
+                    limited_at_start: 0,
                 };
                 (limit, Some(Mutex::new(state)))
             }
@@ -78,8 +88,15 @@ impl Shared {
             .map(|_| AtomicUsize::new(0))
             .collect();
         let per_key = settings.per_key.map(|max| Arc::new(PerKey::new(max)));
+        let queue = Queue::new(
+            settings.queue_limit,
+            settings.queue_timeout,
+            settings.queue_hold,
+        );
         Self {
             settings,
+            queue,
+            limited: AtomicU64::new(0),
             limit: AtomicUsize::new(limit),
             general: AtomicUsize::new(0),
             reserved,
@@ -111,6 +128,10 @@ impl Shared {
         self.admitted.load(Ordering::Relaxed)
     }
 
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.waiting.load(Ordering::Relaxed)
+    }
+
     /// The slots of reserved share `index` at `limit`: at least one.
     fn reserved_slots(&self, index: usize, limit: usize) -> usize {
         let share = self.settings.reserved[index].1;
@@ -125,8 +146,8 @@ impl Shared {
         limit.saturating_sub(reserved).max(1)
     }
 
-    /// Takes a slot for a request to `path`, or says why not.
-    pub(crate) fn acquire(self: &Arc<Self>, path: &str) -> Result<Permit, Overloaded> {
+    /// Takes a slot for a request to `path`, queues it, or says why not.
+    pub(crate) fn acquire(self: &Arc<Self>, path: &str) -> Admission {
         let limit = self.limit();
         let partition = self
             .settings
@@ -135,54 +156,88 @@ impl Shared {
             .position(|(prefix, _)| path_matches(path, prefix));
         if let Some(index) = partition {
             if take(&self.reserved[index], self.reserved_slots(index, limit)).is_ok() {
-                return Ok(self.permit(Slot::Reserved(index), path));
+                return Admission::Admitted(self.permit(Slot::Reserved(index), path));
             }
         }
         let slots = self.general_slots(limit);
-        match take(&self.general, slots) {
-            Ok(()) => Ok(self.permit(Slot::General, path)),
-            Err(in_flight) => {
-                self.shed.fetch_add(1, Ordering::Relaxed);
-                let kind = if partition.is_some() {
-                    "reserved"
-                } else {
-                    "default"
-                };
-                metrics::increment(
-                    metrics::names::OVERLOAD_REQUESTS,
-                    &[
-                        (metrics::names::OVERLOAD_RESULT, "rejected"),
-                        (metrics::names::OVERLOAD_PARTITION, kind),
-                    ],
-                    1,
-                );
-                let name = match partition {
-                    Some(index) => self.settings.reserved[index].0.clone(),
-                    None => Arc::from("default"),
-                };
-                Err(Overloaded {
-                    limit: slots,
-                    in_flight,
-                    partition: name,
-                    retry_after: self.settings.retry_after,
-                })
+        let in_flight = match take(&self.general, slots) {
+            Ok(()) => return Admission::Admitted(self.permit(Slot::General, path)),
+            Err(in_flight) => in_flight,
+        };
+        self.limited.fetch_add(1, Ordering::Relaxed);
+        match self.queue.wait(|| take(&self.general, slots).is_ok()) {
+            Wait::Taken => Admission::Admitted(self.permit(Slot::General, path)),
+            Wait::Queued(receiver) => Admission::Queued(Ticket {
+                shared: self.clone(),
+                receiver,
+                sample: self.samples(path),
+                since: Instant::now(),
+                slots,
+                in_flight,
+                reserved: partition,
+            }),
+            Wait::Full | Wait::Off => {
+                Admission::Shed(self.shed(slots, in_flight, partition, Duration::ZERO))
             }
         }
     }
 
+    /// Counts a shed request and says why it was shed.
+    fn shed(
+        &self,
+        slots: usize,
+        in_flight: usize,
+        partition: Option<usize>,
+        queued: Duration,
+    ) -> Overloaded {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+        let kind = if partition.is_some() {
+            "reserved"
+        } else {
+            "default"
+        };
+        metrics::increment(
+            metrics::names::OVERLOAD_REQUESTS,
+            &[
+                (metrics::names::OVERLOAD_RESULT, "rejected"),
+                (metrics::names::OVERLOAD_PARTITION, kind),
+            ],
+            1,
+        );
+        let name = match partition {
+            Some(index) => self.settings.reserved[index].0.clone(),
+            None => Arc::from("default"),
+        };
+        Overloaded {
+            limit: slots,
+            in_flight,
+            partition: name,
+            retry_after: self.settings.retry_after,
+            queued,
+        }
+    }
+
+    /// Whether a request to `path` feeds the adaptive limit.
+    fn samples(&self, path: &str) -> bool {
+        self.adaptive.is_some()
+            && !self
+                .settings
+                .long_lived
+                .iter()
+                .any(|prefix| path_matches(path, prefix))
+    }
+
     fn permit(self: &Arc<Self>, slot: Slot, path: &str) -> Permit {
+        self.permit_sampled(slot, self.samples(path))
+    }
+
+    fn permit_sampled(self: &Arc<Self>, slot: Slot, sample: bool) -> Permit {
         self.admitted.fetch_add(1, Ordering::Relaxed);
         metrics::increment(
             metrics::names::OVERLOAD_REQUESTS,
             &[(metrics::names::OVERLOAD_RESULT, "acquired")],
             1,
         );
-        let sample = self.adaptive.is_some()
-            && !self
-                .settings
-                .long_lived
-                .iter()
-                .any(|prefix| path_matches(path, prefix));
         Permit {
             shared: self.clone(),
             key: None,
@@ -201,8 +256,26 @@ impl Shared {
         }
     }
 
-    fn release(&self, slot: Slot) {
-        self.counter(slot).fetch_sub(1, Ordering::Relaxed);
+    /// Gives a slot back; a general one goes to the newest waiter, if any.
+    fn release(self: &Arc<Self>, slot: Slot) {
+        // Sequentially consistent with the queue's check of its entries:
+        // see `Queue::wait`.
+        self.counter(slot).fetch_sub(1, Ordering::SeqCst);
+        if slot == Slot::General && self.queue.may_have_waiters() {
+            let slots = self.general_slots(self.limit());
+            self.queue.hand_off(
+                || take(&self.general, slots).is_ok(),
+                || Handoff {
+                    shared: Some(self.clone()),
+                },
+                |unsent| {
+                    // The slot taken for it is given back here, not by its
+                    // drop, which would take the queue's lock again.
+                    unsent.defuse();
+                    self.general.fetch_sub(1, Ordering::SeqCst);
+                },
+            );
+        }
     }
 
     /// Takes back the slot of a request already admitted, over the limit if
@@ -231,10 +304,10 @@ impl Shared {
         }
         let average = state.sum / state.count;
         let peak = state.peak_in_flight;
-        let shed_now = self.shed_count();
-        let shed = shed_now != state.shed_at_start;
-        let limit = state.gradient.update(average, peak, shed);
-        state.shed_at_start = shed_now;
+        let limited_now = self.limited.load(Ordering::Relaxed);
+        let limited = limited_now != state.limited_at_start;
+        let limit = state.gradient.update(average, peak, limited);
+        state.limited_at_start = limited_now;
         state.started = Some(now);
         state.sum = Duration::ZERO;
         state.count = 0;
@@ -242,6 +315,98 @@ impl Shared {
         drop(state);
         self.limit.store(limit, Ordering::Relaxed);
         metrics::gauge(metrics::names::OVERLOAD_LIMIT, limit as f64);
+    }
+}
+
+/// What [`Shared::acquire`] did with a request.
+pub(crate) enum Admission {
+    /// It has a slot.
+    Admitted(Permit),
+    /// It waits in the queue.
+    Queued(Ticket),
+    /// It is refused.
+    Shed(Overloaded),
+}
+
+/// A general slot handed from a request that ended to one waiting in the
+/// queue: given back if the waiter is gone before it takes it.
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    shared: Option<Arc<Shared>>,
+}
+
+impl Handoff {
+    /// The slot is someone else's now (the waiter's permit, or given back
+    /// by the caller): dropping this gives nothing back.
+    fn defuse(mut self) {
+        self.shared = None;
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.release(Slot::General);
+        }
+    }
+}
+
+/// A request's place in the queue: a slot comes through it, or the
+/// request is refused at the timeout.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    shared: Arc<Shared>,
+    receiver: oneshot::Receiver<Handoff>,
+    sample: bool,
+    since: Instant,
+    slots: usize,
+    in_flight: usize,
+    reserved: Option<usize>,
+}
+
+impl Ticket {
+    /// When the request, if it got no slot, is answered with its refusal.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.since + self.shared.queue.hold
+    }
+
+    /// The slot, once handed over; a refusal if the queue pushed the
+    /// request out.
+    pub(crate) fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit, Overloaded>> {
+        match std::task::ready!(Pin::new(&mut self.receiver).poll(cx)) {
+            Ok(handoff) => Poll::Ready(Ok(self.admit(handoff))),
+            Err(_) => Poll::Ready(Err(self.refuse())),
+        }
+    }
+
+    /// The hold is over: no slot after all, unless one came at the last
+    /// moment.
+    pub(crate) fn give_up(&mut self) -> Result<Permit, Overloaded> {
+        self.receiver.close();
+        match self.receiver.try_recv() {
+            Ok(handoff) => Ok(self.admit(handoff)),
+            Err(_) => Err(self.refuse()),
+        }
+    }
+
+    fn admit(&self, handoff: Handoff) -> Permit {
+        handoff.defuse();
+        self.shared.permit_sampled(Slot::General, self.sample)
+    }
+
+    fn refuse(&self) -> Overloaded {
+        self.shared.shed(
+            self.slots,
+            self.in_flight,
+            self.reserved,
+            self.since.elapsed(),
+        )
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.shared.queue.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -445,9 +610,12 @@ mod tests {
             reserved: Vec::new(),
             long_lived: Vec::new(),
             per_key: None,
+            queue_limit: 0,
+            queue_timeout: Duration::ZERO,
+            queue_hold: Duration::ZERO,
         }));
         let second = Duration::from_secs(1);
-        let mut permit = shared.acquire("/").unwrap();
+        let mut permit = admitted(shared.acquire("/"));
         let lease = permit.lease();
         tokio::time::advance(second).await;
         lease.lend(Instant::now());
@@ -470,7 +638,144 @@ mod tests {
         lease.retake(Instant::now());
         lease.lend(Instant::now());
         assert_eq!(shared.in_flight(), 0);
-        assert!(shared.acquire("/").is_ok());
+        admitted(shared.acquire("/"));
+    }
+
+    fn admitted(admission: Admission) -> Permit {
+        match admission {
+            Admission::Admitted(permit) => permit,
+            Admission::Queued(_) => panic!("queued, not admitted"),
+            Admission::Shed(shed) => panic!("shed: {shed:?}"),
+        }
+    }
+
+    fn queued(admission: Admission) -> Ticket {
+        match admission {
+            Admission::Queued(ticket) => ticket,
+            Admission::Admitted(_) => panic!("admitted, not queued"),
+            Admission::Shed(shed) => panic!("shed: {shed:?}"),
+        }
+    }
+
+    fn one_slot_and_a_queue_of(max: usize) -> Arc<Shared> {
+        Arc::new(Shared::new(Settings {
+            limit: Limit::Fixed(1),
+            retry_after: Duration::from_secs(1),
+            reserved: Vec::new(),
+            long_lived: Vec::new(),
+            per_key: None,
+            queue_limit: max,
+            queue_timeout: Duration::from_millis(10),
+            queue_hold: Duration::from_millis(100),
+        }))
+    }
+
+    fn poll_slot(ticket: &mut Ticket) -> Poll<Result<Permit, Overloaded>> {
+        let waker = futures_util::task::noop_waker();
+        ticket.poll_slot(&mut Context::from_waker(&waker))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_freed_slot_goes_to_the_newest_waiter_without_a_gap() {
+        let shared = one_slot_and_a_queue_of(4);
+        let first = admitted(shared.acquire("/"));
+        let mut older = queued(shared.acquire("/"));
+        let mut newer = queued(shared.acquire("/"));
+        assert_eq!(shared.queued(), 2);
+        assert!(poll_slot(&mut newer).is_pending());
+        drop(first);
+        // Handed over, never free in between: still one in flight.
+        assert_eq!(shared.in_flight(), 1);
+        let Poll::Ready(Ok(permit)) = poll_slot(&mut newer) else {
+            panic!("the newest waiter has no slot")
+        };
+        assert!(poll_slot(&mut older).is_pending());
+        drop(newer);
+        assert_eq!(shared.queued(), 1);
+        drop(permit);
+        let Poll::Ready(Ok(permit)) = poll_slot(&mut older) else {
+            panic!("the older waiter has no slot")
+        };
+        assert_eq!(shared.admitted_count(), 3);
+        assert_eq!(shared.shed_count(), 0);
+        drop(permit);
+        assert_eq!(shared.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_is_shed_at_the_timeout_with_the_time_it_waited() {
+        let shared = one_slot_and_a_queue_of(4);
+        let _first = admitted(shared.acquire("/"));
+        let mut ticket = queued(shared.acquire("/"));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let shed = ticket.give_up().unwrap_err();
+        assert_eq!(shed.queued, Duration::from_millis(100));
+        assert_eq!((shed.limit, shed.in_flight), (1, 1));
+        assert_eq!(shared.shed_count(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_past_the_timeout_is_held_unserved_and_the_slot_goes_free() {
+        let shared = one_slot_and_a_queue_of(4);
+        let first = admitted(shared.acquire("/"));
+        let mut stale = queued(shared.acquire("/"));
+        tokio::time::advance(Duration::from_millis(11)).await;
+        drop(first);
+        // Not handed to the stale waiter: free for the next request.
+        assert_eq!(shared.in_flight(), 0);
+        assert!(poll_slot(&mut stale).is_pending());
+        let _next = admitted(shared.acquire("/"));
+        // Answered at the hold, 100 ms after it joined.
+        assert_eq!(stale.deadline() - Instant::now(), Duration::from_millis(89));
+        tokio::time::advance(Duration::from_millis(89)).await;
+        let shed = stale.give_up().unwrap_err();
+        assert_eq!(shed.queued, Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_handed_over_at_the_timeout_is_taken_not_lost() {
+        let shared = one_slot_and_a_queue_of(4);
+        let first = admitted(shared.acquire("/"));
+        let mut ticket = queued(shared.acquire("/"));
+        drop(first);
+        // Granted, but the waiter reaches its timeout before seeing it.
+        let permit = ticket.give_up().expect("the slot handed over");
+        assert_eq!(shared.in_flight(), 1);
+        drop(permit);
+        assert_eq!(shared.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_gone_after_the_hand_over_gives_the_slot_back() {
+        let shared = one_slot_and_a_queue_of(4);
+        let first = admitted(shared.acquire("/"));
+        let ticket = queued(shared.acquire("/"));
+        drop(first);
+        assert_eq!(shared.in_flight(), 1);
+        drop(ticket);
+        assert_eq!(shared.in_flight(), 0);
+        assert_eq!(shared.queued(), 0);
+        admitted(shared.acquire("/"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_sheds_the_next_at_once() {
+        let shared = one_slot_and_a_queue_of(1);
+        let _first = admitted(shared.acquire("/"));
+        let mut waiting = queued(shared.acquire("/"));
+        let Admission::Shed(shed) = shared.acquire("/") else {
+            panic!("a full queue took one more")
+        };
+        assert_eq!(shed.queued, Duration::ZERO);
+        assert_eq!(shared.shed_count(), 1);
+        assert!(poll_slot(&mut waiting).is_pending());
+    }
+
+    #[test]
+    fn no_queue_sheds_at_once() {
+        let shared = one_slot_and_a_queue_of(0);
+        let _first = admitted(shared.acquire("/"));
+        assert!(matches!(shared.acquire("/"), Admission::Shed(_)));
     }
 
     #[test]
