@@ -8,8 +8,9 @@
 #   REQUESTS=5000 benches/http_instructions.sh
 #
 # Servers: examples/bare_server (the baseline), examples/hardened_server with
-# benches/load.toml (every request admitted), logging to /dev/null and with
-# RUST_LOG=off, and with the plain defaults (curl is one address: after the
+# benches/load.toml (every request admitted), logging to /dev/null (the line
+# written by `telemetry::json_log`, and by tracing-subscriber's JSON
+# formatter: "t-s JSON") and with RUST_LOG=off, and with the plain defaults (curl is one address: after the
 # burst, every request is a 429); examples/peer_server (tower-http +
 # tower_governor, one JSON line per request) likewise with a quota curl
 # cannot spend and with its default (429s), each preset figure beside the
@@ -27,6 +28,9 @@ if ! command -v valgrind >/dev/null || ! command -v curl >/dev/null; then
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq valgrind curl
 fi
 
+# With `json-log`: the hardened server writes its line with this crate's
+# formatter, and with tracing-subscriber's when HARDEN_LOG_FORMATTER says so.
+FEATURES=${FEATURES:-json-log}
 # shellcheck source=support/servers.sh
 . benches/support/servers.sh
 OUT=$(mktemp -d)
@@ -64,6 +68,8 @@ export BARE_ADDR="127.0.0.1:$PORT" HARDEN_ADDR="127.0.0.1:$PORT" PEER_ADDR="127.
 bare=$(measure bare "$BIN/bare_server")
 logged=$(HARDEN_CONFIG=benches/load.toml RUST_LOG=info \
     measure harden "$BIN/hardened_server")
+logged_ts=$(HARDEN_CONFIG=benches/load.toml RUST_LOG=info HARDEN_LOG_FORMATTER=tracing-subscriber \
+    measure harden_ts "$BIN/hardened_server")
 quiet=$(HARDEN_CONFIG=benches/load.toml RUST_LOG=off \
     measure harden_quiet "$BIN/hardened_server")
 defaults=$(RUST_LOG=info measure harden_defaults "$BIN/hardened_server")
@@ -77,7 +83,7 @@ printf '%-34s %14s %12s %12s\n' server "instr/request" "over bare" "vs peer"
 read -r _ bare_ir <<<"$bare"
 read -r _ peer_ir <<<"$peer"
 read -r _ peer_defaults_ir <<<"$peer_defaults"
-for line in "$bare" "$peer" "$logged" "$quiet" "$peer_defaults" "$defaults"; do
+for line in "$bare" "$peer" "$logged" "$logged_ts" "$quiet" "$peer_defaults" "$defaults"; do
     read -r label ir <<<"$line"
     # Each preset figure beside the peer's doing the same job.
     peer_ref=$peer_ir
@@ -85,6 +91,7 @@ for line in "$bare" "$peer" "$logged" "$quiet" "$peer_defaults" "$defaults"; do
     bare) name="bare axum (baseline)" ;;
     peer) name="peer (tower-http + governor)" ;;
     harden) name="Harden (benches/load.toml)" ;;
+    harden_ts) name="Harden (load.toml, t-s JSON)" ;;
     harden_quiet) name="Harden (load.toml, RUST_LOG=off)"; peer_ref="" ;;
     peer_defaults) name="peer (defaults: 429s)"; peer_ref=$peer_defaults_ir ;;
     harden_defaults) name="Harden (defaults: 429s)"; peer_ref=$peer_defaults_ir ;;

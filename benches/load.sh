@@ -9,10 +9,12 @@
 #   benches/load.sh                    # GET /, 10 s per run
 #   DURATION=30s CONNECTIONS=64 THREADS=2 benches/load.sh
 #
-# The hardened server runs three times: with benches/load.toml (every
+# The hardened server runs four times: with benches/load.toml (every
 # default except a per-IP quota wrk cannot spend, so every request is
 # admitted and does the whole job, one JSON log line included, written to
-# /dev/null); the same with RUST_LOG=off (the layers without the log line:
+# /dev/null by `telemetry::json_log`, the `json-log` feature); the same
+# line written by tracing-subscriber's JSON formatter ("t-s JSON", the
+# peer's); the same with RUST_LOG=off (the layers without the log line:
 # the bare server logs nothing); and with the plain defaults (50/s burst 100
 # per IP: wrk's one address is refused almost always; refusals are part of
 # the job, their count is printed). The peer runs twice likewise: with a
@@ -34,6 +36,9 @@ if ! command -v wrk >/dev/null; then
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk
 fi
 
+# With `json-log`: the hardened server writes its line with this crate's
+# formatter, and with tracing-subscriber's when HARDEN_LOG_FORMATTER says so.
+FEATURES=${FEATURES:-json-log}
 # shellcheck source=support/servers.sh
 . benches/support/servers.sh
 trap stop_server EXIT
@@ -75,6 +80,9 @@ bare=$(run bare "$BARE_PORT" env BARE_ADDR="127.0.0.1:$BARE_PORT" \
 harden=$(run harden "$HARDEN_PORT" env HARDEN_ADDR="127.0.0.1:$HARDEN_PORT" \
     HARDEN_CONFIG=benches/load.toml RUST_LOG=info \
     "$BIN/hardened_server")
+harden_ts=$(run harden_ts "$HARDEN_PORT" env HARDEN_ADDR="127.0.0.1:$HARDEN_PORT" \
+    HARDEN_CONFIG=benches/load.toml RUST_LOG=info HARDEN_LOG_FORMATTER=tracing-subscriber \
+    "$BIN/hardened_server")
 quiet=$(run harden_quiet "$HARDEN_PORT" env HARDEN_ADDR="127.0.0.1:$HARDEN_PORT" \
     HARDEN_CONFIG=benches/load.toml RUST_LOG=off \
     "$BIN/hardened_server")
@@ -94,7 +102,7 @@ printf '%-34s %12s %10s %10s %10s %10s\n' server "requests/s" "p99 ms" "non-2xx"
 read -r _ bare_rps _ _ <<<"$bare"
 read -r _ peer_rps _ _ <<<"$peer"
 read -r _ peer_defaults_rps _ _ <<<"$peer_defaults"
-for line in "$bare" "$peer" "$harden" "$quiet" "$peer_defaults" "$defaults"; do
+for line in "$bare" "$peer" "$harden" "$harden_ts" "$quiet" "$peer_defaults" "$defaults"; do
     read -r label rps p99 non2xx <<<"$line"
     # Each preset run beside the peer run doing the same job.
     peer_ref=$peer_rps
@@ -102,6 +110,7 @@ for line in "$bare" "$peer" "$harden" "$quiet" "$peer_defaults" "$defaults"; do
     bare) name="bare axum (baseline)" ;;
     peer) name="peer (tower-http + governor)" ;;
     harden) name="Harden (benches/load.toml)" ;;
+    harden_ts) name="Harden (load.toml, t-s JSON)" ;;
     harden_quiet) name="Harden (load.toml, RUST_LOG=off)"; peer_ref="" ;;
     peer_defaults) name="peer (defaults: 429s)"; peer_ref=$peer_defaults_rps ;;
     harden_defaults) name="Harden (defaults: 429s)"; peer_ref=$peer_defaults_rps ;;

@@ -14,6 +14,10 @@
 //!   event fields as the preset (its line is about twice as long as
 //!   tower-http's usual one); it tells the cost of the stack from the cost
 //!   of the longer line.
+//! - `admitted/b_harden_json_log` (feature `json-log`): the preset with
+//!   the same line written by `tower_harden::telemetry::json_log` instead
+//!   of tracing-subscriber's JSON formatter (`STACK_SUBSCRIBER=json-log`
+//!   does the same for `STACK_PROFILE`).
 //! - `admitted_no_log/*`: (a), (b), (c) with no subscriber: the layers'
 //!   own cost.
 //! - `refused_413/*`: a declared `Content-Length` over the limit.
@@ -275,6 +279,17 @@ fn init_logging() {
             Box::new(std::io::sink())
         }
     };
+    // `STACK_SUBSCRIBER=json-log` (feature `json-log`): the same line
+    // written by this crate's formatter, `telemetry::json_log`.
+    #[cfg(feature = "json-log")]
+    if std::env::var("STACK_SUBSCRIBER").as_deref() == Ok("json-log") {
+        let subscriber = tower_harden::telemetry::json_log::subscriber()
+            .with_writer(writer)
+            .with_max_level(Level::INFO)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        return;
+    }
     // `STACK_SUBSCRIBER=hand`: the same line written by `json_line.rs`, a
     // formatter written for it: how much of a logged request is the
     // formatter's (see benches/README.md).
@@ -324,6 +339,33 @@ fn single_request(c: &mut Criterion) {
     for (label, service) in all_stacks() {
         let mut next = 0u32;
         group.bench_function(BenchmarkId::new("admitted", label), |b| {
+            b.to_async(&runtime).iter(|| {
+                next = (next + 1) % PEERS;
+                let request = get_root(next);
+                let service = &service;
+                async move { assert_eq!(send(service, request).await, StatusCode::OK) }
+            })
+        });
+    }
+    // The preset with this crate's formatter (feature `json-log`) on this
+    // thread, beside the runs above (tracing-subscriber's JSON).
+    #[cfg(feature = "json-log")]
+    if std::env::var("STACK_LOG").as_deref() != Ok("off") {
+        let to_stderr = std::env::var("STACK_LOG").as_deref() == Ok("stderr");
+        let subscriber = tower_harden::telemetry::json_log::subscriber()
+            .with_writer(move || -> Box<dyn std::io::Write> {
+                if to_stderr {
+                    Box::new(std::io::stderr())
+                } else {
+                    Box::new(std::io::sink())
+                }
+            })
+            .with_max_level(Level::INFO)
+            .finish();
+        let _json_log = tracing::subscriber::set_default(subscriber);
+        let service = harden();
+        let mut next = 0u32;
+        group.bench_function(BenchmarkId::new("admitted", "b_harden_json_log"), |b| {
             b.to_async(&runtime).iter(|| {
                 next = (next + 1) % PEERS;
                 let request = get_root(next);

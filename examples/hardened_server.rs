@@ -29,7 +29,11 @@
 //! request-duration histogram in OpenTelemetry's advised buckets.
 //!
 //! Logs are JSON lines when standard output is not a terminal, readable text
-//! when it is. `RUST_LOG` filters them (default `info`).
+//! when it is. `RUST_LOG` filters them (default `info`). With the `json-log`
+//! feature the JSON lines are written by `tower_harden::telemetry::json_log`
+//! (the same bytes for fewer instructions);
+//! `HARDEN_LOG_FORMATTER=tracing-subscriber` picks tracing-subscriber's JSON
+//! formatter instead, for comparison.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -203,16 +207,26 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
             .with_writer(writer)
             .with_env_filter(filter)
             .init();
-    } else {
-        tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+        return guard;
+    }
+    // The same JSON lines, written by this crate's formatter: only the
+    // formatter differs from tracing-subscriber's below.
+    #[cfg(feature = "json-log")]
+    if std::env::var("HARDEN_LOG_FORMATTER").as_deref() != Ok("tracing-subscriber") {
+        tower_harden::telemetry::json_log::subscriber()
             .with_writer(writer)
             .with_env_filter(filter)
             .init();
+        return guard;
     }
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(writer)
+        .with_env_filter(filter)
+        .init();
     guard
 }
 

@@ -52,7 +52,7 @@
 //! |---|---|---|
 //! | [`context`] | who the request is: request id, trace context, peer address, trusted networks, arrival, time budget, header names | nothing of the crate |
 //! | [`error`] | refusals and problems: `Refusal`, `Problem`, the problem types, `HandlerError`, the problem body and future | `context` |
-//! | [`telemetry`] | reporting safely: escaping and redacting untrusted text, metrics, the log throttle | `context` |
+//! | [`telemetry`] | reporting safely: escaping and redacting untrusted text, metrics, the log throttle, the JSON line's formatter | `context` |
 //! | [`input`] | bounded input: body (wire and decoded), headers, URI | the base |
 //! | [`deadline`] | request deadline, slow bodies, deadlines for any service | the base |
 //! | [`outbound`] | the client layer: budget, ids and trace forwarded | the base |
@@ -78,6 +78,9 @@
 //!   the conventions' attributes), its parent the trusted caller's
 //!   `traceparent`; each [`outbound`] call is a client span whose id its
 //!   `traceparent` carries. `examples/otel_server.rs` exports over OTLP.
+//! - `json-log`: `telemetry::json_log`, tracing-subscriber's JSON log line
+//!   (flattened event, current span) byte for byte, written for a fraction
+//!   of the instructions; it plugs into tracing-subscriber's own builder.
 //!
 //! [tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]

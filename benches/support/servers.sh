@@ -2,11 +2,14 @@
 # overload.sh, slowloris.sh): builds the examples they run (EXAMPLES,
 # default the bare, hardened and peer servers; PROFILE, default release),
 # sets BIN to their directory, and starts and stops one server at a time.
+# FEATURES (default none) are the crate features they are built with.
 
 EXAMPLES=${EXAMPLES:-"hardened_server bare_server peer_server"}
 PROFILE=${PROFILE:-release}
+FEATURES=${FEATURES:-}
 # shellcheck disable=SC2046 # one --example per name
-cargo build --profile "$PROFILE" $(printf -- '--example %s ' $EXAMPLES) >&2
+cargo build --profile "$PROFILE" ${FEATURES:+--features "$FEATURES"} \
+    $(printf -- '--example %s ' $EXAMPLES) >&2
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN="$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/examples"
 
