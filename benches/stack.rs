@@ -29,9 +29,6 @@
 //!
 //! `benches/README.md` says how to read the numbers.
 
-#[path = "support/json_line.rs"]
-mod json_line;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -284,19 +281,6 @@ fn init_logging() {
     #[cfg(feature = "json-log")]
     if std::env::var("STACK_SUBSCRIBER").as_deref() == Ok("json-log") {
         let subscriber = tower_harden::telemetry::json_log::subscriber()
-            .with_writer(writer)
-            .with_max_level(Level::INFO)
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        return;
-    }
-    // `STACK_SUBSCRIBER=hand`: the same line written by `json_line.rs`, a
-    // formatter written for it: how much of a logged request is the
-    // formatter's (see benches/README.md).
-    if std::env::var("STACK_SUBSCRIBER").as_deref() == Ok("hand") {
-        let subscriber = tracing_subscriber::fmt()
-            .event_format(json_line::HandJson)
-            .fmt_fields(json_line::HandJsonFields)
             .with_writer(writer)
             .with_max_level(Level::INFO)
             .finish();
