@@ -342,76 +342,35 @@ fn the_preset_limits_requests_in_flight_by_default() {
     }
 }
 
-/// A simulated database on simulated time: 16 connections, 20 ms a query,
-/// 64 clients that send again at once whatever the answer (4x capacity).
-/// The adaptive limit settles near the capacity: what is admitted waits
-/// little, the rest is shed.
-#[tokio::test(start_paused = true)]
-async fn the_adaptive_limit_finds_the_capacity_of_a_simulated_database() {
-    let pool = Arc::new(Semaphore::new(16));
-    let backend = tower::service_fn(move |_request: Request<InFlightRequestBody<Body>>| {
-        let pool = pool.clone();
-        async move {
-            let _connection = pool.acquire().await.unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            Ok::<_, Infallible>(Response::new(Body::empty()))
-        }
-    });
-    let limit = InFlightLimitLayer::with_limit(Limit::Adaptive(AdaptiveLimit::default()));
-    let stats = limit.stats();
-    let service = tower::ServiceBuilder::new().layer(limit).service(backend);
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let end = tokio::time::Instant::now() + Duration::from_secs(20);
-    let clients: Vec<_> = (0..64)
-        .map(|_| {
-            let mut service = service.clone();
-            let latencies = latencies.clone();
-            tokio::spawn(async move {
-                while tokio::time::Instant::now() < end {
-                    let start = tokio::time::Instant::now();
-                    let response = service
-                        .ready()
-                        .await
-                        .unwrap()
-                        .call(Request::new(Body::empty()))
-                        .await
-                        .unwrap();
-                    let ok = response.status() == StatusCode::OK;
-                    response.into_body().collect().await.unwrap();
-                    if ok {
-                        latencies.lock().unwrap().push(start.elapsed());
-                    } else {
-                        // Shed at once: a client that retries at once would
-                        // spin on simulated time; 5 ms stands for its RTT.
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-            })
-        })
-        .collect();
-    for client in clients {
-        client.await.unwrap();
-    }
-    let limit = stats.limit();
-    assert!((16..=40).contains(&limit), "limit {limit}");
-    assert!(stats.shed() > 0);
-    let mut latencies = latencies.lock().unwrap().clone();
-    latencies.sort_unstable();
-    // Goodput: at least 90 % of the pool's 800 queries/s.
-    let goodput = latencies.len() as f64 / 20.0;
-    assert!(goodput >= 720.0, "goodput {goodput}/s");
-    // The latency of what is admitted: at most 3x the 20 ms of one query.
-    let p99 = latencies[latencies.len() * 99 / 100];
-    assert!(p99 <= Duration::from_millis(60), "p99 {p99:?}");
+/// What clients did against [`simulated_database`] behind a limit.
+struct SimulatedRun {
+    /// The latencies of the successes, sorted.
+    latencies: Vec<Duration>,
+    /// Refusals answered at once (no time spent in the limit's queue).
+    refused_at_once: u64,
 }
 
-/// The same database at 16x its capacity: 256 clients that send again at
-/// once whatever the answer, with the default queue. A refused client has
-/// waited for its 503 (the hold) and so sends about ten times a second,
-/// not in a busy loop; goodput stays near the capacity and what is
-/// admitted waits at most the queue's timeout more.
-#[tokio::test(start_paused = true)]
-async fn at_16x_with_clients_that_resend_at_once_the_queue_paces_their_refusals() {
+impl SimulatedRun {
+    fn goodput(&self, seconds: u64) -> f64 {
+        self.latencies.len() as f64 / seconds as f64
+    }
+
+    fn p99(&self) -> Duration {
+        self.latencies[self.latencies.len() * 99 / 100]
+    }
+}
+
+/// A simulated database on simulated time, 16 connections, 20 ms a query
+/// (800 queries/s), behind `limit`, driven for `seconds` by `clients` that
+/// send again at once whatever the answer. A refusal answered at once is
+/// followed by `round_trip` before the next try: on simulated time a
+/// client resending at once would spin without time moving.
+async fn simulated_database(
+    limit: InFlightLimitLayer,
+    clients: usize,
+    seconds: u64,
+    round_trip: Duration,
+) -> SimulatedRun {
     let pool = Arc::new(Semaphore::new(16));
     let backend = tower::service_fn(move |_request: Request<InFlightRequestBody<Body>>| {
         let pool = pool.clone();
@@ -421,14 +380,11 @@ async fn at_16x_with_clients_that_resend_at_once_the_queue_paces_their_refusals(
             Ok::<_, Infallible>(Response::new(Body::empty()))
         }
     });
-    let limit = InFlightLimitLayer::new();
-    let stats = limit.stats();
     let service = tower::ServiceBuilder::new().layer(limit).service(backend);
     let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
     let refused_at_once = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let seconds = 20;
     let end = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    let clients: Vec<_> = (0..256)
+    let clients: Vec<_> = (0..clients)
         .map(|_| {
             let mut service = service.clone();
             let latencies = latencies.clone();
@@ -448,11 +404,8 @@ async fn at_16x_with_clients_that_resend_at_once_the_queue_paces_their_refusals(
                     if ok {
                         latencies.lock().unwrap().push(start.elapsed());
                     } else if start.elapsed().is_zero() {
-                        // Refused at once (a full queue): on simulated time
-                        // a client resending at once would spin; 1 ms
-                        // stands for its round trip.
                         refused_at_once.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        tokio::time::sleep(round_trip).await;
                     }
                 }
             })
@@ -461,11 +414,47 @@ async fn at_16x_with_clients_that_resend_at_once_the_queue_paces_their_refusals(
     for client in clients {
         client.await.unwrap();
     }
-    let mut latencies = latencies.lock().unwrap().clone();
+    let mut latencies = std::mem::take(&mut *latencies.lock().unwrap());
     latencies.sort_unstable();
-    let goodput = latencies.len() as f64 / seconds as f64;
+    SimulatedRun {
+        latencies,
+        refused_at_once: refused_at_once.load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+/// The simulated database at 4x its capacity (64 clients). The adaptive
+/// limit settles near the capacity: what is admitted waits little, the
+/// rest is shed.
+#[tokio::test(start_paused = true)]
+async fn the_adaptive_limit_finds_the_capacity_of_a_simulated_database() {
+    let limit = InFlightLimitLayer::with_limit(Limit::Adaptive(AdaptiveLimit::default()));
+    let stats = limit.stats();
+    let run = simulated_database(limit, 64, 20, Duration::from_millis(5)).await;
+    let limit = stats.limit();
+    assert!((16..=40).contains(&limit), "limit {limit}");
+    assert!(stats.shed() > 0);
+    // Goodput: at least 90 % of the pool's 800 queries/s.
+    let goodput = run.goodput(20);
     assert!(goodput >= 720.0, "goodput {goodput}/s");
-    let p99 = latencies[latencies.len() * 99 / 100];
+    // The latency of what is admitted: at most 3x the 20 ms of one query.
+    let p99 = run.p99();
+    assert!(p99 <= Duration::from_millis(60), "p99 {p99:?}");
+}
+
+/// The same database at 16x its capacity: 256 clients that send again at
+/// once whatever the answer, with the default queue. A refused client has
+/// waited for its 503 (the hold) and so sends about ten times a second,
+/// not in a busy loop; goodput stays near the capacity and what is
+/// admitted waits at most the queue's timeout more.
+#[tokio::test(start_paused = true)]
+async fn at_16x_with_clients_that_resend_at_once_the_queue_paces_their_refusals() {
+    let limit = InFlightLimitLayer::new();
+    let stats = limit.stats();
+    let seconds = 20;
+    let run = simulated_database(limit, 256, seconds, Duration::from_millis(1)).await;
+    let goodput = run.goodput(seconds);
+    assert!(goodput >= 720.0, "goodput {goodput}/s");
+    let p99 = run.p99();
     assert!(p99 <= Duration::from_millis(60), "p99 {p99:?}");
     // Each client is refused at most once per hold (100 ms): at most 2,560
     // refusals a second, where an instant 503 and a 1 ms round trip would
@@ -477,8 +466,7 @@ async fn at_16x_with_clients_that_resend_at_once_the_queue_paces_their_refusals(
     );
     assert!(stats.shed() > 0);
     assert_eq!(
-        refused_at_once.load(std::sync::atomic::Ordering::Relaxed),
-        0,
+        run.refused_at_once, 0,
         "the queue (256) holds every client the limit does not"
     );
 }
