@@ -51,8 +51,8 @@ pub(crate) struct Queue<T> {
     /// Entries in `waiters` (those that gave up included, until removed),
     /// read without the lock by every release of a slot.
     entries: AtomicUsize,
-    /// Requests waiting now (those that gave up not included).
-    pub(crate) waiting: AtomicUsize,
+    /// Requests waiting now: counted in by `wait`, out by `left`.
+    waiting: AtomicUsize,
     waiters: Mutex<VecDeque<(Instant, oneshot::Sender<T>)>>,
 }
 
@@ -128,6 +128,17 @@ impl<T> Queue<T> {
         self.entries.store(waiters.len(), Ordering::SeqCst);
         self.waiting.fetch_add(1, Ordering::Relaxed);
         Wait::Queued(receiver)
+    }
+
+    /// Requests waiting now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// A request that joined (`Wait::Queued`) stopped waiting: it has its
+    /// slot, was refused, or is gone.
+    pub(crate) fn left(&self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Whether anyone may be waiting (after a slot was freed, sequentially

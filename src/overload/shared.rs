@@ -129,7 +129,7 @@ impl Shared {
     }
 
     pub(crate) fn queued(&self) -> usize {
-        self.queue.waiting.load(Ordering::Relaxed)
+        self.queue.waiting()
     }
 
     /// The slots of reserved share `index` at `limit`: at least one.
@@ -406,7 +406,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.shared.queue.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.shared.queue.left();
     }
 }
 
