@@ -10,6 +10,7 @@
 
 mod budget;
 mod client_key;
+mod extensions;
 mod headers;
 mod networks;
 mod peer;
@@ -21,6 +22,7 @@ mod trace_context;
 pub use budget::{current_budget, current_request, scope, Budget, BudgetOrigin};
 pub(crate) use budget::{current_trace, in_scope, sync_in_scope, Scope};
 pub use client_key::ClientKey;
+pub(crate) use extensions::make_room;
 pub(crate) use headers::declared_length;
 pub use headers::{
     BAGGAGE_HEADER, REQUEST_DEADLINE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER,

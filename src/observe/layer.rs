@@ -619,6 +619,8 @@ where
         let trace = super::otel::join(&span, trace);
 
         let extensions = request.extensions_mut();
+        // Behind this crate's server the map has room already.
+        crate::context::make_room(extensions);
         extensions.insert(crate::context::Arrival(tokio::time::Instant::now()));
         extensions.insert(request_id.clone());
         extensions.insert(trace.trace_id());

@@ -41,6 +41,7 @@ where
             request.body().size_hint().exact()
         };
         let extensions = request.extensions_mut();
+        crate::context::make_room(extensions);
         extensions.insert(PeerAddr(self.peer));
         #[cfg(feature = "axum")]
         extensions.insert(axum::extract::ConnectInfo(self.peer));
