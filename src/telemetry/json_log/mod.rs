@@ -18,7 +18,10 @@
 //! fields ready to copy. `benches/README.md` has the measurements.
 //!
 //! Filters, writers and layers stay tracing-subscriber's: only the
-//! formatter changes.
+//! formatter changes. For the writer, [`BatchWriter`] is a cheaper
+//! off-thread writer than tracing-appender's under load (one wake per
+//! batch of lines instead of nearly one per line), for this formatter's
+//! lines or any other's.
 //!
 //! Where the two differ: tracing-subscriber's settings other than the ones
 //! above (file and line, thread names, the span list) have no equivalent
@@ -60,6 +63,7 @@
 //! # drop(subscriber);
 //! ```
 
+mod batch_writer;
 mod escape;
 mod event;
 mod fields;
@@ -72,6 +76,7 @@ use tracing::Subscriber;
 use tracing_subscriber::fmt::SubscriberBuilder;
 use tracing_subscriber::registry::LookupSpan;
 
+pub use batch_writer::{BatchLine, BatchWriter, BatchWriterBuilder, BatchWriterGuard};
 pub use fields::JsonLogFields;
 pub use time::UtcMicros;
 
