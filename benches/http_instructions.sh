@@ -9,12 +9,16 @@
 #
 # Servers: examples/bare_server (the baseline), examples/hardened_server with
 # benches/load.toml (every request admitted), logging to /dev/null (the line
-# written by `telemetry::json_log`, and by tracing-subscriber's JSON
-# formatter: "t-s JSON") and with RUST_LOG=off, and with the plain defaults (curl is one address: after the
-# burst, every request is a 429); examples/peer_server (tower-http +
-# tower_governor, one JSON line per request) likewise with a quota curl
-# cannot spend and with its default (429s), each preset figure beside the
-# peer's doing the same job. Needs valgrind (installed if missing).
+# written by `telemetry::json_log` through its `BatchWriter`; the same line
+# through tracing-appender's worker, "t-appender"; tracing-subscriber's JSON
+# formatter's line, "t-s JSON") and with RUST_LOG=off, and with the plain
+# defaults (curl is one address: after the burst, every request is a 429);
+# examples/peer_server (tower-http + tower_governor, one JSON line per
+# request through tracing-appender) likewise with a quota curl cannot spend
+# and with its default (429s), each preset figure beside the peer's doing
+# the same job. Callgrind runs the threads one at a time: what a hand-off
+# between threads costs in the kernel (a wake, a switch) is not counted;
+# `benches/load.sh` measures it. Needs valgrind (installed if missing).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -68,6 +72,8 @@ export BARE_ADDR="127.0.0.1:$PORT" HARDEN_ADDR="127.0.0.1:$PORT" PEER_ADDR="127.
 bare=$(measure bare "$BIN/bare_server")
 logged=$(HARDEN_CONFIG=benches/load.toml RUST_LOG=info \
     measure harden "$BIN/hardened_server")
+logged_appender=$(HARDEN_CONFIG=benches/load.toml RUST_LOG=info HARDEN_LOG_WRITER=tracing-appender \
+    measure harden_appender "$BIN/hardened_server")
 logged_ts=$(HARDEN_CONFIG=benches/load.toml RUST_LOG=info HARDEN_LOG_FORMATTER=tracing-subscriber \
     measure harden_ts "$BIN/hardened_server")
 quiet=$(HARDEN_CONFIG=benches/load.toml RUST_LOG=off \
@@ -83,7 +89,7 @@ printf '%-34s %14s %12s %12s\n' server "instr/request" "over bare" "vs peer"
 read -r _ bare_ir <<<"$bare"
 read -r _ peer_ir <<<"$peer"
 read -r _ peer_defaults_ir <<<"$peer_defaults"
-for line in "$bare" "$peer" "$logged" "$logged_ts" "$quiet" "$peer_defaults" "$defaults"; do
+for line in "$bare" "$peer" "$logged" "$logged_appender" "$logged_ts" "$quiet" "$peer_defaults" "$defaults"; do
     read -r label ir <<<"$line"
     # Each preset figure beside the peer's doing the same job.
     peer_ref=$peer_ir
@@ -91,6 +97,7 @@ for line in "$bare" "$peer" "$logged" "$logged_ts" "$quiet" "$peer_defaults" "$d
     bare) name="bare axum (baseline)" ;;
     peer) name="peer (tower-http + governor)" ;;
     harden) name="Harden (benches/load.toml)" ;;
+    harden_appender) name="Harden (load.toml, t-appender)" ;;
     harden_ts) name="Harden (load.toml, t-s JSON)" ;;
     harden_quiet) name="Harden (load.toml, RUST_LOG=off)"; peer_ref="" ;;
     peer_defaults) name="peer (defaults: 429s)"; peer_ref=$peer_defaults_ir ;;

@@ -190,34 +190,57 @@ async fn download(Path(n): Path<u64>) -> Result<axum::response::Response, Handle
         .map_err(HandlerError::internal)
 }
 
-/// JSON lines on stdout (text on a terminal). The lines are written by
-/// tracing-appender's worker thread, not by the thread serving the request,
-/// through a buffer it flushes whenever it has caught up: under load one
-/// `write` carries many lines instead of one system call per request. Not
-/// lossy: when the worker falls behind, requests wait rather than lines
-/// being dropped. The guard flushes what is left when `main` returns.
-fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+/// JSON lines on stdout (text on a terminal), written by another thread
+/// than the one serving the request. With the `json-log` feature the lines
+/// are this crate's formatter's (`HARDEN_LOG_FORMATTER=tracing-subscriber`
+/// for tracing-subscriber's, the same bytes) and its `BatchWriter` writes
+/// them: the serving thread copies its line into a buffer, and one write
+/// carries every line of up to 10 ms (`HARDEN_LOG_WRITER=tracing-appender`
+/// for tracing-appender's worker, which is woken for a line at a time).
+/// Without the feature, tracing-subscriber's JSON through tracing-appender.
+/// Neither is lossy here: when the writer falls behind, requests wait
+/// rather than lines being dropped. The guard writes what is left when
+/// `main` returns.
+fn init_logging() -> Box<dyn std::any::Any> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let to_terminal = std::io::stdout().is_terminal();
+    #[cfg(feature = "json-log")]
+    if std::env::var("HARDEN_LOG_WRITER").as_deref() != Ok("tracing-appender")
+        && !std::io::stdout().is_terminal()
+    {
+        let (writer, guard) = tower_harden::telemetry::json_log::BatchWriter::builder()
+            .lossy(false)
+            .finish(std::io::stdout())
+            .expect("the log writer thread starts");
+        init_json_subscriber(writer, filter);
+        return Box::new(guard);
+    }
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::BufWriter::new(std::io::stdout()));
-    if to_terminal {
+    if std::io::stdout().is_terminal() {
         tracing_subscriber::fmt()
             .with_writer(writer)
             .with_env_filter(filter)
             .init();
-        return guard;
+    } else {
+        init_json_subscriber(writer, filter);
     }
-    // The same JSON lines, written by this crate's formatter: only the
-    // formatter differs from tracing-subscriber's below.
+    Box::new(guard)
+}
+
+/// The JSON line: this crate's formatter with `json-log` (unless
+/// `HARDEN_LOG_FORMATTER=tracing-subscriber`), else tracing-subscriber's.
+fn init_json_subscriber<W>(writer: W, filter: EnvFilter)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     #[cfg(feature = "json-log")]
     if std::env::var("HARDEN_LOG_FORMATTER").as_deref() != Ok("tracing-subscriber") {
         tower_harden::telemetry::json_log::subscriber()
             .with_writer(writer)
             .with_env_filter(filter)
             .init();
-        return guard;
+        return;
     }
     tracing_subscriber::fmt()
         .json()
@@ -227,7 +250,6 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
         .with_writer(writer)
         .with_env_filter(filter)
         .init();
-    guard
 }
 
 /// The configuration: the file named by `HARDEN_CONFIG`, else the defaults

@@ -31,7 +31,16 @@ const DEFAULT_FLUSH_AT: usize = 64 << 10;
 const FLUSH_ON_DROP: Duration = Duration::from_secs(1);
 
 /// A [`MakeWriter`] that copies each line into a bounded buffer which one
-/// thread writes out in batches (see the [module](self) documentation).
+/// thread writes out in batches.
+///
+/// tracing-appender's `non_blocking` sends each line down a channel as its
+/// own allocation, and wakes its worker for every line that finds it asleep:
+/// under load, a wake, a context switch and a `write` per request or close
+/// to it. Here a line is one locked copy; the first line into an empty
+/// buffer wakes the writer thread, which then gathers lines for up to
+/// [`interval`](BatchWriterBuilder::interval) (or until
+/// [`flush_at`](BatchWriterBuilder::flush_at) bytes) and writes them with
+/// one call.
 ///
 /// Each `write` call is kept whole, as tracing-subscriber's `fmt` layer
 /// writes a line: lines from many threads never interleave. Memory is
