@@ -203,10 +203,9 @@ async fn download(Path(n): Path<u64>) -> Result<axum::response::Response, Handle
 /// `main` returns.
 fn init_logging() -> Box<dyn std::any::Any> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let to_terminal = std::io::stdout().is_terminal();
     #[cfg(feature = "json-log")]
-    if std::env::var("HARDEN_LOG_WRITER").as_deref() != Ok("tracing-appender")
-        && !std::io::stdout().is_terminal()
-    {
+    if !to_terminal && std::env::var("HARDEN_LOG_WRITER").as_deref() != Ok("tracing-appender") {
         let (writer, guard) = tower_harden::telemetry::json_log::BatchWriter::builder()
             .lossy(false)
             .finish(std::io::stdout())
@@ -217,7 +216,7 @@ fn init_logging() -> Box<dyn std::any::Any> {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::BufWriter::new(std::io::stdout()));
-    if std::io::stdout().is_terminal() {
+    if to_terminal {
         tracing_subscriber::fmt()
             .with_writer(writer)
             .with_env_filter(filter)

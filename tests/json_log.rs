@@ -40,12 +40,17 @@ impl FormatTime for FixedTime {
 
 const TIME: FixedTime = FixedTime("2026-12-03T08:10:48.123456Z");
 
-/// Runs `f` under one subscriber with both formatters; returns
-/// (tracing-subscriber's lines, ours).
-fn both<R>(timer: FixedTime, f: impl FnOnce() -> R) -> (String, String, R) {
-    let reference = Captured::default();
-    let ours = Captured::default();
-    let subscriber = tracing_subscriber::registry()
+/// One subscriber with both formatters: tracing-subscriber's JSON into
+/// `reference`, ours into `ours`, with the same timer.
+fn both_formatters<W>(
+    timer: FixedTime,
+    reference: Captured,
+    ours: W,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .json()
@@ -53,14 +58,22 @@ fn both<R>(timer: FixedTime, f: impl FnOnce() -> R) -> (String, String, R) {
                 .with_current_span(true)
                 .with_span_list(false)
                 .with_timer(timer)
-                .with_writer(reference.clone()),
+                .with_writer(reference),
         )
         .with(
             tracing_subscriber::fmt::layer()
                 .fmt_fields(JsonLogFields::new())
                 .event_format(JsonLog::new().with_timer(timer))
-                .with_writer(ours.clone()),
-        );
+                .with_writer(ours),
+        )
+}
+
+/// Runs `f` under one subscriber with both formatters; returns
+/// (tracing-subscriber's lines, ours).
+fn both<R>(timer: FixedTime, f: impl FnOnce() -> R) -> (String, String, R) {
+    let reference = Captured::default();
+    let ours = Captured::default();
+    let subscriber = both_formatters(timer, reference.clone(), ours.clone());
     let result = tracing::subscriber::with_default(subscriber, f);
     (reference.text(), ours.text(), result)
 }
@@ -526,22 +539,7 @@ fn lines_through_the_batch_writer_arrive_whole() {
         .lossy(false)
         .finish(output.clone())
         .unwrap();
-    let subscriber = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false)
-                .with_timer(TIME)
-                .with_writer(reference.clone()),
-        )
-        .with(
-            tracing_subscriber::fmt::layer()
-                .fmt_fields(JsonLogFields::new())
-                .event_format(JsonLog::new().with_timer(TIME))
-                .with_writer(writer.clone()),
-        );
+    let subscriber = both_formatters(TIME, reference.clone(), writer.clone());
     let dispatch = tracing::Dispatch::new(subscriber);
     std::thread::scope(|scope| {
         for thread in 0..4 {
