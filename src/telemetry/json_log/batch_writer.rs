@@ -270,17 +270,12 @@ impl Shared {
         }
         let mut pending = self.lock();
         loop {
-            if pending.closed {
-                drop(pending);
-                self.dropped_lines.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
             let fits = pending.bytes.is_empty()
                 || pending.bytes.len().saturating_add(line.len()) <= self.capacity;
-            if fits {
+            if fits && !pending.closed {
                 break;
             }
-            if self.lossy {
+            if pending.closed || self.lossy {
                 drop(pending);
                 self.dropped_lines.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -353,7 +348,9 @@ fn write_batches<W: Write>(shared: &Shared, mut output: W) {
             // One oversized line must not keep its memory for good.
             batch = Vec::new();
         }
-        if closed && shared.lock().bytes.is_empty() {
+        // Once closed, `push` takes no more lines: the batch just written
+        // was the last.
+        if closed {
             return;
         }
     }
