@@ -226,7 +226,7 @@ where
         let future = sync_in_scope(scope.clone(), || self.inner.call(request));
         RequestDeadlineFuture {
             state: State::Running {
-                future: in_scope(scope, future),
+                future: Box::pin(in_scope(scope, future)),
                 sleep: None,
                 budget,
                 status: layer.status,
@@ -251,7 +251,12 @@ pin_project! {
     #[project_replace = StateReplace]
     enum State<F, B> {
         Running {
-            #[pin] future: TaskLocalFuture<Scope, F>,
+            // Boxed once here: otherwise the handler's future (and the
+            // router's and the decompression's inside it) is moved again by
+            // every layer outside, on every request; the allocation costs
+            // less than the moves (callgrind, over HTTP: 340 instructions a
+            // request less).
+            future: Pin<Box<TaskLocalFuture<Scope, F>>>,
             // Made the first time the inner future waits: a request answered
             // at once never touches the timer, and the timer's bulk stays
             // off the future, which every layer outside moves.
@@ -286,7 +291,7 @@ where
                 context,
                 http1,
             } => {
-                if let Poll::Ready(result) = future.poll(cx) {
+                if let Poll::Ready(result) = future.as_mut().poll(cx) {
                     let response = result?;
                     let outcome = match watch.as_ref().and_then(|watch| watch.slot.get()) {
                         Some(refused) => {

@@ -627,8 +627,10 @@ where
         extensions.insert(trace.clone());
         // What only the outcome event needs is kept as it came (reference
         // counted, unescaped): escaped when, and only if, the event is
-        // written.
-        let outcome = Outcome {
+        // written. Boxed as it is made, not after: the struct is large,
+        // and a copy from the stack into the box was one more move a
+        // request.
+        let outcome = Box::new(Outcome {
             config: config.outcome.clone(),
             span: span.clone(),
             start,
@@ -650,7 +652,7 @@ where
             trace_refused,
             status: None,
             failure: None,
-        };
+        });
 
         let called = {
             let _entered = span.enter();
@@ -659,7 +661,7 @@ where
             catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
                 .map_err(|payload| (payload_message(&*payload), catching.take_site()))
         };
-        ObserveFuture::new(called, span, Box::new(outcome))
+        ObserveFuture::new(called, span, outcome)
     }
 }
 
