@@ -627,10 +627,8 @@ where
         extensions.insert(trace.clone());
         // What only the outcome event needs is kept as it came (reference
         // counted, unescaped): escaped when, and only if, the event is
-        // written. Boxed as it is made, not after: the struct is large,
-        // and a copy from the stack into the box was one more move a
-        // request.
-        let outcome = Box::new(Outcome {
+        // written.
+        let outcome = Outcome {
             config: config.outcome.clone(),
             span: span.clone(),
             start,
@@ -652,7 +650,7 @@ where
             trace_refused,
             status: None,
             failure: None,
-        });
+        };
 
         let called = {
             let _entered = span.enter();
@@ -661,7 +659,7 @@ where
             catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
                 .map_err(|payload| (payload_message(&*payload), catching.take_site()))
         };
-        ObserveFuture::new(called, span, outcome)
+        ObserveFuture::new(called, span, Box::new(outcome))
     }
 }
 
