@@ -140,10 +140,10 @@ one_round() {
         harden_quiet) peer_ref="" ;;
         peer_defaults | harden_defaults) peer_ref=$peer_defaults_rps ;;
         esac
-        ratio=$(awk -v a="$rps" -v b="$bare_rps" 'BEGIN { printf "%.2f", a / b }')
+        ratio=$(ratio_of "$rps" "$bare_rps")
         vs_peer=-
         if [ -n "$peer_ref" ]; then
-            vs_peer=$(awk -v a="$rps" -v b="$peer_ref" 'BEGIN { printf "%.2f", a / b }')
+            vs_peer=$(ratio_of "$rps" "$peer_ref")
         fi
         printf '%-34s %12s %10s %10s %10s %10s %12s\n' "$(name_of "$label")" "$rps" "$p99" "$non2xx" \
             "$ratio x" "$vs_peer${peer_ref:+ x}" "$cpu_us"
@@ -164,6 +164,11 @@ name_of() {
     esac
 }
 
+# ratio_of A B: A / B to two decimals.
+ratio_of() {
+    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
+}
+
 # The median of the numbers on standard input ("-" when there are none).
 median() {
     sort -g | awk '$1 != "-" { v[n++] = $1 } END {
@@ -182,13 +187,15 @@ if [ "$ROUNDS" -gt 1 ]; then
     echo
     echo "medians of $ROUNDS interleaved rounds (the ratios: medians of each round's ratio)"
     printf '%-34s %12s %10s %10s %12s\n' server "requests/s" "vs bare" "vs peer" "cpu us/req"
+    # column_median LABEL N: the median of column N of LABEL's rounds.
+    column_median() {
+        awk -v l="$1" -v n="$2" '$1 == l { print $n }' "$RESULTS" | median
+    }
     for label in bare peer harden harden_appender harden_ts harden_quiet peer_defaults harden_defaults; do
-        vs_peer=$(awk -v l="$label" '$1 == l { print $4 }' "$RESULTS" | median)
+        vs_peer=$(column_median "$label" 4)
         [ "$vs_peer" = - ] || vs_peer="$vs_peer x"
         printf '%-34s %12s %10s %10s %12s\n' "$(name_of "$label")" \
-            "$(awk -v l="$label" '$1 == l { print $2 }' "$RESULTS" | median)" \
-            "$(awk -v l="$label" '$1 == l { print $3 }' "$RESULTS" | median) x" \
-            "$vs_peer" \
-            "$(awk -v l="$label" '$1 == l { print $5 }' "$RESULTS" | median)"
+            "$(column_median "$label" 2)" "$(column_median "$label" 3) x" \
+            "$vs_peer" "$(column_median "$label" 5)"
     done
 fi
